@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh clone: sets up .venv on first use, then runs.
+
+    python3 dev.py demo        # the main job: everything on loopback
+    python3 dev.py test        # ruff, mypy and the test suite
+    python3 dev.py framelab …  # any framelab command inside the venv
+
+Needs only Python 3.11+. Setup is idempotent: the venv is (re)installed only
+when pyproject.toml changed since the last install (a hash stamp in .venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".framelab-installed"
+BIN = VENV / "bin"
+
+
+def _wanted_stamp() -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the project with its test extras if stale."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"framelab needs Python 3.11+, this is {sys.version.split()[0]}")
+    wanted = _wanted_stamp()
+    if STAMP.exists() and STAMP.read_text() == wanted and (BIN / "framelab").exists():
+        return
+    if not (BIN / "python").exists():
+        print("setup: creating .venv", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    print("setup: installing framelab and its test tools into .venv", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-e", f"{ROOT}[test,fuzz]"], check=True, cwd=ROOT)
+    STAMP.write_text(wanted)
+
+
+def _run(argv: list[str]) -> int:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(argv, cwd=ROOT, env=env).returncode
+
+
+def run_tests(extra: list[str]) -> int:
+    """The one test command: lint, types, then pytest (README and CI use it)."""
+    for step in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
+        print(f"== {' '.join(step)}", flush=True)
+        if rc := _run([str(BIN / step[0]), *step[1:]]):
+            return rc
+    print("== pytest", flush=True)
+    return _run([str(BIN / "python"), "-m", "pytest", *extra])
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0
+    ensure_venv()
+    command, rest = argv[0], argv[1:]
+    if command == "test":
+        return run_tests(rest)
+    if command == "setup":
+        return 0
+    if command == "framelab":
+        return _run([str(BIN / "framelab"), *rest])
+    return _run([str(BIN / "framelab"), command, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

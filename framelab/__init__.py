@@ -1,0 +1,1 @@
+"""framelab: the command-line front end (see framelab.cli)."""

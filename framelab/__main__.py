@@ -1,0 +1,5 @@
+import sys
+
+from framelab.cli import main
+
+sys.exit(main())
