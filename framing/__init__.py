@@ -1,1 +1,45 @@
-"""framing package."""
+"""framing: 4-byte big-endian length-prefixed messages, sans-IO at the core.
+
+Core (no I/O): FrameDecoder, encode_frame / encode_frames / write_frames,
+MessageCodec. Adapters: FramedProtocol (asyncio.BufferedProtocol, the fast
+path), FrameReader / FrameWriter (asyncio streams).
+"""
+
+from framing.decoder import (
+    DEFAULT_MAX_FRAME_LENGTH,
+    HEADER_SIZE,
+    BytesLike,
+    FrameDecoder,
+    Payload,
+)
+from framing.encoder import encode_frame, encode_frames, frame_header, write_frames
+from framing.errors import FrameTooLarge, FramingError, MessageError, TruncatedFrame
+from framing.messages import MessageCodec, message_handler
+from framing.protocol import BatchHandler, FramedProtocol, per_frame, set_nodelay
+from framing.streams import FrameReader, FrameWriter, framed_streams, open_framed_connection
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_LENGTH",
+    "HEADER_SIZE",
+    "BatchHandler",
+    "BytesLike",
+    "FrameDecoder",
+    "FrameReader",
+    "FrameTooLarge",
+    "FrameWriter",
+    "FramedProtocol",
+    "FramingError",
+    "MessageCodec",
+    "MessageError",
+    "Payload",
+    "TruncatedFrame",
+    "encode_frame",
+    "encode_frames",
+    "frame_header",
+    "framed_streams",
+    "message_handler",
+    "open_framed_connection",
+    "per_frame",
+    "set_nodelay",
+    "write_frames",
+]

@@ -1,0 +1,190 @@
+"""Sans-IO decoder: bytes in, complete payloads out. No sockets here.
+
+Wire format: a 4-byte unsigned big-endian payload length, then the payload.
+
+Operations: `feed(data)` for code that already holds bytes, and the pair
+`get_buffer()` / `buffer_updated(n)` for code that lets the kernel write
+straight into the decoder's memory (asyncio.BufferedProtocol, recv_into).
+Both return the payloads completed by that input, in order: the batch a
+reader hands to its handler (as Netty's decoders fill an out list).
+
+Cost goals: linear in the bytes processed whatever the chunking, and at most
+one user-space copy per byte:
+- Small frames land in one fixed receive buffer and are copied out once, as
+  `bytes`. The buffer is never resized (the event loop may still hold a view
+  of it while we parse), the read offsets reset whenever it is drained, and
+  the unparsed tail moves to the front only when the end is reached; that
+  tail is shorter than `large_frame` + 4, so moves are bounded and rare.
+- A frame of `large_frame` bytes or more gets its own bytearray of exactly the
+  declared length; `get_buffer()` then offers the unfilled rest of it, so the
+  kernel writes the payload where the handler will read it: no copy per chunk
+  (Twisted's Int32StringReceiver concatenates, which is quadratic). Such a
+  payload is delivered as that bytearray.
+Limits: a header over `max_frame_length` raises FrameTooLarge as soon as its
+4 bytes are in, before any payload is kept, so memory per connection stays
+below buffer_size + max_frame_length.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from framing.errors import FrameTooLarge, FramingError, TruncatedFrame
+
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+MAX_DECLARABLE = 0xFFFF_FFFF
+DEFAULT_MAX_FRAME_LENGTH = 8 * 1024 * 1024
+DEFAULT_BUFFER_SIZE = 256 * 1024
+DEFAULT_LARGE_FRAME = 64 * 1024
+#: offer the kernel at least this much room, compacting first if needed
+_MIN_READ = 16 * 1024
+
+Payload = bytes | bytearray
+#: what the encoder and feed() accept
+BytesLike = bytes | bytearray | memoryview
+
+
+class FrameDecoder:
+    """Split a byte stream into payloads; see the module docstring for costs."""
+
+    __slots__ = (
+        "_buf",
+        "_end",
+        "_failed",
+        "_large",
+        "_large_filled",
+        "_start",
+        "_view",
+        "frames_decoded",
+        "large_frame",
+        "max_frame_length",
+    )
+
+    def __init__(
+        self,
+        max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
+        *,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        large_frame: int = DEFAULT_LARGE_FRAME,
+    ) -> None:
+        if not 0 <= max_frame_length <= MAX_DECLARABLE:
+            raise ValueError(f"max_frame_length must be 0..{MAX_DECLARABLE}")
+        if buffer_size < 2 * _MIN_READ:
+            raise ValueError(f"buffer_size must be at least {2 * _MIN_READ}")
+        self.max_frame_length = max_frame_length
+        # A frame whose header+payload cannot fit the buffer must go large.
+        self.large_frame = min(large_frame, buffer_size - HEADER_SIZE - _MIN_READ)
+        self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unparsed byte
+        self._end = 0  # end of received bytes
+        self._large: bytearray | None = None
+        self._large_filled = 0
+        self._failed: FramingError | None = None
+        self.frames_decoded = 0
+
+    # -- state -----------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        """Bytes received that belong to a frame not yet complete."""
+        if self._large is not None:
+            return HEADER_SIZE + self._large_filled
+        return self._end - self._start
+
+    @property
+    def in_frame(self) -> bool:
+        """True while part of a frame (header or payload) has been received."""
+        return self._large is not None or self._end > self._start
+
+    @property
+    def failed(self) -> FramingError | None:
+        return self._failed
+
+    # -- zero-copy input -----------------------------------------------
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Writable memory for the next read; pass the count to buffer_updated()."""
+        if self._failed is not None:
+            raise self._failed
+        if self._large is not None:
+            return memoryview(self._large)[self._large_filled :]
+        if len(self._buf) - self._end < _MIN_READ and self._start:
+            self._compact()
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[Payload]:
+        """Account for `nbytes` written into get_buffer(); return finished payloads."""
+        if self._large is not None:
+            self._large_filled += nbytes
+            if self._large_filled < len(self._large):
+                return []
+            payload, self._large = self._large, None
+            self.frames_decoded += 1
+            return [payload]
+        self._end += nbytes
+        return self._parse()
+
+    # -- convenience input ----------------------------------------------
+    def feed(self, data: BytesLike) -> list[Payload]:
+        """Copy `data` in and return the payloads it completes."""
+        src = memoryview(data).cast("B")
+        frames: list[Payload] = []
+        while src:
+            room = self.get_buffer(len(src))
+            count = min(len(room), len(src))
+            room[:count] = src[:count]
+            src = src[count:]
+            frames += self.buffer_updated(count)
+        return frames
+
+    def end_of_stream(self) -> None:
+        """Declare the input finished: fine at a frame boundary, else TruncatedFrame."""
+        if self._failed is not None:
+            raise self._failed
+        if self._large is not None:
+            self._fail(TruncatedFrame(self._large_filled, len(self._large), in_header=False))
+        pending = self._end - self._start
+        if pending == 0:
+            return
+        if pending < HEADER_SIZE:
+            self._fail(TruncatedFrame(pending, HEADER_SIZE, in_header=True))
+        (declared,) = HEADER.unpack_from(self._buf, self._start)
+        self._fail(TruncatedFrame(pending - HEADER_SIZE, declared, in_header=False))
+
+    # -- internals -------------------------------------------------------
+    def _fail(self, error: FramingError) -> None:
+        self._failed = error
+        raise error
+
+    def _compact(self) -> None:
+        pending = self._buf[self._start : self._end]  # copy: source and target overlap
+        self._buf[: len(pending)] = pending
+        self._start, self._end = 0, len(pending)
+
+    def _parse(self) -> list[Payload]:
+        frames: list[Payload] = []
+        buf, view, pos, end = self._buf, self._view, self._start, self._end
+        limit, unpack = self.max_frame_length, HEADER.unpack_from
+        while end - pos >= HEADER_SIZE:
+            (length,) = unpack(buf, pos)
+            if length > limit:
+                self._start = pos
+                self._fail(FrameTooLarge(length, limit))
+            body = pos + HEADER_SIZE
+            stop = body + length
+            if stop <= end:
+                frames.append(bytes(view[body:stop]))
+                pos = stop
+                continue
+            if length >= self.large_frame:
+                self._large = large = bytearray(length)
+                self._large_filled = end - body
+                large[: self._large_filled] = view[body:end]
+                pos = end
+            break
+        self.frames_decoded += len(frames)
+        if pos == end:
+            self._start = self._end = 0
+        else:
+            self._start = pos
+        return frames

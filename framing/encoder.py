@@ -1,0 +1,89 @@
+"""Sans-IO encoder: payloads in, wire bytes out. No sockets here.
+
+`encode_frame` makes one frame; `encode_frames` packs a batch into a single
+bytearray so a writer makes one write() (one syscall) for many replies.
+`frame_parts` is for large payloads: the header on its own and the payload
+untouched, so a writer can send them without copying the payload.
+Every function refuses a payload over the limit (tokio-util checks on
+encode too): a peer using the same limit could not read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from framing.decoder import (
+    DEFAULT_LARGE_FRAME,
+    DEFAULT_MAX_FRAME_LENGTH,
+    HEADER,
+    MAX_DECLARABLE,
+    BytesLike,
+)
+from framing.errors import FrameTooLarge
+
+
+def _checked_length(payload: BytesLike, limit: int) -> int:
+    length = len(payload)
+    if length > limit or length > MAX_DECLARABLE:
+        raise FrameTooLarge(length, min(limit, MAX_DECLARABLE), encoding=True)
+    return length
+
+
+def frame_header(payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> bytes:
+    """The 4-byte header for `payload` (checked against the limit)."""
+    return HEADER.pack(_checked_length(payload, max_frame_length))
+
+
+def encode_frame(payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> bytes:
+    """Header + payload as one bytes object (one copy of the payload)."""
+    return frame_header(payload, max_frame_length) + bytes(payload)
+
+
+def encode_frames(
+    payloads: Iterable[BytesLike], max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH
+) -> bytearray:
+    """Many frames in one buffer: one copy per payload, one write for all."""
+    out = bytearray()
+    pack = HEADER.pack
+    for payload in payloads:
+        out += pack(_checked_length(payload, max_frame_length))
+        out += payload
+    return out
+
+
+def frame_parts(
+    payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH
+) -> tuple[bytes, BytesLike]:
+    """(header, payload) for writev-style sending without copying the payload."""
+    return frame_header(payload, max_frame_length), payload
+
+
+def write_frames(
+    write: Callable[[BytesLike], object],
+    payloads: Iterable[BytesLike],
+    max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
+    large_frame: int = DEFAULT_LARGE_FRAME,
+) -> int:
+    """Encode `payloads` into as few write() calls as copies allow.
+
+    Small payloads are packed into one buffer; a payload of `large_frame`
+    bytes or more is passed to write() as it is, after the buffer that ends
+    with its header, so big replies are never copied in user space.
+    Returns the number of frames written.
+    """
+    out = bytearray()
+    pack = HEADER.pack
+    count = 0
+    for payload in payloads:
+        length = _checked_length(payload, max_frame_length)
+        out += pack(length)
+        if length >= large_frame:
+            write(out)
+            write(payload)
+            out = bytearray()
+        else:
+            out += payload
+        count += 1
+    if out:
+        write(out)
+    return count

@@ -1,0 +1,305 @@
+"""asyncio.BufferedProtocol adapter: the fast path from socket to handler.
+
+Data path: the loop's recv_into writes into FrameDecoder.get_buffer() (the
+receive buffer, or a large payload's own bytearray); buffer_updated() parses
+and hands the batch of finished payloads to `frames_received`; the replies
+go out through one transport.write() per batch (large payloads unjoined).
+Per small frame that is one user-space copy in (buffer -> bytes) and one out
+(into the reply buffer); per large frame, none.
+
+Flow control both ways: when the transport's write buffer passes its
+high-water mark (a peer that sends but does not read), reading pauses until
+it drains, so memory stays bounded; producers that send on their own await
+`drain()`. A frame must complete within `frame_timeout` seconds of its first
+byte (slow loris); idle time between frames is allowed (keep-alive).
+Bad framing closes only this connection: the error is logged with the
+peer, `error_reply()` may send a last frame saying why, our side is shut
+(FIN) and input is discarded until the peer closes or `linger` passes.
+Works on the default loop and on uvloop (0.11+ supports BufferedProtocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import socket
+import struct
+import termios
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from framing.decoder import (
+    DEFAULT_LARGE_FRAME,
+    DEFAULT_MAX_FRAME_LENGTH,
+    BytesLike,
+    FrameDecoder,
+    Payload,
+)
+from framing.encoder import write_frames
+from framing.errors import FramingError
+
+log = logging.getLogger("framing")
+
+#: the batch handler: payloads in, replies out (None or [] for no reply)
+BatchHandler = Callable[[list[Payload]], Iterable[BytesLike] | None]
+DEFAULT_HIGH_WATER = 1024 * 1024
+DEFAULT_FRAME_TIMEOUT = 30.0
+DEFAULT_LINGER = 2.0
+_DISCARD = bytearray(64 * 1024)
+
+
+def peer_name(transport: asyncio.BaseTransport) -> str:
+    """'host:port' of the peer, for error messages and logs."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
+        return f"{host}:{peer[1]}"
+    return str(peer)
+
+
+def unread_kernel_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes waiting in the socket's receive queue (FIONREAD), 0 if unknown."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    value: int = struct.unpack("i", raw)[0]
+    return value
+
+
+def per_frame(handler: Callable[[Payload], BytesLike | None]) -> BatchHandler:
+    """Adapt a one-frame-at-a-time handler (reply or None) to a batch handler."""
+
+    def batch(frames: list[Payload]) -> list[BytesLike]:
+        replies = []
+        for frame in frames:
+            reply = handler(frame)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    return batch
+
+
+class FramedProtocol(asyncio.BufferedProtocol):
+    """Length-prefixed frames over a stream transport; see the module docstring."""
+
+    def __init__(
+        self,
+        handler: BatchHandler | None = None,
+        *,
+        max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
+        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+        high_water: int = DEFAULT_HIGH_WATER,
+        large_frame: int = DEFAULT_LARGE_FRAME,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
+        self._handler = handler
+        self.max_frame_length = max_frame_length
+        self.frame_timeout = frame_timeout
+        self.high_water = high_water
+        self.linger = linger
+        self.large_frame = large_frame
+        self.decoder = FrameDecoder(max_frame_length, large_frame=large_frame)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._discarding = False
+        self._shutting_down = False
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self._timed_frame = -1  # frames_decoded when the timer was armed
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # -- hooks for subclasses -------------------------------------------
+    def frames_received(self, frames: list[Payload]) -> None:
+        """Called with every batch of complete payloads; default: handler -> replies."""
+        if self._handler is not None:
+            replies = self._handler(frames)
+            if replies:
+                self.send_frames(replies)
+
+    def error_reply(self, error: FramingError) -> BytesLike | None:
+        """A last frame telling the peer why it is dropped (None: say nothing)."""
+        return None
+
+    # -- sending ---------------------------------------------------------
+    def send_frames(self, payloads: Iterable[BytesLike]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        write_frames(self.transport.write, payloads, self.max_frame_length, self.large_frame)
+
+    def send_frame(self, payload: BytesLike) -> None:
+        self.send_frames((payload,))
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark."""
+        if self.closed.done():
+            raise ConnectionResetError("connection lost")
+        if not self._write_paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.peer = peer_name(transport)
+        self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._discarding:
+            return memoryview(_DISCARD)
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._discarding:
+            return
+        try:
+            frames = self.decoder.buffer_updated(nbytes)
+            if frames:
+                self.frames_received(frames)
+        except FramingError as error:
+            self._reject(error)
+            return
+        except Exception as error:
+            log.exception("handler failed for peer %s; closing the connection", self.peer)
+            self._abandon(error)
+            return
+        if self.frame_timeout is not None:
+            self._watch_partial_frame()
+        if self._shutting_down:
+            self._close_if_idle()
+
+    def eof_received(self) -> bool:
+        if self._discarding:
+            return False
+        try:
+            self.decoder.end_of_stream()
+        except FramingError as error:
+            error.peer = self.peer
+            self.error = error
+            log.warning("%s", error)
+        return False  # let the transport close once our replies are flushed
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        self._wake_drainers(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._frame_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake_drainers(exc or ConnectionResetError("connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- shutdown --------------------------------------------------------
+    def begin_shutdown(self) -> None:
+        """Close with FIN once no frame is half-received and nothing is unread.
+
+        Every frame already received (by us or by the kernel) gets its reply
+        first; the runner aborts whatever is left when its deadline passes.
+        """
+        self._shutting_down = True
+        self._close_if_idle()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals -------------------------------------------------------
+    def _close_if_idle(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self.decoder.in_frame and unread_kernel_bytes(transport) == 0:
+            transport.close()
+
+    def _wake_drainers(self, exc: BaseException | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    def _watch_partial_frame(self) -> None:
+        """Arm one timer per incomplete frame; re-armed only when it fires."""
+        if self.decoder.in_frame:
+            if self._frame_timer is None:
+                self._arm_frame_timer()
+        elif self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _arm_frame_timer(self) -> None:
+        assert self.frame_timeout is not None
+        self._timed_frame = self.decoder.frames_decoded
+        self._frame_timer = self._loop.call_later(self.frame_timeout, self._frame_timed_out)
+
+    def _frame_timed_out(self) -> None:
+        self._frame_timer = None
+        if not self.decoder.in_frame:
+            return
+        if self.decoder.frames_decoded != self._timed_frame:
+            self._arm_frame_timer()  # a newer frame: give it its own full timeout
+            return
+        log.warning(
+            "peer %s: frame incomplete after %.1f s (%d bytes buffered); closing",
+            self.peer,
+            self.frame_timeout,
+            self.decoder.buffered,
+        )
+        self.error = TimeoutError(f"frame incomplete after {self.frame_timeout} s")
+        self._abandon(self.error)
+
+    def _reject(self, error: FramingError) -> None:
+        """Bad framing: log, say why if we can, FIN, discard input, then close."""
+        error.peer = self.peer
+        self.error = error
+        log.warning("%s; closing the connection", error)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        reply = self.error_reply(error)
+        if reply is not None:
+            write_frames(transport.write, (reply,), self.max_frame_length, self.large_frame)
+        self._discarding = True
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger_timer = self._loop.call_later(self.linger, transport.close)
+        else:
+            transport.close()
+
+    def _abandon(self, error: BaseException) -> None:
+        self.error = error
+        if self.transport is not None and not self.transport.is_closing():
+            self._discarding = True
+            self.transport.close()
+
+
+def set_nodelay(transport: asyncio.BaseTransport, enabled: bool) -> None:
+    """TCP_NODELAY on the transport's socket (asyncio and uvloop turn it on)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))

@@ -1,0 +1,24 @@
+"""`framelab serve`: one server from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from servers.config import add_server_arguments, config_from_args
+from servers.runner import run as run_server
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    return run_server(config_from_args(args))

@@ -1,0 +1,270 @@
+"""Per-connection handlers for each mode (raw, framed, msgpack) and I/O style.
+
+The protocol style subclasses framing.FramedProtocol (the library's fast
+path); the streams style runs one task per connection over FrameReader /
+FrameWriter. Both reach the same application code: `echo_batch` for framed
+mode, msgpack_app for msgpack mode, so the two styles differ only in I/O.
+Raw mode echoes bytes as read and reports each read's size (the evidence for
+sticky packets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from framing.decoder import BytesLike, Payload
+from framing.errors import FramingError
+from framing.messages import MessageCodec, message_handler
+from framing.protocol import BatchHandler, FramedProtocol, peer_name, unread_kernel_bytes
+from framing.streams import FrameReader, FrameWriter
+from servers import msgpack_app
+from servers.config import ServerConfig
+from servers.connections import ConnectionSet, apply_socket_options
+
+log = logging.getLogger("framelab.server")
+RAW_READ_SIZE = 256 * 1024
+
+
+def echo_batch(frames: list[Payload]) -> list[Payload]:
+    """The framed echo's handler: every frame, as its own message, back."""
+    return frames
+
+
+def application(config: ServerConfig) -> BatchHandler:
+    """The batch handler for framed or msgpack mode."""
+    if config.mode == "msgpack":
+        codec = MessageCodec(config.max_frame)
+        return message_handler(codec, msgpack_app.handle_request, msgpack_app.reply_to_bad_message)
+    return echo_batch
+
+
+def last_words(config: ServerConfig, error: FramingError) -> bytes | None:
+    """What a dropped client is told (msgpack mode only; raw frames carry no errors)."""
+    if config.mode != "msgpack":
+        return None
+    return MessageCodec(config.max_frame).encode(msgpack_app.reply_to_framing_error(error))
+
+
+def busy_message(config: ServerConfig) -> bytes | None:
+    if config.mode != "msgpack":
+        return None
+    reply = msgpack_app.error("busy", "too many connections; try again later")
+    return MessageCodec(config.max_frame).encode(reply)
+
+
+# -- protocol style ----------------------------------------------------------
+class RawEchoProtocol(asyncio.Protocol):
+    """Echo bytes exactly as read; log (and report) every read's size."""
+
+    def __init__(self, config: ServerConfig, connections: ConnectionSet) -> None:
+        self.config = config
+        self.connections = connections
+        self.peer = "?"
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self._stopping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.peer = peer_name(transport)
+        apply_socket_options(transport, self.config)
+        self.transport.set_write_buffer_limits(high=self.config.high_water)
+        if not self.connections.admit(self):
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.config.log_reads:
+            log.info("read %d bytes from %s", len(data), self.peer)
+        if self.config.on_read is not None:
+            self.config.on_read(self.peer, len(data))
+        assert self.transport is not None
+        self.transport.write(data)
+        if self._stopping:
+            self.begin_shutdown()
+
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def begin_shutdown(self) -> None:
+        self._stopping = True
+        transport = self.transport
+        if transport is not None and unread_kernel_bytes(transport) == 0:
+            transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ServerFramedProtocol(FramedProtocol):
+    """FramedProtocol plus what a server adds: options, admission, last words."""
+
+    def __init__(self, config: ServerConfig, connections: ConnectionSet) -> None:
+        super().__init__(
+            application(config),
+            max_frame_length=config.max_frame,
+            frame_timeout=config.frame_timeout,
+            high_water=config.high_water,
+        )
+        self.config = config
+        self.connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        apply_socket_options(transport, self.config)
+        if not self.connections.admit(self):
+            busy = busy_message(self.config)
+            if busy is not None:
+                self.send_frame(busy)
+            transport.close()
+
+    def error_reply(self, error: FramingError) -> BytesLike | None:
+        return last_words(self.config, error)
+
+
+def protocol_factory(
+    config: ServerConfig, connections: ConnectionSet
+) -> Callable[[], asyncio.BaseProtocol]:
+    if config.mode == "raw":
+        return lambda: RawEchoProtocol(config, connections)
+    return lambda: ServerFramedProtocol(config, connections)
+
+
+# -- streams style -----------------------------------------------------------
+class StreamConnection:
+    """One connection served by a task over asyncio streams."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer_name(writer.transport)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.frames = FrameReader(reader, config.max_frame, peer=self.peer)
+        self._stopping = False
+        self._eof_fed = False
+
+    def begin_shutdown(self) -> None:
+        self._stopping = True
+        self._finish_if_idle()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    def _finish_if_idle(self) -> None:
+        """Stop taking bytes from the kernel once none are waiting there; the
+        reader then returns what asyncio already buffered, then end of stream."""
+        if self._eof_fed or self.frames.decoder.in_frame:
+            return
+        transport = self.writer.transport
+        if unread_kernel_bytes(transport) == 0:
+            cast(asyncio.ReadTransport, transport).pause_reading()
+            self.reader.feed_eof()
+            self._eof_fed = True
+
+    async def serve(self, handler: BatchHandler | None) -> None:
+        try:
+            if handler is None:
+                await self._serve_raw()
+            else:
+                await self._serve_frames(handler)
+        except FramingError as error:
+            log.warning("%s; closing the connection", error)
+            words = last_words(self.config, error)
+            if words is not None:
+                FrameWriter(self.writer, self.config.max_frame).write_frame(words)
+        except (ConnectionError, TimeoutError) as error:
+            log.info("%s: %s", self.peer, error)
+        finally:
+            await self._close()
+
+    async def _serve_raw(self) -> None:
+        while data := await self.reader.read(RAW_READ_SIZE):
+            if self.config.log_reads:
+                log.info("read %d bytes from %s", len(data), self.peer)
+            if self.config.on_read is not None:
+                self.config.on_read(self.peer, len(data))
+            self.writer.write(data)
+            await self.writer.drain()
+            if self._stopping:
+                self._finish_if_idle()
+
+    async def _serve_frames(self, handler: BatchHandler) -> None:
+        out = FrameWriter(self.writer, self.config.max_frame)
+        timeout = self.config.frame_timeout
+        while True:
+            first = await self._next_frame(timeout)
+            if first is None:
+                return
+            batch = [first, *self.frames.read_ready()]
+            replies = handler(batch)
+            if replies:
+                out.write_frames(replies)
+                await out.drain()
+            if self._stopping:
+                self._finish_if_idle()
+
+    async def _next_frame(self, timeout: float | None) -> Payload | None:
+        """The next frame. A frame still incomplete at two checks `timeout`
+        apart is abandoned (so between 1x and 2x the timeout after its first
+        byte); waiting between frames is not limited."""
+        if timeout is None or self.frames.pending:
+            return await self.frames.read_frame()
+        task = asyncio.ensure_future(self.frames.read_frame())
+        partial_at_last_check = False
+        while True:
+            done, _ = await asyncio.wait([task], timeout=timeout)
+            if done:
+                return task.result()
+            if self.frames.decoder.in_frame and partial_at_last_check:
+                task.cancel()
+                raise TimeoutError(f"frame incomplete after {timeout} s; closing")
+            partial_at_last_check = self.frames.decoder.in_frame
+
+    async def _close(self) -> None:
+        try:
+            self.writer.close()
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+
+def streams_callback(
+    config: ServerConfig, connections: ConnectionSet
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    handler = None if config.mode == "raw" else application(config)
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        apply_socket_options(writer.transport, config)
+        writer.transport.set_write_buffer_limits(high=config.high_water)
+        conn = StreamConnection(config, reader, writer)
+        if not connections.admit(conn):
+            busy = busy_message(config)
+            if busy is not None:
+                FrameWriter(writer, config.max_frame).write_frame(busy)
+            await conn._close()
+            return
+        await conn.serve(handler)
+
+    return on_connection
