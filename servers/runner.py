@@ -234,6 +234,20 @@ class BackgroundServer:
         assert self._server is not None
         return self._server.connections
 
+    def wait_for_connections(self, at_most: int, timeout: float = 5.0) -> int:
+        """Block until at most `at_most` connections are open (awaits their
+        close events on the server's loop); returns the count then."""
+        assert self._loop is not None
+
+        async def settle() -> int:
+            live = self.connections.live
+            while len(live) > at_most:
+                await asyncio.wait([c.closed for c in live], return_when=asyncio.FIRST_COMPLETED)
+            return len(live)
+
+        future = asyncio.run_coroutine_threadsafe(settle(), self._loop)
+        return future.result(timeout)
+
     def stop(self) -> None:
         if self._thread is None:
             return

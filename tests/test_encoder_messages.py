@@ -1,0 +1,100 @@
+"""Encoder and msgpack message layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from framing import (
+    FrameDecoder,
+    FrameTooLarge,
+    MessageCodec,
+    MessageError,
+    encode_frame,
+    encode_frames,
+    frame_header,
+    write_frames,
+)
+
+
+def test_wire_format_is_big_endian_length_then_payload() -> None:
+    assert encode_frame(b"abc") == b"\x00\x00\x00\x03abc"
+    assert encode_frame(b"") == b"\x00\x00\x00\x00"
+    assert frame_header(b"x" * 258) == b"\x00\x00\x01\x02"
+
+
+def test_batch_is_one_buffer_equal_to_the_single_frames() -> None:
+    payloads = [b"a", b"", b"bc" * 100]
+    assert bytes(encode_frames(payloads)) == b"".join(encode_frame(p) for p in payloads)
+
+
+def test_encoder_refuses_payload_over_the_limit() -> None:
+    with pytest.raises(FrameTooLarge) as info:
+        encode_frame(b"x" * 11, max_frame_length=10)
+    assert info.value.encoding and info.value.declared == 11
+    with pytest.raises(FrameTooLarge):
+        encode_frames([b"ok", b"x" * 11], max_frame_length=10)
+
+
+def test_write_frames_passes_large_payloads_uncopied() -> None:
+    big = bytearray(100_000)
+    writes: list[Any] = []
+    count = write_frames(writes.append, [b"a", big, b"b"], large_frame=65536)
+    assert count == 3
+    assert any(w is big for w in writes)  # the very object, not a copy
+    wire = b"".join(bytes(w) for w in writes)
+    assert FrameDecoder().feed(wire) == [b"a", big, b"b"]
+    assert len(writes) == 3  # small+header, big, small
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(json_like)
+def test_messages_round_trip(obj: Any) -> None:
+    codec = MessageCodec()
+    assert codec.decode(codec.encode(obj)) == obj
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xc1", "not msgpack"),
+        (msgpack.packb(1) + b"x", "trailing bytes"),
+        (b"\x91" * 5000 + b"\xc0", "nested too deeply"),
+        (b"\xdb\xff\xff\xff\xff", "truncated msgpack object"),
+        (b"\xdd\xff\xff\xff\xff", "exceeds max_array_len"),
+        (b"\xa2\xff\xfe", "UTF-8"),
+        (msgpack.packb({1: 2}), "map key"),
+    ],
+)
+def test_bad_messages_name_what_is_wrong(payload: bytes, reason: str) -> None:
+    with pytest.raises(MessageError) as info:
+        MessageCodec().decode(payload)
+    assert reason in str(info.value)
+    assert info.value.payload_length == len(payload)
+
+
+def test_a_bad_message_leaves_the_stream_in_sync() -> None:
+    codec = MessageCodec()
+    wire = encode_frames([codec.encode({"a": 1}), b"\xc1garbage", codec.encode([2])])
+    results = []
+    for frame in FrameDecoder().feed(wire):
+        try:
+            results.append(codec.decode(frame))
+        except MessageError:
+            results.append("error")
+    assert results == [{"a": 1}, "error", [2]]
+
+
+def test_encode_refuses_a_message_larger_than_a_frame() -> None:
+    with pytest.raises(FrameTooLarge):
+        MessageCodec(max_frame_length=10).encode("x" * 100)

@@ -1,0 +1,123 @@
+"""Every server mode on both loops and both I/O styles, and isolation of bad peers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import msgpack
+import pytest
+
+from framing import FrameDecoder, encode_frame, encode_frames
+from servers.config import ServerConfig
+from servers.runner import BackgroundServer
+
+LOOPS = ["uvloop", "asyncio"]
+STYLES = ["protocol", "streams"]
+matrix = pytest.mark.parametrize(("loop", "io"), [(lp, io) for lp in LOOPS for io in STYLES])
+
+
+def connect(srv: BackgroundServer) -> socket.socket:
+    sock = socket.create_connection((srv.host, srv.port), timeout=5)
+    return sock
+
+
+def read_frames(sock: socket.socket, count: int) -> list[bytes]:
+    decoder = FrameDecoder()
+    frames: list[bytes] = []
+    while len(frames) < count:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        frames += [bytes(f) for f in decoder.feed(data)]
+    return frames
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    while data := sock.recv(1 << 16):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+@matrix
+def test_raw_echo(loop: str, io: str) -> None:
+    reads: list[int] = []
+    config = ServerConfig(
+        mode="raw", loop=loop, io=io, log_reads=False, on_read=lambda _p, n: reads.append(n)
+    )
+    with BackgroundServer(config) as srv, connect(srv) as sock:
+        sock.sendall(b"hello " * 1000)
+        got = b""
+        while len(got) < 6000:
+            got += sock.recv(65536)
+        assert got == b"hello " * 1000
+    assert sum(reads) == 6000
+
+
+@matrix
+def test_framed_echo_returns_every_frame(loop: str, io: str) -> None:
+    payloads = [b"", b"x", bytes(range(256)) * 4, b"y" * 300_000, b"z"]
+    with BackgroundServer(ServerConfig(mode="framed", loop=loop, io=io)) as srv, connect(srv) as s:
+        s.sendall(encode_frames(payloads))
+        assert read_frames(s, len(payloads)) == payloads
+
+
+@matrix
+def test_msgpack_ops_and_errors(loop: str, io: str) -> None:
+    requests = [
+        msgpack.packb({"op": "echo", "id": 1, "args": {"k": [1, 2]}}),
+        msgpack.packb({"op": "sum", "id": 2, "args": [1, 2, 3.5]}),
+        b"\xc1not msgpack",
+        msgpack.packb({"op": "launch", "id": 3}),
+        msgpack.packb({"op": "sum", "id": 4, "args": "nope"}),
+        msgpack.packb({"op": "sha256", "id": 5, "args": b"abc"}),
+    ]
+    with BackgroundServer(ServerConfig(mode="msgpack", loop=loop, io=io)) as srv, connect(srv) as s:
+        s.sendall(encode_frames(requests))
+        replies = [msgpack.unpackb(f) for f in read_frames(s, len(requests))]
+    assert replies[0] == {"id": 1, "ok": True, "result": {"k": [1, 2]}}
+    assert replies[1]["result"] == 6.5
+    assert replies[2]["error"]["type"] == "bad_message"
+    assert replies[3]["error"]["type"] == "unknown_op" and replies[3]["id"] == 3
+    assert replies[4]["error"]["type"] == "bad_args"
+    assert replies[5]["result"].startswith("ba7816bf")
+
+
+@matrix
+def test_oversized_header_closes_only_the_offender(loop: str, io: str) -> None:
+    config = ServerConfig(mode="framed", loop=loop, io=io, max_frame=1000)
+    with BackgroundServer(config) as srv, connect(srv) as good, connect(srv) as bad:
+        good.sendall(encode_frame(b"before"))
+        assert read_frames(good, 1) == [b"before"]
+        bad.sendall(struct.pack(">I", 0xFFFFFFFF) + b"junk")
+        assert read_until_eof(bad) == b""  # closed, nothing echoed
+        good.sendall(encode_frame(b"after"))
+        assert read_frames(good, 1) == [b"after"]
+        bad.close()
+        assert srv.wait_for_connections(at_most=1) == 1  # the offender's state is released
+        good.sendall(encode_frame(b"still"))
+        assert read_frames(good, 1) == [b"still"]
+
+
+@pytest.mark.parametrize("io", STYLES)
+def test_msgpack_client_learns_why_it_was_dropped(io: str) -> None:
+    config = ServerConfig(mode="msgpack", io=io, max_frame=1000)
+    with BackgroundServer(config) as srv, connect(srv) as sock:
+        sock.sendall(struct.pack(">I", 5000))
+        decoder = FrameDecoder()
+        frames = decoder.feed(read_until_eof(sock))
+    (reply,) = [msgpack.unpackb(f) for f in frames]
+    assert reply["ok"] is False and reply["error"]["type"] == "frame_too_large"
+    assert "5000" in reply["error"]["message"] and "1000" in reply["error"]["message"]
+
+
+def test_connections_over_the_cap_are_closed_at_once() -> None:
+    config = ServerConfig(mode="msgpack", max_connections=1)
+    with BackgroundServer(config) as srv, connect(srv) as first:
+        first.sendall(encode_frame(msgpack.packb({"op": "echo", "args": 1})))
+        assert read_frames(first, 1)
+        with connect(srv) as second:
+            frames = FrameDecoder().feed(read_until_eof(second))
+        assert msgpack.unpackb(frames[0])["error"]["type"] == "busy"
+        assert srv.connections.refused == 1
