@@ -9,8 +9,9 @@ Per small frame that is one user-space copy in (buffer -> bytes) and one out
 
 Flow control both ways: when the transport's write buffer passes its
 high-water mark (a peer that sends but does not read), reading pauses until
-it drains, so memory stays bounded; producers that send on their own await
-`drain()`. A frame must complete within `frame_timeout` seconds of its first
+it drains, and frames already decoded wait (handed over DELIVERY_SLICE at a
+time), so memory stays bounded by high_water plus one slice of replies;
+producers that send on their own await `drain()`. A frame must complete within `frame_timeout` seconds of its first
 byte (slow loris); idle time between frames is allowed (keep-alive).
 Bad framing closes only this connection: the error is logged with the
 peer, `error_reply()` may send a last frame saying why, our side is shut
@@ -47,6 +48,10 @@ DEFAULT_HIGH_WATER = 1024 * 1024
 DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_LINGER = 2.0
 _DISCARD = bytearray(64 * 1024)
+#: frames handed to the handler at a time when a read completed many: between
+#: slices the write buffer is checked, so replies cannot outgrow high_water by
+#: more than one slice's worth, however much a handler's replies amplify
+DELIVERY_SLICE = 64
 
 
 def peer_name(transport: asyncio.BaseTransport) -> str:
@@ -114,6 +119,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._discarding = False
         self._shutting_down = False
+        self._pending: list[Payload] = []  # frames held while writes are paused
+        self._pending_at = 0
         self._frame_timer: asyncio.TimerHandle | None = None
         self._timed_frame = -1  # frames_decoded when the timer was armed
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -165,15 +172,15 @@ class FramedProtocol(asyncio.BufferedProtocol):
             return
         try:
             frames = self.decoder.buffer_updated(nbytes)
-            if frames:
-                self.frames_received(frames)
         except FramingError as error:
             self._reject(error)
             return
-        except Exception as error:
-            log.exception("handler failed for peer %s; closing the connection", self.peer)
-            self._abandon(error)
-            return
+        if frames:
+            if self._pending or len(frames) > DELIVERY_SLICE:
+                self._pending += frames
+                self._deliver_pending()
+            else:
+                self._deliver(frames)
         if self.frame_timeout is not None:
             self._watch_partial_frame()
         if self._shutting_down:
@@ -197,9 +204,14 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._deliver_pending()
+        if self._write_paused:
+            return  # the held frames' replies filled the buffer again
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
         self._wake_drainers(None)
+        if self._shutting_down:
+            self._close_if_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._frame_timer, self._linger_timer):
@@ -226,11 +238,34 @@ class FramedProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
     # -- internals -------------------------------------------------------
+    def _deliver(self, frames: list[Payload]) -> None:
+        """Run the handler on one slice; its failure closes only this connection."""
+        try:
+            self.frames_received(frames)
+        except FramingError as error:  # e.g. a reply over the frame limit
+            self._reject(error)
+        except Exception as error:
+            log.exception("handler failed for peer %s; closing the connection", self.peer)
+            self._abandon(error)
+
+    def _deliver_pending(self) -> None:
+        """Hand held frames over a slice at a time, stopping while writes are paused."""
+        pending = self._pending
+        while self._pending_at < len(pending) and not self._write_paused and not self._discarding:
+            start = self._pending_at
+            self._pending_at = start + DELIVERY_SLICE
+            self._deliver(pending[start : self._pending_at])
+        if self._pending_at >= len(pending) or self._discarding:
+            self._pending = []
+            self._pending_at = 0
+
     def _close_if_idle(self) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not self.decoder.in_frame and unread_kernel_bytes(transport) == 0:
+        if self._pending or self.decoder.in_frame:
+            return
+        if unread_kernel_bytes(transport) == 0:
             transport.close()
 
     def _wake_drainers(self, exc: BaseException | None) -> None:

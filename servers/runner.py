@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from servers.config import ServerConfig
 from servers.connections import ConnectionSet
@@ -34,6 +34,7 @@ from servers.handlers import protocol_factory, streams_callback
 
 log = logging.getLogger("framelab.server")
 Ready = Callable[[str, int], None]
+T = TypeVar("T")
 
 
 def make_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -45,7 +46,7 @@ def make_loop(name: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_on_loop(name: str, main: Coroutine[Any, Any, int]) -> int:
+def run_on_loop(name: str, main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run with a chosen loop (asyncio.Runner's loop_factory, 3.11+)."""
     with asyncio.Runner(loop_factory=lambda: make_loop(name)) as runner:
         return runner.run(main)
