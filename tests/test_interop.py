@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from framing import open_framed_connection
-from servers.config import ServerConfig
+from servers.config import IoStyle, ServerConfig
 from servers.runner import BackgroundServer
 
 PEER = Path(__file__).parent / "peers" / "twisted_int32.py"
@@ -42,7 +42,7 @@ async def test_our_client_against_twisted_server() -> None:
 
 
 @pytest.mark.parametrize("io", ["protocol", "streams"])
-def test_twisted_client_against_our_server(io: str) -> None:
+def test_twisted_client_against_our_server(io: IoStyle) -> None:
     with BackgroundServer(ServerConfig(mode="framed", io=io)) as srv:
         result = subprocess.run(
             [sys.executable, str(PEER), "client", str(srv.port), str(COUNT)],

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from framing import FrameDecoder, encode_frame, encode_frames
-from servers.config import ServerConfig
+from servers.config import IoStyle, LoopName, ServerConfig
 from servers.runner import BackgroundServer
 
 LOOPS = ["uvloop", "asyncio"]
@@ -41,7 +41,7 @@ def read_until_eof(sock: socket.socket) -> bytes:
 
 
 @matrix
-def test_raw_echo(loop: str, io: str) -> None:
+def test_raw_echo(loop: LoopName, io: IoStyle) -> None:
     reads: list[int] = []
     config = ServerConfig(
         mode="raw", loop=loop, io=io, log_reads=False, on_read=lambda _p, n: reads.append(n)
@@ -56,7 +56,7 @@ def test_raw_echo(loop: str, io: str) -> None:
 
 
 @matrix
-def test_framed_echo_returns_every_frame(loop: str, io: str) -> None:
+def test_framed_echo_returns_every_frame(loop: LoopName, io: IoStyle) -> None:
     payloads = [b"", b"x", bytes(range(256)) * 4, b"y" * 300_000, b"z"]
     with BackgroundServer(ServerConfig(mode="framed", loop=loop, io=io)) as srv, connect(srv) as s:
         s.sendall(encode_frames(payloads))
@@ -64,7 +64,7 @@ def test_framed_echo_returns_every_frame(loop: str, io: str) -> None:
 
 
 @matrix
-def test_msgpack_ops_and_errors(loop: str, io: str) -> None:
+def test_msgpack_ops_and_errors(loop: LoopName, io: IoStyle) -> None:
     requests = [
         msgpack.packb({"op": "echo", "id": 1, "args": {"k": [1, 2]}}),
         msgpack.packb({"op": "sum", "id": 2, "args": [1, 2, 3.5]}),
@@ -85,7 +85,7 @@ def test_msgpack_ops_and_errors(loop: str, io: str) -> None:
 
 
 @matrix
-def test_oversized_header_closes_only_the_offender(loop: str, io: str) -> None:
+def test_oversized_header_closes_only_the_offender(loop: LoopName, io: IoStyle) -> None:
     config = ServerConfig(mode="framed", loop=loop, io=io, max_frame=1000)
     with BackgroundServer(config) as srv, connect(srv) as good, connect(srv) as bad:
         good.sendall(encode_frame(b"before"))
@@ -101,7 +101,7 @@ def test_oversized_header_closes_only_the_offender(loop: str, io: str) -> None:
 
 
 @pytest.mark.parametrize("io", STYLES)
-def test_msgpack_client_learns_why_it_was_dropped(io: str) -> None:
+def test_msgpack_client_learns_why_it_was_dropped(io: IoStyle) -> None:
     config = ServerConfig(mode="msgpack", io=io, max_frame=1000)
     with BackgroundServer(config) as srv, connect(srv) as sock:
         sock.sendall(struct.pack(">I", 5000))
