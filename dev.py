@@ -31,7 +31,7 @@ def _wanted_stamp() -> str:
 
 def ensure_venv() -> None:
     """Create .venv and install the project with its test extras if stale."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit(f"framelab needs Python 3.11+, this is {sys.version.split()[0]}")
     wanted = _wanted_stamp()
     if STAMP.exists() and STAMP.read_text() == wanted and (BIN / "framelab").exists():

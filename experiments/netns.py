@@ -11,6 +11,7 @@ Needs root. Everything is removed on exit, even after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -73,10 +74,8 @@ def disable_offloads(netns: str, ifname: str) -> None:
             value = struct.pack("II", cmd, 0)
             buf = ctypes.create_string_buffer(value)
             ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf))
-            try:
+            with contextlib.suppress(OSError):  # an offload the driver lacks is off
                 fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
-            except OSError:
-                pass  # an offload the driver does not have is already off
 
 
 @dataclass(frozen=True)

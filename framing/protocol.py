@@ -11,8 +11,9 @@ Flow control both ways: when the transport's write buffer passes its
 high-water mark (a peer that sends but does not read), reading pauses until
 it drains, and frames already decoded wait (handed over DELIVERY_SLICE at a
 time), so memory stays bounded by high_water plus one slice of replies;
-producers that send on their own await `drain()`. A frame must complete within `frame_timeout` seconds of its first
-byte (slow loris); idle time between frames is allowed (keep-alive).
+producers that send on their own await `drain()`. A frame must complete
+within `frame_timeout` seconds of its first byte (slow loris); idle time
+between frames is allowed (keep-alive).
 Bad framing closes only this connection: the error is logged with the
 peer, `error_reply()` may send a last frame saying why, our side is shut
 (FIN) and input is discarded until the peer closes or `linger` passes.
