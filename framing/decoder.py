@@ -22,7 +22,9 @@ one user-space copy per byte:
   payload is delivered as that bytearray.
 Limits: a header over `max_frame_length` raises FrameTooLarge as soon as its
 4 bytes are in, before any payload is kept, so memory per connection stays
-below buffer_size + max_frame_length.
+below buffer_size + max_frame_length. Frames completed before the bad
+header in the same input are still returned; the error is raised by the next
+call (and `failed` is set at once), as Netty delivers what it decoded first.
 """
 
 from __future__ import annotations
@@ -127,9 +129,13 @@ class FrameDecoder:
     # -- convenience input ----------------------------------------------
     def feed(self, data: BytesLike) -> list[Payload]:
         """Copy `data` in and return the payloads it completes."""
+        if self._failed is not None:
+            raise self._failed
         src = memoryview(data).cast("B")
         frames: list[Payload] = []
         while src:
+            if self._failed is not None and frames:
+                break  # the frames before the bad header; the error comes next call
             room = self.get_buffer(len(src))
             count = min(len(room), len(src))
             room[:count] = src[:count]
@@ -169,7 +175,11 @@ class FrameDecoder:
             (length,) = unpack(buf, pos)
             if length > limit:
                 self._start = pos
-                self._fail(FrameTooLarge(length, limit))
+                error = FrameTooLarge(length, limit)
+                if not frames:
+                    self._fail(error)
+                self._failed = error  # deliver the good frames first; raise next call
+                break
             body = pos + HEADER_SIZE
             stop = body + length
             if stop <= end:

@@ -68,3 +68,21 @@ class MessageError(FramingError):
 
     def describe(self) -> str:
         return f"bad message in a {self.payload_length}-byte frame: {self.reason}"
+
+
+class FrameTimeout(FramingError):
+    """A frame was still incomplete `timeout` seconds after its first byte (slow loris).
+
+    Idle time between frames is not limited; only a started frame is timed.
+    """
+
+    def __init__(self, buffered: int, timeout: float) -> None:
+        super().__init__(buffered, timeout)
+        self.buffered = buffered
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        return (
+            f"frame incomplete {self.timeout:g} s after its first byte "
+            f"({self.buffered} bytes received)"
+        )

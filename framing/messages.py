@@ -9,7 +9,9 @@ Unpacking is defensive: raw=False (strings must be UTF-8), strict_map_key
 (only str/bytes keys, against hash-flooding), no trailing bytes, and every
 declared length capped by the frame limit (msgpack also refuses lengths
 beyond the input, so a 4-byte header claiming 4 GiB allocates nothing).
-Nesting deeper than msgpack's stack (1024) is refused too.
+Nesting deeper than msgpack's stack (1024) is refused too. A reply that
+cannot be encoded (an integer past 64 bits, a reply over the frame limit) is
+replaced by the error reply for that one request.
 """
 
 from __future__ import annotations
@@ -88,8 +90,14 @@ def message_handler(
                 reply = on_error(error)
             else:
                 reply = handle(obj)
-            if reply is not None:
+            if reply is None:
+                continue
+            try:
                 replies.append(codec.encode(reply))
+            except (FrameTooLarge, ValueError, TypeError, OverflowError) as error:
+                refusal = on_error(MessageError(f"the reply cannot be sent: {error}", len(frame)))
+                if refusal is not None:
+                    replies.append(codec.encode(refusal))
         return replies
 
     return batch

@@ -14,9 +14,13 @@ time), so memory stays bounded by high_water plus one slice of replies;
 producers that send on their own await `drain()`. A frame must complete
 within `frame_timeout` seconds of its first byte (slow loris); idle time
 between frames is allowed (keep-alive).
-Bad framing closes only this connection: the error is logged with the
-peer, `error_reply()` may send a last frame saying why, our side is shut
-(FIN) and input is discarded until the peer closes or `linger` passes.
+Bad framing (a header over the limit, a frame that times out, a stream that
+ends inside a frame) closes only this connection: the error is logged with
+the peer, `error_reply()` may send a last frame saying why, our side is shut
+(FIN) and input is discarded until the peer closes or `linger` passes: a
+close() with unread input would send RST, which can destroy what the peer
+has not read yet. Graceful shutdown ends the same way, once every frame
+already received has its reply.
 Works on the default loop and on uvloop (0.11+ supports BufferedProtocol).
 """
 
@@ -39,7 +43,7 @@ from framing.decoder import (
     Payload,
 )
 from framing.encoder import write_frames
-from framing.errors import FramingError
+from framing.errors import FrameTimeout, FramingError
 
 log = logging.getLogger("framing")
 
@@ -182,6 +186,9 @@ class FramedProtocol(asyncio.BufferedProtocol):
                 self._deliver_pending()
             else:
                 self._deliver(frames)
+        if self.decoder.failed is not None and not self._discarding:
+            self._reject(self.decoder.failed)  # after answering the frames before it
+            return
         if self.frame_timeout is not None:
             self._watch_partial_frame()
         if self._shutting_down:
@@ -195,7 +202,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
         except FramingError as error:
             error.peer = self.peer
             self.error = error
-            log.warning("%s", error)
+            log.warning("%s; closing the connection", error)
+            reply = self.error_reply(error)
+            if reply is not None:  # the peer only half-closed: it can still read
+                self.send_frame(reply)
         return False  # let the transport close once our replies are flushed
 
     def pause_writing(self) -> None:
@@ -220,6 +230,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
                 timer.cancel()
         if exc is not None and self.error is None:
             self.error = exc
+            log_lost_connection(self.peer, exc, self.decoder)
         self._wake_drainers(exc or ConnectionResetError("connection lost"))
         if not self.closed.done():
             self.closed.set_result(None)
@@ -267,7 +278,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self._pending or self.decoder.in_frame:
             return
         if unread_kernel_bytes(transport) == 0:
-            transport.close()
+            self._linger_close(transport)
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -300,14 +311,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self.decoder.frames_decoded != self._timed_frame:
             self._arm_frame_timer()  # a newer frame: give it its own full timeout
             return
-        log.warning(
-            "peer %s: frame incomplete after %.1f s (%d bytes buffered); closing",
-            self.peer,
-            self.frame_timeout,
-            self.decoder.buffered,
-        )
-        self.error = TimeoutError(f"frame incomplete after {self.frame_timeout} s")
-        self._abandon(self.error)
+        assert self.frame_timeout is not None
+        self._reject(FrameTimeout(self.decoder.buffered, self.frame_timeout))
 
     def _reject(self, error: FramingError) -> None:
         """Bad framing: log, say why if we can, FIN, discard input, then close."""
@@ -320,6 +325,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
         reply = self.error_reply(error)
         if reply is not None:
             write_frames(transport.write, (reply,), self.max_frame_length, self.large_frame)
+        self._linger_close(transport)
+
+    def _linger_close(self, transport: asyncio.Transport) -> None:
+        """FIN after what is buffered; discard input until the peer's FIN or `linger`."""
         self._discarding = True
         if transport.can_write_eof():
             transport.write_eof()
@@ -332,6 +341,20 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self._discarding = True
             self.transport.close()
+
+
+def log_lost_connection(peer: str, exc: BaseException, decoder: FrameDecoder) -> None:
+    """Log a connection the peer ended abnormally (e.g. a reset), saying
+    whether it cut a frame short: a warning then, else only info."""
+    if decoder.in_frame:
+        log.warning(
+            "peer %s: connection lost inside a frame (%d bytes received): %s",
+            peer,
+            decoder.buffered,
+            exc,
+        )
+    else:
+        log.info("peer %s: connection lost: %s", peer, exc)
 
 
 def set_nodelay(transport: asyncio.BaseTransport, enabled: bool) -> None:

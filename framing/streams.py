@@ -53,6 +53,9 @@ class FrameReader:
         Raises FrameTooLarge or TruncatedFrame (with the peer set) otherwise.
         """
         while not self._ready:
+            if self.decoder.failed is not None:  # frames before it were delivered
+                self.decoder.failed.peer = self.peer
+                raise self.decoder.failed
             data = await self.reader.read(READ_SIZE)
             try:
                 if not data:

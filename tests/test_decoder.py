@@ -191,3 +191,14 @@ def test_invalid_configuration() -> None:
         FrameDecoder(max_frame_length=-1)
     with pytest.raises(ValueError):
         FrameDecoder(buffer_size=10)
+
+
+def test_frames_before_an_oversized_header_are_delivered_first() -> None:
+    decoder = FrameDecoder(max_frame_length=10)
+    frames = decoder.feed(encode_frame(b"ok") + encode_frame(b"fine") + struct.pack(">I", 100))
+    assert frames == [b"ok", b"fine"]
+    assert isinstance(decoder.failed, FrameTooLarge)
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"")
+    with pytest.raises(FrameTooLarge):
+        decoder.end_of_stream()
