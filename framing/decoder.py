@@ -140,7 +140,12 @@ class FrameDecoder:
             count = min(len(room), len(src))
             room[:count] = src[:count]
             src = src[count:]
-            frames += self.buffer_updated(count)
+            try:
+                frames += self.buffer_updated(count)
+            except FramingError:
+                if not frames:
+                    raise
+                break  # deliver the frames completed before the bad header first
         return frames
 
     def end_of_stream(self) -> None:

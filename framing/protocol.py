@@ -316,6 +316,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def _reject(self, error: FramingError) -> None:
         """Bad framing: log, say why if we can, FIN, discard input, then close."""
+        if self._discarding:
+            return  # already closing (e.g. a frame timer armed before)
         error.peer = self.peer
         self.error = error
         log.warning("%s; closing the connection", error)
@@ -330,6 +332,9 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def _linger_close(self, transport: asyncio.Transport) -> None:
         """FIN after what is buffered; discard input until the peer's FIN or `linger`."""
         self._discarding = True
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
         if transport.can_write_eof():
             transport.write_eof()
             self._linger_timer = self._loop.call_later(self.linger, transport.close)

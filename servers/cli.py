@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from servers.config import add_server_arguments, config_from_args
 from servers.runner import run as run_server
@@ -21,4 +22,9 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    return run_server(config_from_args(args))
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        print(f"framelab serve: error: {error}", file=sys.stderr)
+        return 2
+    return run_server(config)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
 from framing.protocol import DEFAULT_FRAME_TIMEOUT, DEFAULT_HIGH_WATER
+from servers.msgpack_app import MIN_FRAME
 
 Mode = Literal["raw", "framed", "msgpack"]
 IoStyle = Literal["protocol", "streams"]
@@ -53,6 +54,13 @@ class ServerConfig:
     reuse_port: bool = False
     log_reads: bool = True  # raw mode: log each read's size
     on_read: ReadObserver | None = None  # in-process observers only (not a CLI option)
+
+    def __post_init__(self) -> None:
+        if self.mode == "msgpack" and self.max_frame < MIN_FRAME:
+            raise ValueError(
+                f"--max-frame must be at least {MIN_FRAME} bytes in msgpack mode "
+                "(room for an error reply)"
+            )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,19 +6,33 @@ FrameWriter. Both reach the same application code: `echo_batch` for framed
 mode, msgpack_app for msgpack mode, so the two styles differ only in I/O.
 Raw mode echoes bytes as read and reports each read's size (the evidence for
 sticky packets).
+
+Failure behaviour is the same in both styles: bad framing is logged with the
+peer, msgpack clients get a last error message, then our side sends FIN and
+input is discarded until the peer's FIN or DEFAULT_LINGER seconds (so the
+close sends no RST that could destroy replies not yet read); refused
+requests are logged with the peer, a few per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, cast
 
 from framing.decoder import BytesLike, Payload
-from framing.errors import FramingError
+from framing.errors import FrameTimeout, FramingError, MessageError, TruncatedFrame
 from framing.messages import MessageCodec, message_handler
-from framing.protocol import BatchHandler, FramedProtocol, peer_name, unread_kernel_bytes
+from framing.protocol import (
+    DEFAULT_LINGER,
+    BatchHandler,
+    FramedProtocol,
+    log_lost_connection,
+    peer_name,
+    unread_kernel_bytes,
+)
 from framing.streams import FrameReader, FrameWriter
 from servers import msgpack_app
 from servers.config import ServerConfig
@@ -33,12 +47,45 @@ def echo_batch(frames: list[Payload]) -> list[Payload]:
     return frames
 
 
-def application(config: ServerConfig) -> BatchHandler:
-    """The batch handler for framed or msgpack mode."""
-    if config.mode == "msgpack":
-        codec = MessageCodec(config.max_frame)
-        return message_handler(codec, msgpack_app.handle_request, msgpack_app.reply_to_bad_message)
-    return echo_batch
+class RefusalLog:
+    """Logs one connection's refused requests with the peer: the first
+    LIMIT at INFO, then one line saying the rest go unlogged, so a client
+    sending junk in a loop cannot turn the server into a log writer."""
+
+    LIMIT = 10
+
+    def __init__(self) -> None:
+        self.peer = "?"
+        self.count = 0
+
+    def refused(self, reply: dict[str, Any]) -> None:
+        self.count += 1
+        if self.count <= self.LIMIT:
+            error = reply["error"]
+            log.info("peer %s: request refused: %s: %s", self.peer, error["type"], error["message"])
+        elif self.count == self.LIMIT + 1:
+            log.info("peer %s: more requests refused; not logging the rest", self.peer)
+
+
+def application(config: ServerConfig, refusals: RefusalLog | None = None) -> BatchHandler:
+    """The batch handler for framed or msgpack mode (one per connection in
+    msgpack mode, so refused requests are logged with the peer)."""
+    if config.mode != "msgpack":
+        return echo_batch
+    note = refusals or RefusalLog()
+
+    def handle(request: Any) -> dict[str, Any]:
+        reply = msgpack_app.handle_request(request)
+        if not reply["ok"]:
+            note.refused(reply)
+        return reply
+
+    def on_bad_message(error: MessageError) -> dict[str, Any]:
+        reply = msgpack_app.reply_to_bad_message(error)
+        note.refused(reply)
+        return reply
+
+    return message_handler(MessageCodec(config.max_frame), handle, on_bad_message)
 
 
 def last_words(config: ServerConfig, error: FramingError) -> bytes | None:
@@ -113,8 +160,9 @@ class ServerFramedProtocol(FramedProtocol):
     """FramedProtocol plus what a server adds: options, admission, last words."""
 
     def __init__(self, config: ServerConfig, connections: ConnectionSet) -> None:
+        self.refusals = RefusalLog()
         super().__init__(
-            application(config),
+            application(config, self.refusals),
             max_frame_length=config.max_frame,
             frame_timeout=config.frame_timeout,
             high_water=config.high_water,
@@ -124,6 +172,7 @@ class ServerFramedProtocol(FramedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.refusals.peer = self.peer
         apply_socket_options(transport, self.config)
         if not self.connections.admit(self):
             busy = busy_message(self.config)
@@ -161,6 +210,7 @@ class StreamConnection:
         self.frames = FrameReader(reader, config.max_frame, peer=self.peer)
         self._stopping = False
         self._eof_fed = False
+        self._sink: _Discard | None = None  # set once _linger_close took the transport
 
     def begin_shutdown(self) -> None:
         self._stopping = True
@@ -186,13 +236,18 @@ class StreamConnection:
                 await self._serve_raw()
             else:
                 await self._serve_frames(handler)
+            if self._eof_fed:  # graceful shutdown: every received frame has its reply
+                await self._linger_close()
         except FramingError as error:
+            error.peer = self.peer
             log.warning("%s; closing the connection", error)
             words = last_words(self.config, error)
             if words is not None:
                 FrameWriter(self.writer, self.config.max_frame).write_frame(words)
-        except (ConnectionError, TimeoutError) as error:
-            log.info("%s: %s", self.peer, error)
+            if not isinstance(error, TruncatedFrame):  # the peer may still be sending
+                await self._linger_close()
+        except ConnectionError as error:
+            log_lost_connection(self.peer, error, self.frames.decoder)
         finally:
             await self._close()
 
@@ -236,13 +291,36 @@ class StreamConnection:
                 return task.result()
             if self.frames.decoder.in_frame and partial_at_last_check:
                 task.cancel()
-                raise TimeoutError(f"frame incomplete after {timeout} s; closing")
+                raise FrameTimeout(self.frames.decoder.buffered, timeout)
             partial_at_last_check = self.frames.decoder.in_frame
+
+    async def _linger_close(self) -> None:
+        """FIN after what is buffered, then discard input until the peer's FIN
+        or DEFAULT_LINGER seconds: a close() with unread input sends RST,
+        which can destroy replies the peer has not read yet. The stream
+        reader is done with, so a discarding protocol takes the transport."""
+        transport = cast(asyncio.Transport, self.writer.transport)
+        if transport.is_closing():
+            return
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+        if transport.is_closing() or not transport.can_write_eof():
+            return
+        self._sink = sink = _Discard()
+        transport.set_protocol(sink)
+        transport.write_eof()
+        transport.resume_reading()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sink.done), DEFAULT_LINGER)
+        transport.close()
 
     async def _close(self) -> None:
         try:
             self.writer.close()
-            await self.writer.wait_closed()
+            if self._sink is not None:  # wait_closed() would wait on the old protocol
+                await self._sink.done
+            else:
+                await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -250,11 +328,28 @@ class StreamConnection:
                 self.closed.set_result(None)
 
 
+class _Discard(asyncio.Protocol):
+    """Reads and drops everything until the peer's FIN (see _linger_close)."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_result(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 def streams_callback(
     config: ServerConfig, connections: ConnectionSet
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
-    handler = None if config.mode == "raw" else application(config)
-
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         apply_socket_options(writer.transport, config)
         writer.transport.set_write_buffer_limits(high=config.high_water)
@@ -265,6 +360,8 @@ def streams_callback(
                 FrameWriter(writer, config.max_frame).write_frame(busy)
             await conn._close()
             return
-        await conn.serve(handler)
+        refusals = RefusalLog()
+        refusals.peer = conn.peer
+        await conn.serve(None if config.mode == "raw" else application(config, refusals))
 
     return on_connection

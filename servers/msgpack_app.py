@@ -3,9 +3,10 @@
 Request:  {"op": str, "id": any (echoed back), "args": any}
 Reply:    {"id": ..., "ok": true, "result": ...}
 Error:    {"id": ... or None, "ok": false, "error": {"type": str, "message": str}}
-Error types: "bad_message" (not a msgpack object of the request shape; the
-connection stays usable), "unknown_op", "bad_args", "frame_too_large" and
-"truncated" (sent just before the server closes the connection), "busy".
+Error types: "bad_message" (not a msgpack object of the request shape, or a
+reply that cannot be sent; the connection stays usable), "unknown_op",
+"bad_args", then "frame_too_large", "timeout" and "truncated" (sent just
+before the server closes the connection), "busy" (over the connection cap).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from framing.errors import FrameTooLarge, FramingError, MessageError
+from framing.errors import FrameTimeout, FrameTooLarge, FramingError, MessageError
+
+#: error messages are cut to this many UTF-8 bytes (they may quote the request),
+#: so that an error reply without an id always fits in MIN_FRAME bytes
+MAX_ERROR_MESSAGE = 300
+#: the smallest frame limit msgpack mode accepts: room for any such error reply
+MIN_FRAME = 512
+#: msgpack integers are 64-bit: a result outside this range cannot be sent
+_INT_RANGE = range(-(2**63), 2**64)
 
 
 class BadArgs(Exception):
@@ -30,7 +39,10 @@ def _sum(args: Any) -> Any:
         isinstance(x, int | float) and not isinstance(x, bool) for x in args
     ):
         raise BadArgs("sum takes a list of numbers")
-    return sum(args)
+    total = sum(args)
+    if isinstance(total, int) and total not in _INT_RANGE:
+        raise BadArgs("sum out of the 64-bit integer range")
+    return total
 
 
 def _sha256(args: Any) -> Any:
@@ -56,6 +68,9 @@ OPS: dict[str, Callable[[Any], Any]] = {
 
 
 def error(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
+    encoded = message.encode()
+    if len(encoded) > MAX_ERROR_MESSAGE:
+        message = encoded[: MAX_ERROR_MESSAGE - 3].decode(errors="ignore") + "..."
     return {"id": request_id, "ok": False, "error": {"type": kind, "message": message}}
 
 
@@ -80,5 +95,10 @@ def reply_to_bad_message(exc: MessageError) -> dict[str, Any]:
 
 def reply_to_framing_error(exc: FramingError) -> dict[str, Any]:
     """The last message a dropped client gets, saying why."""
-    kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "truncated"
+    if isinstance(exc, FrameTooLarge):
+        kind = "frame_too_large"
+    elif isinstance(exc, FrameTimeout):
+        kind = "timeout"
+    else:
+        kind = "truncated"
     return error(kind, f"{exc}; closing the connection")

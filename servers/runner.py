@@ -1,6 +1,9 @@
 """The one runner every server shares: loop, listener, signals, shutdown, workers.
 
-- Loop: uvloop or asyncio's default, chosen by name, one place.
+- Loop: uvloop or asyncio's default, chosen by name, one place (asyncio's
+  with its out-of-descriptors back-off fixed: servers/selector_loop.py).
+- Descriptors: the soft RLIMIT_NOFILE is raised (up to the hard limit) to
+  fit --max-connections; if it cannot be, a warning says so at start.
 - Listener: bound here (SO_REUSEADDR; SO_REUSEPORT for several workers),
   listen(backlog); the real port is known before anyone is told.
 - Ready: `listening on HOST:PORT` is printed (or reported) only once the
@@ -31,10 +34,15 @@ from typing import Any, TypeVar
 from servers.config import ServerConfig
 from servers.connections import ConnectionSet
 from servers.handlers import protocol_factory, streams_callback
+from servers.process import raise_fd_limit
+from servers.selector_loop import SelectorLoop
 
 log = logging.getLogger("framelab.server")
 Ready = Callable[[str, int], None]
 T = TypeVar("T")
+#: descriptors a server needs besides its connections (listener, epoll,
+#: signal pipe, std streams, logging, the libraries' own)
+SPARE_FDS = 64
 
 
 def make_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -43,7 +51,22 @@ def make_loop(name: str) -> asyncio.AbstractEventLoop:
 
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         return loop
-    return asyncio.new_event_loop()
+    return SelectorLoop()
+
+
+def ensure_fd_headroom(max_connections: int) -> None:
+    """Raise the soft descriptor limit to fit the connection cap, or warn."""
+    wanted = max_connections + SPARE_FDS
+    soft = raise_fd_limit(wanted)
+    if soft < wanted:
+        log.warning(
+            "RLIMIT_NOFILE is %d, under --max-connections %d + %d spare: past about %d "
+            "connections accept() will fail with EMFILE (connections then wait or are closed)",
+            soft,
+            max_connections,
+            SPARE_FDS,
+            max(soft - SPARE_FDS, 0),
+        )
 
 
 def run_on_loop(name: str, main: Coroutine[Any, Any, T]) -> T:
@@ -117,12 +140,18 @@ class Server:
         """Stop accepting, drain connections; 0 if graceful, 1 if forced."""
         if self._server is not None:
             self._server.close()
+        log.info(
+            "shutting down: not accepting; finishing %d connections within %g s",
+            len(self.connections.live),
+            self.config.shutdown_timeout,
+        )
         graceful = asyncio.ensure_future(self.connections.shutdown(self.config.shutdown_timeout))
         forced = asyncio.ensure_future(self.force_requested.wait())
         done, _ = await asyncio.wait([graceful, forced], return_when=asyncio.FIRST_COMPLETED)
         if graceful in done:
             forced.cancel()
             self.aborted = graceful.result()
+            log.info("shut down (%d connections aborted at the deadline)", self.aborted)
             return 0
         log.warning("second signal: aborting %d connections", len(self.connections.live))
         for conn in list(self.connections.live):
@@ -133,6 +162,7 @@ class Server:
 
 async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | None = None) -> int:
     """Run one server with signal handling until SIGINT/SIGTERM."""
+    ensure_fd_headroom(config.max_connections)
     server = Server(config, listener)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -248,6 +278,16 @@ class BackgroundServer:
 
         future = asyncio.run_coroutine_threadsafe(settle(), self._loop)
         return future.result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run `fn` on the server's loop and return its result: the safe way to
+        look at loop state from another thread (e.g. asyncio.all_tasks())."""
+        assert self._loop is not None
+
+        async def on_loop() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result(timeout)
 
     def stop(self) -> None:
         if self._thread is None:

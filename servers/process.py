@@ -1,0 +1,194 @@
+"""A server in a child process, and what the kernel says about it.
+
+Memory, descriptor and CPU figures only mean something for a server that has
+a process of its own, so the soak command and the reliability tests start
+`framelab serve` as a child: the same runner and options as a user gets.
+`ServerProcess` starts it, waits for its `listening on HOST:PORT` line,
+keeps every stderr line (the server's log) and can wait for one to appear,
+sends it signals, and reads /proc for RSS, peak RSS, open descriptors and
+CPU time. Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+_READY = re.compile(r"listening on (\S+):(\d+)")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    rss: int  # bytes resident now
+    peak_rss: int  # bytes, the high-water mark since start (VmHWM)
+    fds: int  # open descriptors
+    cpu_seconds: float  # user + system
+
+
+def process_stats(pid: int) -> ProcessStats:
+    """Read /proc/<pid> once."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) * 1024
+    with open(f"/proc/{pid}/stat") as stat:
+        # the command name may hold spaces: split after its closing parenthesis
+        rest = stat.read().rpartition(")")[2].split()
+    utime, stime = int(rest[11]), int(rest[12])
+    return ProcessStats(
+        rss=fields["VmRSS"],
+        peak_rss=fields["VmHWM"],
+        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        cpu_seconds=(utime + stime) / _CLOCK_TICKS,
+    )
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted` (never past the
+    hard limit); children inherit it. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+class ServerProcess:
+    """`framelab serve ARGS` as a child process; use as a context manager.
+
+    with ServerProcess(["--mode", "msgpack"]) as server:
+        connect to server.host, server.port; server.stats(); server.wait_for_log("...")
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        fd_limit: int | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.args = list(args)
+        self.fd_limit = fd_limit
+        self.start_timeout = start_timeout
+        self.host = ""
+        self.port = 0
+        self.log: list[str] = []
+        self._log_changed = threading.Condition()
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- life cycle --------------------------------------------------------
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.kill()
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "framelab", "serve", "--port", "0", *self.args]
+        self._proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=self._limit_fds if self.fd_limit is not None else None,
+        )
+        self._reader = threading.Thread(target=self._collect_log, daemon=True)
+        self._reader.start()
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()  # the runner prints it once accepting
+        match = _READY.search(line)
+        if match is None:
+            self.kill()
+            raise RuntimeError(f"server did not start: {line!r}; log: {self.log[-20:]}")
+        self.host, self.port = match.group(1), int(match.group(2))
+
+    def _limit_fds(self) -> None:
+        assert self.fd_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
+
+    def _collect_log(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            with self._log_changed:
+                self.log.append(line.rstrip("\n"))
+                self._log_changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Exit status (negative: killed by that signal); TimeoutExpired if still running."""
+        assert self._proc is not None
+        code = self._proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc is not None:
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+    # -- observation -------------------------------------------------------
+    def stats(self) -> ProcessStats:
+        return process_stats(self.pid)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0, *, start: int = 0) -> str:
+        """The first log line (from index `start`) containing `text`, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._log_changed:
+            while True:
+                for line in self.log[start:]:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no log line with {text!r}; log: {self.log[-20:]}")
+                self._log_changed.wait(remaining)
+
+    def wait_until(
+        self, condition: Callable[[ProcessStats], bool], timeout: float = 10.0
+    ) -> ProcessStats:
+        """Poll /proc until `condition(stats)` holds (the kernel sends no event
+        for a descriptor count): every 10 ms, at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if condition(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.01)
