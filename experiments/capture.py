@@ -10,6 +10,8 @@ copy is dropped. On a veth end both directions are distinct packets.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import socket
 import struct
 import threading
@@ -22,7 +24,10 @@ from experiments.netns import socket_in
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+SO_DETACH_FILTER = 27
 _SNAPLEN = 256
+_MAX_FILTER_PORTS = 100  # classic BPF jumps are 8-bit: beyond this, filter in Python only
 _TCP_FLAG_LETTERS = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20))
 
 
@@ -143,6 +148,48 @@ def parse_frame(frame: bytes, frame_len: int, when: float) -> Packet | None:
     return pkt
 
 
+def port_filter(ports: Iterable[int]) -> bytes:
+    """A classic BPF program for an Ethernet-framed interface: keep IPv4 TCP/UDP
+    frames to or from `ports`, every ICMP message and every non-first fragment
+    (Capture._keep() decides on those), drop the rest in the kernel.
+
+    Without it, every frame on the interface is queued to the capture socket
+    and charged to its buffer at full size, so other loopback traffic (a
+    benchmark, another test run) can fill it and the packets we want are lost.
+    """
+    ld_h_abs, ld_b_abs, ld_h_ind, ldx_msh = 0x28, 0x30, 0x48, 0xB1
+    jeq, jset, ret = 0x15, 0x45, 0x06
+    code: list[tuple[int, str | int, str | int, int]] = [
+        (ld_h_abs, 0, 0, 12),  # ethertype
+        (jeq, 0, "drop", 0x0800),
+        (ld_b_abs, 0, 0, 23),  # IP protocol
+        (jeq, "keep", 0, 1),  # ICMP
+        (jeq, "ports", 0, 6),  # TCP
+        (jeq, "ports", "drop", 17),  # UDP
+    ]
+    labels = {"ports": len(code)}
+    code += [
+        (ld_h_abs, 0, 0, 20),  # flags + fragment offset
+        (jset, "keep", 0, 0x1FFF),  # a later fragment has no ports: keep it
+        (ldx_msh, 0, 0, 14),  # X = IP header length
+    ]
+    for offset in (14, 16):  # source port, destination port
+        code.append((ld_h_ind, 0, 0, offset))
+        code += [(jeq, "keep", 0, port) for port in sorted(ports)]
+    labels["drop"] = len(code)
+    code.append((ret, 0, 0, 0))
+    labels["keep"] = len(code)
+    code.append((ret, 0, 0, 0xFFFFFFFF))  # whole frame: MSG_TRUNC still gives its length
+
+    def jump(target: str | int, index: int) -> int:
+        return labels[target] - index - 1 if isinstance(target, str) else target
+
+    return b"".join(
+        struct.pack("HBBI", op, jump(jt, i), jump(jf, i), k)
+        for i, (op, jt, jf, k) in enumerate(code)
+    )
+
+
 class Capture:
     """Capture on `interface` (in `netns`, if given) while the block runs.
 
@@ -165,13 +212,28 @@ class Capture:
 
     def add_port(self, port: int) -> None:
         self.ports.add(port)
+        self._attach_filter()
+
+    def _attach_filter(self) -> None:
+        """Let the kernel drop other ports' frames (see port_filter)."""
+        if self._sock is None or not self.ports:
+            return
+        if len(self.ports) > _MAX_FILTER_PORTS:
+            with contextlib.suppress(FileNotFoundError):  # none attached
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            return
+        program = port_filter(self.ports)
+        buf = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("HP", len(program) // 8, ctypes.addressof(buf))
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
     def __enter__(self) -> Capture:
         sock = socket_in(self.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._sock = sock
+        self._attach_filter()
         sock.bind((self.interface, 0))
         sock.settimeout(0.02)
-        self._sock = sock
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
         self._thread.start()

@@ -115,14 +115,18 @@ class VethLink:
         self.offloads = offloads
         self.a = Host(f"{NAME_PREFIX}{tag}-a", "veth-a", "10.231.0.1")
         self.b = Host(f"{NAME_PREFIX}{tag}-b", "veth-b", "10.231.0.2")
+        # the veth pair is born in the root namespace: unique names (at most 15
+        # characters) keep links made at the same time by other processes apart
+        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
+        self._tmp = (f"fl{short}a", f"fl{short}b")
 
     def __enter__(self) -> VethLink:
         try:
             for host in (self.a, self.b):
                 _ip("netns", "add", host.netns)
                 host.run("ip", "link", "set", "lo", "up")
-            _ip("link", "add", "fl-tmp-a", "type", "veth", "peer", "name", "fl-tmp-b")
-            for host, tmp in ((self.a, "fl-tmp-a"), (self.b, "fl-tmp-b")):
+            _ip("link", "add", self._tmp[0], "type", "veth", "peer", "name", self._tmp[1])
+            for host, tmp in zip((self.a, self.b), self._tmp, strict=True):
                 _ip("link", "set", tmp, "netns", host.netns)
                 host.run("ip", "link", "set", tmp, "name", host.ifname)
                 host.run("ip", "link", "set", host.ifname, "mtu", str(self.mtu))
@@ -138,7 +142,7 @@ class VethLink:
     def __exit__(self, *exc: object) -> None:
         for host in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", host.netns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", "fl-tmp-a"], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self._tmp[0]], capture_output=True, check=False)
 
 
 def leftover_namespaces() -> list[str]:

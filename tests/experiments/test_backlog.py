@@ -1,0 +1,105 @@
+"""C15, C16 on this kernel: the accept queue, the SYN queue, and their overflows."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import requires_root
+
+from experiments import backlog
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ClaimResult]:
+    return {r.claim: r for r in backlog.run(RunContext(rounds=2, quick=True))}
+
+
+def test_c15_accept_queue_holds_backlog_plus_one(results: dict[str, ClaimResult]) -> None:
+    queue = results["C15"].observed["accept_queue"]
+    n = queue["backlog"]
+    assert queue["listener_tcp_info"] == {"tcpi_unacked (queue)": n + 1, "tcpi_sacked (limit)": n}
+    assert queue["listener_proc_rx_queue"] == n + 1
+    assert queue["client_states"] == {"ESTABLISHED": n + 1, "SYN_SENT": queue["clients"] - n - 1}
+    assert queue["server_side_rows"] == {"ESTABLISHED": n + 1}
+    assert queue["established_on_client_only"] == 0
+
+
+def test_c15_overflowing_syns_are_dropped_silently_and_retried(
+    results: dict[str, ClaimResult],
+) -> None:
+    queue = results["C15"].observed["accept_queue"]
+    retry = queue["dropped_clients_retry"]
+    assert retry["still_syn_sent"] == retry["clients"] > 0
+    assert min(retry["syn_retransmits_each"]) >= 1
+    assert retry["rst_seen"] in (None, False)  # None: not captured (no root)
+    give_up = queue["give_up_client"]
+    assert give_up["connect_error"] == "ETIMEDOUT"
+    assert give_up["syn_retransmits"] >= 1
+    assert give_up["after_ms"] >= backlog.GIVE_UP_AFTER_MS * 0.9
+    assert queue["counters"]["TcpExt.ListenOverflows"] >= retry["clients"] + 1
+    assert results["C15"].verdict is Verdict.CONFIRMED
+
+
+def test_c15_somaxconn_caps_the_backlog(results: dict[str, ClaimResult]) -> None:
+    cap = results["C15"].observed["somaxconn_cap"]
+    assert cap["queue_limit"] == min(backlog.HUGE_BACKLOG, int(cap["net.core.somaxconn"]))
+
+
+def test_c15_an_ack_into_a_full_queue_is_dropped_until_accept_makes_room(
+    results: dict[str, ClaimResult],
+) -> None:
+    late = results["C15"].observed["ack_into_full_queue"]
+    if late["abort_on_overflow"] != "0":
+        pytest.skip("tcp_abort_on_overflow is set on this host")
+    assert late["client_state"] == "ESTABLISHED"
+    assert late["server_state"] == "SYN_RECV"
+    assert late["client_unacked_segments"] == 1
+    assert late["counters"]["TcpExt.ListenOverflows"] >= 1
+    assert late["after_one_accept"]["client_data_acked"]
+
+
+@requires_root
+def test_c15_abort_on_overflow_answers_with_rst(results: dict[str, ClaimResult]) -> None:
+    abort = results["C15"].observed["tcp_abort_on_overflow=1 (namespace)"]
+    assert abort["abort_on_overflow"] == "1"
+    assert abort["client_recv"] == "ECONNRESET"
+    assert abort["rst_to_client"]
+
+
+def test_c16_syn_queue_is_bounded_by_the_backlog(results: dict[str, ClaimResult]) -> None:
+    seen = results["C16"].observed
+    host = seen["host_loopback"]
+    assert host["syn_queue (SYN_RECV rows)"] == host["backlog"] + 1
+    if seen["net.ipv4.tcp_syncookies"] == "1":  # the rest get cookies and still connect
+        assert host["client_states"] == {"ESTABLISHED": host["clients"]}
+        cookies = host["clients"] - host["syn_queue (SYN_RECV rows)"]
+        assert host["counters"]["TcpExt.SyncookiesSent"] >= cookies
+    assert results["C16"].verdict is Verdict.DIFFERS
+
+
+@requires_root
+def test_c16_tcp_max_syn_backlog_applies_only_without_syncookies(
+    results: dict[str, ClaimResult],
+) -> None:
+    seen = results["C16"].observed
+    without = seen["namespace_syncookies=0"]
+    with_cookies = seen["namespace_syncookies=1"]
+    assert without["syn_queue (SYN_RECV rows)"] < backlog.SMALL_MAX_SYN_BACKLOG
+    assert without["client_states"]["SYN_SENT"] > 0
+    assert with_cookies["syn_queue (SYN_RECV rows)"] == backlog.SYN_QUEUE_CLIENTS
+
+
+def test_which_rules_apply_follows_the_settings() -> None:
+    settings: dict[str, str | None] = {
+        "net.core.somaxconn": "4096",
+        "net.ipv4.tcp_syncookies": "0",
+        "net.ipv4.tcp_abort_on_overflow": "1",
+        "net.ipv4.tcp_max_syn_backlog": "128",
+        "net.ipv4.tcp_synack_retries": "2",
+    }
+    rules = backlog.which_rules_apply(settings)
+    assert rules["syn_queue_full"] == "SYN dropped"
+    assert "128" in rules["tcp_max_syn_backlog"]
+    assert rules["accept_queue_full"].endswith("answered with RST")
+    assert rules["half_open_lifetime_s"] == 7

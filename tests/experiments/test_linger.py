@@ -1,0 +1,94 @@
+"""C29 on this kernel: what close() does under SO_LINGER, measured, and the
+verdict computed from those measurements."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from conftest import requires_root
+
+from experiments import linger
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def result() -> ClaimResult:
+    [claim] = linger.run(RunContext(rounds=2, quick=True))
+    return claim
+
+
+def observed(result: ClaimResult, case: str) -> dict[str, Any]:
+    data: dict[str, Any] = result.observed[case]
+    return data
+
+
+def test_default_close_sends_fin_peer_reads_eof_closer_waits(result: ClaimResult) -> None:
+    case = observed(result, "default_close")
+    assert case["peer_recv"] == "EOF"
+    assert case["closer_state_after_fin_acked"] == "FIN_WAIT2"
+    assert case["peer_state_after_close"] == "CLOSE_WAIT"
+    assert case["closer_state_after_peer_close"] == "TIME_WAIT"
+    assert case["time_wait_timer_s"] >= 50  # TIME_WAIT is observed, never waited out
+    assert case["same_every_round"]
+
+
+def test_linger_zero_resets_at_once_without_time_wait(result: ClaimResult) -> None:
+    case = observed(result, "linger_0")
+    assert case["peer_recv"] == "ECONNRESET"
+    assert case["closer_state_after_close"] is None  # no TIME_WAIT, no FIN_WAIT
+    assert case["close_ms_median"] < 100
+
+
+def test_linger_n_blocks_about_n_seconds_on_a_nonblocking_socket(result: ClaimResult) -> None:
+    case = observed(result, "linger_n_unsendable")
+    assert case["nonblocking_socket"] and case["linger_s"] == 1
+    assert 800 <= case["close_ms_median"] < 3000
+    assert case["close_raised"] is None  # close() returns 0 at the timeout
+
+
+def test_linger_n_timeout_does_not_reset_the_data_still_arrives(result: ClaimResult) -> None:
+    case = observed(result, "linger_n_unsendable")
+    assert case["closer_state_after_close"] == "FIN_WAIT1"  # orphaned, data still queued
+    assert case["queued_bytes_after_close"] > 0
+    assert case["peer_bytes_read_later"] == case["bytes_queued"]
+    assert case["peer_read_end"] == "EOF"
+
+
+def test_linger_n_with_reading_peer_returns_once_acked(result: ClaimResult) -> None:
+    case = observed(result, "linger_n_peer_reads")
+    assert case["all_bytes_read"] and case["peer_read_end"] == "EOF"
+    assert case["closer_state_after_close"] == "FIN_WAIT2"  # our FIN was acked
+    assert case["close_ms_median"] < 500
+
+
+def test_verdict_is_computed_from_the_cases(result: ClaimResult) -> None:
+    default, zero = observed(result, "default_close"), observed(result, "linger_0")
+    stuck, reads = observed(result, "linger_n_unsendable"), observed(result, "linger_n_peer_reads")
+    holds, _, failed = linger.decide(default, zero, stuck, reads)
+    assert result.verdict is (Verdict.CONFIRMED if holds else Verdict.DIFFERS)
+    assert failed == ["linger 1 with unsendable data: reset at the timeout"]
+    assert result.verdict is Verdict.DIFFERS
+    reset_seen = copy.deepcopy(stuck) | {"rst_at_timeout": True}
+    assert linger.decide(default, zero, reset_seen, reads)[0]  # an RST would have confirmed it
+
+
+@requires_root
+def test_capture_shows_fin_rst_and_no_rst_at_the_timeout(result: ClaimResult) -> None:
+    assert observed(result, "default_close")["client_sent_fin"] is True
+    zero = observed(result, "linger_0")
+    assert zero["client_sent_rst"] is True and zero["client_sent_fin"] is False
+    stuck = observed(result, "linger_n_unsendable")
+    assert stuck["rst_at_timeout"] is False and stuck["fin_sent_by_timeout"] is False
+    assert any("Flags [R.]" in line for line in result.trace)
+    assert len(result.trace) <= 30
+
+
+def test_without_capture_the_peer_reads_decide() -> None:
+    [claim] = linger.run(RunContext(rounds=1, quick=True, root=False))
+    stuck = observed(claim, "linger_n_unsendable")
+    assert stuck["rst_at_timeout"] is None and claim.trace == []
+    assert stuck["peer_bytes_read_later"] == stuck["bytes_queued"]
+    assert claim.verdict is Verdict.DIFFERS

@@ -1,0 +1,73 @@
+"""C26 on this kernel: a dead process's socket ends with FIN, or with RST when
+data was unread, and not at all while a forked copy still holds it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import requires_root
+
+from experiments import process_kill
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+def own_children() -> list[str]:
+    """Pids of this process's children (every thread's), from /proc."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+
+
+@pytest.fixture(scope="module")
+def result() -> ClaimResult:
+    before = own_children()
+    [claim] = process_kill.run(RunContext(rounds=2, quick=True))
+    assert own_children() == before  # every child killed and reaped
+    return claim
+
+
+def case(result: ClaimResult, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = result.observed[name]
+    return data
+
+
+def test_sigkill_and_exit_close_the_socket_with_fin(result: ClaimResult) -> None:
+    for name in ("sigkill", "exit_without_close"):
+        assert case(result, name)["our_recv"] == "EOF"
+        assert case(result, name)["same_every_round"]
+    assert case(result, "sigkill")["ms_to_recv_result_median"] < 500
+    assert result.verdict is Verdict.CONFIRMED
+
+
+def test_sigkill_with_unread_data_sends_rst(result: ClaimResult) -> None:
+    unread = case(result, "sigkill_with_unread_data")
+    assert unread["our_recv"] == "ECONNRESET"
+    assert unread["child_end_after"] is None  # aborted: no FIN_WAIT, no TIME_WAIT
+
+
+def test_a_forked_holder_keeps_the_connection_open(result: ClaimResult) -> None:
+    forked = case(result, "sigkill_with_forked_holder")
+    assert forked["our_recv_after_child_killed"] == "timeout"
+    assert forked["child_end_after_child_killed"] == "ESTABLISHED"
+    assert forked["our_recv_after_grandchild_killed"] == "EOF"
+
+
+@requires_root
+def test_capture_shows_fin_rst_and_silence(result: ClaimResult) -> None:
+    assert case(result, "sigkill")["child_sent"] == {"fin": True, "rst": False}
+    assert case(result, "exit_without_close")["child_sent"] == {"fin": True, "rst": False}
+    assert case(result, "sigkill_with_unread_data")["child_sent"] == {"fin": False, "rst": True}
+    forked = case(result, "sigkill_with_forked_holder")
+    assert forked["sent_after_child_killed"] == {"fin": False, "rst": False}
+    assert forked["sent_after_grandchild_killed"]["fin"] is True
+    assert any("Flags [F.]" in line for line in result.trace)
+
+
+def test_the_verdict_needs_fin_when_captured(result: ClaimResult) -> None:
+    if result.observed["captured"]:
+        assert all(case(result, n)["child_sent"]["fin"] for n in ("sigkill", "exit_without_close"))
+    else:
+        assert case(result, "sigkill")["child_sent"] == {"fin": None, "rst": None}

@@ -1,0 +1,83 @@
+"""C27, C30, C38, C39 on this kernel: refused connections, ICMP for UDP, the
+selector on abort, and RST for a forged segment."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from conftest import requires_root
+
+from experiments import reset
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ClaimResult]:
+    return {r.claim: r for r in reset.run(RunContext(rounds=2, quick=True))}
+
+
+def test_c27_connect_to_a_port_without_listener_is_refused_at_once(
+    results: dict[str, ClaimResult],
+) -> None:
+    seen = results["C27"].observed
+    assert seen["errors"] == ["ECONNREFUSED"]
+    assert seen["connect_ms_median"] < 100
+    assert seen["tcp_out_rsts_delta"] >= seen["rounds"]
+    assert results["C27"].verdict is Verdict.CONFIRMED
+
+
+def test_c38_udp_icmp_reaches_only_a_connected_socket(results: dict[str, ClaimResult]) -> None:
+    udp = results["C38"].observed["udp"]
+    assert udp["connected_recv"] == "ECONNREFUSED"
+    assert udp["connected_next_send"] == "ECONNREFUSED"
+    assert udp["unconnected_recvfrom"] == "timeout"
+    assert udp["icmp_out_dest_unreachs_delta"] >= 3  # one per datagram, told or not
+    assert udp["udp_no_ports_delta"] >= 3
+    assert results["C38"].verdict is Verdict.CONFIRMED
+
+
+def test_c30_selector_is_readable_on_abort_and_recv_fails(results: dict[str, ClaimResult]) -> None:
+    aborted = results["C30"].observed["peer_aborts"]
+    closed = results["C30"].observed["peer_closes"]
+    assert aborted["readable"] and aborted["recv"] == "ECONNRESET"
+    assert closed["readable"] and closed["recv"] == "EOF"
+    assert results["C30"].verdict is Verdict.CONFIRMED
+
+
+def test_tcp_checksum_over_the_pseudo_header_verifies_to_zero() -> None:
+    segment = reset.tcp_segment(("127.0.0.1", 4000), ("127.0.0.1", 80), 1, 2, 0x18, b"abc")
+    pseudo = socket.inet_aton("127.0.0.1") * 2 + struct.pack("!BBH", 0, 6, len(segment))
+    assert reset.internet_checksum(pseudo + segment) == 0
+    assert struct.unpack_from("!HHII", segment) == (4000, 80, 1, 2)
+    assert reset.internet_checksum(b"\x00\x01\xf2\x03\xf4\xf5\xf6\xf7") == 0x220D  # RFC 1071
+
+
+@requires_root
+def test_c39_forged_segments_are_answered_with_rst(results: dict[str, ClaimResult]) -> None:
+    cases = results["C39"].observed["cases"]
+    assert [c["reply_flags"] for c in cases] == ["R", "R"]
+    assert all(c["reply_seq_is_our_ack"] for c in cases)
+    assert results["C39"].verdict is Verdict.CONFIRMED
+
+
+@requires_root
+def test_capture_shows_rst_for_syn_and_icmp_3_3(results: dict[str, ClaimResult]) -> None:
+    tcp = results["C27"].observed
+    assert tcp["client_sent"] == ["S"]  # the first round's connection: SYN ...
+    assert tcp["port_answered"] == ["R."]  # ... answered by RST+ACK
+    udp = results["C38"].observed["udp"]
+    assert udp["icmp_to_connected"] == udp["icmp_to_unconnected"] == "type 3 code 3"
+    assert results["C30"].observed["peer_aborts"]["peer_sent"] == {"fin": False, "rst": True}
+    assert results["C30"].observed["peer_closes"]["peer_sent"] == {"fin": True, "rst": False}
+    assert any("ICMP type 3 code 3" in line for line in results["C38"].trace)
+
+
+def test_without_root_c39_is_skipped_and_the_rest_runs() -> None:
+    results = {r.claim: r for r in reset.run(RunContext(rounds=1, quick=True, root=False))}
+    assert results["C39"].verdict is Verdict.SKIPPED
+    assert results["C39"].summary.startswith("needs root")
+    assert all(results[c].verdict is Verdict.CONFIRMED for c in ("C27", "C30", "C38"))
+    assert results["C38"].observed["udp"]["icmp_to_connected"] is None

@@ -1,0 +1,109 @@
+"""C21-C24, C28 on this kernel: shutdown vs close, shared descriptors, the
+errors after them, and RST for close() with unread data (plain and asyncio)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import requires_root
+
+from experiments import shutdown_close
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ClaimResult]:
+    return {r.claim: r for r in shutdown_close.run(RunContext(rounds=2, quick=True))}
+
+
+def test_every_claim_is_answered_with_its_own_result(results: dict[str, ClaimResult]) -> None:
+    assert sorted(results) == ["C21", "C22", "C23", "C24", "C28"]
+    assert all(r.experiment == "shutdown_close" for r in results.values())
+
+
+def test_c21_half_close_keeps_the_descriptor_close_releases_it(
+    results: dict[str, ClaimResult],
+) -> None:
+    half: dict[str, Any] = results["C21"].observed["shut_wr_then_close"]
+    assert half["peer_recv_after_shut_wr"] == "EOF" and half["reverse_data_received"]
+    assert half["fileno_after_shutdown"] >= 0 and half["getsockname_after_shutdown"]
+    assert half["state_after_shutdown"] == "FIN_WAIT2"
+    assert half["fileno_after_close"] == -1
+    assert half["getsockname_error_after_close"] == "EBADF"
+    both = results["C21"].observed["shut_rdwr"]
+    assert both["peer_recv"] == both["own_recv"] == "EOF" and both["getsockname"]
+    assert results["C21"].verdict is Verdict.CONFIRMED
+
+
+def test_c22_closing_one_descriptor_sends_nothing_shutdown_reaches_all(
+    results: dict[str, ClaimResult],
+) -> None:
+    seen = results["C22"].observed
+    assert seen["peer_recv_after_one_close"] == "timeout"
+    assert seen["client_state_after_one_close"] == "ESTABLISHED"
+    assert seen["peer_recv_after_shutdown_via_another_fd"] == "EOF"
+    assert seen["send_error_on_other_fd"] == "EPIPE"
+    assert results["C22"].verdict is Verdict.CONFIRMED
+
+
+def test_c23_send_after_shut_wr_is_epipe(results: dict[str, ClaimResult]) -> None:
+    seen = results["C23"].observed
+    assert (seen["exception"], seen["errno"]) == ("BrokenPipeError", "EPIPE")
+    assert seen["sigpipe_disposition"] == "SIG_IGN"  # Python ignores SIGPIPE: an error, no signal
+    assert results["C23"].verdict is Verdict.CONFIRMED
+
+
+def test_c24_recv_after_close_is_ebadf(results: dict[str, ClaimResult]) -> None:
+    seen = results["C24"].observed
+    assert (seen["exception"], seen["errno"]) == ("OSError", "EBADF")
+    assert "Bad file descriptor" in seen["message"]
+
+
+def test_c28_unread_data_turns_close_into_rst(results: dict[str, ClaimResult]) -> None:
+    unread = results["C28"].observed["unread_close"]
+    assert unread["unread_bytes_at_close"] > 0
+    assert unread["client_recv"] == "ECONNRESET"
+    assert unread["server_state_after_close"] is None  # no TIME_WAIT after an abort
+    assert unread["abort_on_close_delta"] >= 1
+    control = results["C28"].observed["read_then_close"]
+    assert control["client_recv"] == "EOF" and control["unread_bytes_at_close"] == 0
+    assert results["C28"].verdict is Verdict.CONFIRMED
+
+
+def test_c28_asyncio_has_already_read_so_close_sends_fin(results: dict[str, ClaimResult]) -> None:
+    streams = results["C28"].observed["asyncio_streams"]
+    assert set(streams) == {
+        "asyncio_reading",
+        "asyncio_paused_reading",
+        "uvloop_reading",
+        "uvloop_paused_reading",
+    }
+    for loop in ("asyncio", "uvloop"):
+        reading, paused = streams[f"{loop}_reading"], streams[f"{loop}_paused_reading"]
+        assert reading["kernel_unread_bytes_at_close"] == 0  # the loop read it all
+        assert reading["client_recv"] == "EOF"
+        assert paused["kernel_unread_bytes_at_close"] > 0
+        assert paused["client_recv"] == "ECONNRESET"
+
+
+@requires_root
+def test_capture_shows_which_segment_left(results: dict[str, ClaimResult]) -> None:
+    assert results["C21"].observed["shut_wr_then_close"]["client_sent_after_shutdown"]["fin"]
+    silent = results["C22"].observed["client_sent_after_one_close"]
+    assert silent == {"fin": False, "rst": False}
+    assert results["C22"].observed["client_sent_after_shutdown"]["fin"] is True
+    assert results["C28"].observed["unread_close"]["server_sent"] == {"fin": False, "rst": True}
+    assert results["C28"].observed["read_then_close"]["server_sent"] == {"fin": True, "rst": False}
+    streams = results["C28"].observed["asyncio_streams"]
+    assert streams["uvloop_reading"]["server_sent"] == {"fin": True, "rst": False}
+    assert streams["asyncio_paused_reading"]["server_sent"] == {"fin": False, "rst": True}
+    assert all(len(r.trace) <= 30 for r in results.values())
+
+
+def test_without_root_nothing_is_captured_and_verdicts_stand() -> None:
+    results = shutdown_close.run(RunContext(rounds=1, quick=True, root=False))
+    assert all(r.trace == [] for r in results)
+    assert all(r.verdict is Verdict.CONFIRMED for r in results)
+    assert results[-1].observed["unread_close"]["server_sent"] == {"fin": None, "rst": None}

@@ -1,0 +1,117 @@
+"""C06, C17, C20 on this kernel: TCP merges and splits sends, a length prefix
+restores the messages, UDP keeps every datagram whole.
+
+(Named apart from tests/test_sticky.py, the `framelab sticky` client's tests.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import requires_root
+
+from experiments import sticky
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+from framing import TruncatedFrame, encode_frame
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ClaimResult]:
+    return {r.claim: r for r in sticky.run(RunContext(rounds=2, quick=True))}
+
+
+def observed(result: ClaimResult, *keys: str) -> Any:
+    value: Any = result.observed
+    for key in keys:
+        value = value[key]
+    return value
+
+
+def test_one_result_per_claim_in_registry_order(results: dict[str, ClaimResult]) -> None:
+    assert list(results) == list(sticky.EXPERIMENT.claims) == ["C06", "C17", "C20"]
+    assert all(r.experiment == "sticky" for r in results.values())
+
+
+def test_queued_sends_come_out_of_one_read(results: dict[str, ClaimResult]) -> None:
+    merged = observed(results["C17"], "merged")
+    assert merged["sends"] == sticky.MESSAGES
+    assert merged["data_segments"] == sticky.MESSAGES  # each send left as its own segment
+    assert merged["reads"] == 1  # ...and the receiver got them all in one recv()
+    assert merged["read_sizes"] == [sticky.MESSAGES * sticky.MESSAGE_SIZE]
+    assert merged["bytes_intact"]
+
+
+def test_one_large_send_takes_several_reads_even_asking_for_all(
+    results: dict[str, ClaimResult],
+) -> None:
+    split = observed(results["C17"], "split")
+    assert split["sends"] == 1
+    assert split["recv_size"] == sticky.LARGE_PAYLOAD  # every recv() asked for everything
+    assert split["reads"] > 1
+    assert split["bytes_intact"]
+    assert results["C17"].verdict is Verdict.CONFIRMED
+
+
+def test_length_prefix_restores_exactly_the_messages(results: dict[str, ClaimResult]) -> None:
+    merged = observed(results["C20"], "merged")
+    split = observed(results["C20"], "split")
+    assert merged["messages_decoded"] == merged["messages_sent"] == 10
+    assert merged["messages_per_read"] == [10]  # ten frames, one read
+    assert merged["identical"] and split["identical"]
+    assert split["messages_decoded"] == 1 and split["reads"] > 1  # one frame, many reads
+    assert results["C20"].verdict is Verdict.CONFIRMED
+
+
+def test_udp_datagrams_arrive_whole_and_separate(results: dict[str, ClaimResult]) -> None:
+    udp = results["C06"].observed
+    assert udp["recvfrom_sizes"] == udp["sent_sizes"]
+    assert 0 in udp["sent_sizes"]  # even an empty datagram is a message of its own
+    assert udp["each_whole_and_in_order"]
+    assert udp["left_over_after_n_reads"] == 0
+    cut = udp["short_buffer"]
+    assert cut["got"] == 10 and cut["msg_trunc"] and cut["next_is_next_datagram"]
+
+
+def test_udp_header_is_eight_bytes_by_the_size_limit(results: dict[str, ClaimResult]) -> None:
+    udp = results["C06"].observed
+    assert udp["largest_payload"] == 65507  # 65535 - 20 (IP) - 8 (UDP)
+    assert udp["one_more_byte"] == "EMSGSIZE"
+    assert udp["udp_header_by_size_limit"] == 8
+    assert results["C06"].verdict is Verdict.CONFIRMED
+
+
+@requires_root
+def test_udp_header_is_eight_bytes_in_every_captured_datagram(
+    results: dict[str, ClaimResult],
+) -> None:
+    udp = results["C06"].observed
+    assert udp["udp_header_by_capture"] == [8] * len(udp["sent_sizes"])
+    assert any("UDP, length 65507" in line for line in results["C06"].trace)
+
+
+@requires_root
+def test_capture_shows_one_segment_per_merged_send(results: dict[str, ClaimResult]) -> None:
+    data_lines = [line for line in results["C17"].trace if "length 40" in line]
+    assert len(data_lines) == sticky.MESSAGES
+
+
+def test_decoding_follows_the_reads_however_they_cut_the_frames() -> None:
+    wire = b"".join(encode_frame(m) for m in (b"", b"abc", b"x" * 300))
+    chunks = [wire[:2], wire[2:11], wire[11:100], wire[100:]]  # frames end at 4, 11, 315
+    messages, per_read = sticky.decode_reads(chunks)
+    assert messages == [b"", b"abc", b"x" * 300]
+    assert per_read == [0, 2, 0, 1]
+
+
+def test_a_stream_cut_inside_a_frame_is_an_error_not_fewer_messages() -> None:
+    with pytest.raises(TruncatedFrame):
+        sticky.decode_reads([encode_frame(b"abcdef")[:7]])
+
+
+def test_udp_check_without_capture_relies_on_the_size_limit() -> None:
+    result = sticky.check_udp(None)
+    assert result.observed["udp_header_by_capture"] is None
+    assert result.trace == []
+    assert result.verdict is Verdict.CONFIRMED

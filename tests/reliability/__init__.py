@@ -1,0 +1,1 @@
+"""Reliability and security: bad input, hostile clients, overload, shutdown, fuzzing."""

@@ -1,0 +1,158 @@
+"""SIGTERM: stop accepting, answer every frame already received, close with
+FIN, exit 0; at the deadline abort what is left; a second signal forces exit.
+The server runs as a child process (`framelab serve`), as in production."""
+
+from __future__ import annotations
+
+import fcntl
+import signal
+import socket
+import struct
+import termios
+import threading
+import time
+
+import msgpack
+import pytest
+
+from framing import FrameDecoder, encode_frames
+from servers.config import IoStyle, LoopName, Mode
+from servers.process import ServerProcess
+
+from .support import Ending, connect, matrix, read_frames, read_to_end
+
+FRAMES = 2000
+FILLER = bytes(range(256)) * 16  # 4 KiB: 8 MiB in all, far more than the buffers hold
+
+
+def payload(mode: Mode, number: int) -> bytes:
+    if mode == "msgpack":
+        return bytes(msgpack.packb({"op": "echo", "id": number, "args": FILLER}))
+    return struct.pack(">I", number) + FILLER
+
+
+def sequence_number(mode: Mode, reply: bytes) -> int:
+    if mode == "msgpack":
+        message = msgpack.unpackb(reply)
+        assert message["ok"] and message["result"] == FILLER
+        number: int = message["id"]
+        return number
+    assert reply[4:] == FILLER
+    return int(struct.unpack_from(">I", reply)[0])
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent but not yet acknowledged by the peer's kernel (SIOCOUTQ)."""
+    raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    value: int = struct.unpack("i", raw)[0]
+    return value
+
+
+@matrix
+@pytest.mark.parametrize("mode", ["framed", "msgpack"])
+def test_sigterm_answers_every_frame_received_then_fin_and_exit_0(
+    loop: LoopName, io: IoStyle, mode: Mode
+) -> None:
+    frames = [payload(mode, i) for i in range(FRAMES)]
+    wire = encode_frames(frames)
+    ends, offset = [], 0
+    for frame in frames:
+        offset += 4 + len(frame)
+        ends.append(offset)
+    args = ["--mode", mode, "--loop", loop, "--io", io, "--shutdown-timeout", "10"]
+    with ServerProcess(args) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(server.address)
+        # 1. send, without reading, until the kernel takes no more: the server
+        #    has stopped reading (its replies are stuck), frames are in flight
+        sock.setblocking(False)
+        sent = 0
+        try:
+            while sent < len(wire):
+                sent += sock.send(wire[sent : sent + 256 * 1024])
+        except BlockingIOError:
+            pass
+        sock.settimeout(10)
+        decoder = FrameDecoder()
+        replies: list[bytes] = []
+        while not replies:  # the server is working on them
+            replies += [bytes(f) for f in decoder.feed(sock.recv(64 * 1024))]
+        # 2. every frame whose last byte the server's kernel acknowledged was received
+        acked = sent - unacknowledged(sock)
+        received = sum(1 for end in ends if end <= acked)
+        server.send_signal(signal.SIGTERM)
+        # 3. send the rest, and more after it, while reading every reply to the end:
+        #    input arriving after the server's FIN must not turn its close into RST
+        eof = threading.Event()
+        more = threading.Thread(target=_keep_sending, args=(sock, wire[sent:], mode, eof))
+        more.start()
+        ending = read_to_end(sock)
+        eof.set()
+        more.join()
+        sock.close()
+        replies += [bytes(f) for f in decoder.feed(ending.data)]
+        decoder.end_of_stream()
+        assert not ending.reset, "the connection ended with RST, not FIN"
+        numbers = [sequence_number(mode, r) for r in replies]
+        assert numbers == list(range(len(numbers))), "a reply was lost, duplicated or reordered"
+        assert len(numbers) >= received > 0
+        assert server.wait(timeout=15) == 0
+        assert any("shut down (0 connections aborted" in line for line in server.log)
+
+
+def _keep_sending(sock: socket.socket, rest: bytes, mode: Mode, eof: threading.Event) -> None:
+    """The rest of the frames, then one more every few milliseconds until
+    the reader sees the end; the server may answer or drop the late ones."""
+    try:
+        sock.sendall(rest)
+        number = FRAMES
+        while not eof.wait(0.002):
+            sock.sendall(encode_frames([payload(mode, number)]))
+            number += 1
+    except OSError:
+        pass
+
+
+def _stalled_client(server: ServerProcess) -> socket.socket:
+    """A client with an answered frame and then half a frame, stalled."""
+    sock = connect(server.address)
+    sock.sendall(encode_frames([b"answered"]))
+    assert read_frames(sock, 1) == [b"answered"]
+    sock.sendall(struct.pack(">I", 100) + b"half")
+    return sock
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_stalled_frame_is_aborted_at_the_deadline_and_exit_is_0(loop: LoopName) -> None:
+    args = ["--mode", "framed", "--loop", loop, "--shutdown-timeout", "0.5"]
+    args += ["--frame-timeout", "0"]
+    with ServerProcess(args) as server:
+        sock = _stalled_client(server)
+        idle = connect(server.address)  # between frames: closed with FIN at once
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait_for_log("shutting down")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(server.address, timeout=5)
+        assert read_to_end(idle) == Ending(b"", reset=False)
+        assert read_to_end(sock).data == b""  # closed at the deadline, no reply for half a frame
+        assert server.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert any("still open at the shutdown deadline" in line for line in server.log)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("io", ["protocol", "streams"])
+def test_a_second_signal_forces_exit(loop: LoopName, io: IoStyle) -> None:
+    args = ["--mode", "framed", "--loop", loop, "--io", io, "--shutdown-timeout", "60"]
+    with ServerProcess(args) as server:
+        sock = _stalled_client(server)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait_for_log("shutting down")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 1
+        assert time.monotonic() - started < 10  # far before the 60 s deadline
+        assert any("second signal" in line for line in server.log)
+        sock.close()
