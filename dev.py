@@ -5,8 +5,10 @@
     python3 dev.py test        # ruff, mypy and the test suite
     python3 dev.py framelab …  # any framelab command inside the venv
 
-Needs only Python 3.11+. Setup is idempotent: the venv is (re)installed only
-when pyproject.toml changed since the last install (a hash stamp in .venv).
+Needs only Python 3.11+ (and a C compiler for the optional accelerator; without
+one framing runs its pure-Python loops). Setup is idempotent: the venv is
+(re)installed only when pyproject.toml, setup.py or the C source changed since
+the last install (a hash stamp in .venv).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ STAMP = VENV / ".framelab-installed"
 BIN = VENV / "bin"
 
 
+#: what the install depends on: the package list and the C accelerator's build
+INSTALL_INPUTS = ("pyproject.toml", "setup.py", "framing/_speedups.c")
+
+
 def _wanted_stamp() -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update(sys.version.encode())
+    digest = hashlib.sha256(sys.version.encode())
+    for name in INSTALL_INPUTS:
+        digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
 

@@ -9,7 +9,8 @@ Both return the payloads completed by that input, in order: the batch a
 reader hands to its handler (as Netty's decoders fill an out list).
 
 Cost goals: linear in the bytes processed whatever the chunking, and at most
-one user-space copy per byte:
+one user-space copy per byte (the per-frame loop is compiled when the
+install could build it: framing/_codec.py):
 - Small frames land in one fixed receive buffer and are copied out once, as
   `bytes`. The buffer is never resized (the event loop may still hold a view
   of it while we parse), the read offsets reset whenever it is drained, and
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import struct
 
+from framing._codec import payload_buffer, split_frames
 from framing.errors import FrameTooLarge, FramingError, TruncatedFrame
 
 HEADER = struct.Struct(">I")
@@ -173,30 +175,24 @@ class FrameDecoder:
         self._start, self._end = 0, len(pending)
 
     def _parse(self) -> list[Payload]:
-        frames: list[Payload] = []
-        buf, view, pos, end = self._buf, self._view, self._start, self._end
-        limit, unpack = self.max_frame_length, HEADER.unpack_from
-        while end - pos >= HEADER_SIZE:
-            (length,) = unpack(buf, pos)
-            if length > limit:
+        frames, pos = split_frames(self._view, self._start, self._end, self.max_frame_length)
+        end = self._end
+        if end - pos >= HEADER_SIZE:  # stopped at an oversized header or a partial frame
+            (length,) = HEADER.unpack_from(self._buf, pos)
+            if length > self.max_frame_length:
                 self._start = pos
-                error = FrameTooLarge(length, limit)
+                error = FrameTooLarge(length, self.max_frame_length)
                 if not frames:
                     self._fail(error)
                 self._failed = error  # deliver the good frames first; raise next call
-                break
-            body = pos + HEADER_SIZE
-            stop = body + length
-            if stop <= end:
-                frames.append(bytes(view[body:stop]))
-                pos = stop
-                continue
+                self.frames_decoded += len(frames)
+                return frames
             if length >= self.large_frame:
-                self._large = large = bytearray(length)
+                body = pos + HEADER_SIZE
+                self._large = large = payload_buffer(length)
                 self._large_filled = end - body
-                large[: self._large_filled] = view[body:end]
+                large[: self._large_filled] = self._view[body:end]
                 pos = end
-            break
         self.frames_decoded += len(frames)
         if pos == end:
             self._start = self._end = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from framing._codec import PACKED_UP_TO_LARGE, STOPPED_AT_OVERSIZED, pack_frames
 from framing.decoder import (
     DEFAULT_LARGE_FRAME,
     DEFAULT_MAX_FRAME_LENGTH,
@@ -63,27 +64,33 @@ def write_frames(
     payloads: Iterable[BytesLike],
     max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
     large_frame: int = DEFAULT_LARGE_FRAME,
+    writelines: Callable[[list[BytesLike]], object] | None = None,
 ) -> int:
     """Encode `payloads` into as few write() calls as copies allow.
 
-    Small payloads are packed into one buffer; a payload of `large_frame`
-    bytes or more is passed to write() as it is, after the buffer that ends
-    with its header, so big replies are never copied in user space.
-    Returns the number of frames written.
+    Small payloads are packed into one buffer (one copy each, in C when
+    compiled); a payload of `large_frame` bytes or more is written as it is,
+    after the buffer that ends with its header, so big replies are never
+    copied in user space. With `writelines` (a transport whose writelines
+    is a writev, like uvloop's), buffer and large payload go in one call.
+    A payload over the limit raises FrameTooLarge after the frames before
+    it were written. Returns the number of frames written.
     """
-    out = bytearray()
-    pack = HEADER.pack
-    count = 0
-    for payload in payloads:
-        length = _checked_length(payload, max_frame_length)
-        out += pack(length)
-        if length >= large_frame:
-            write(out)
-            write(payload)
-            out = bytearray()
-        else:
-            out += payload
-        count += 1
-    if out:
-        write(out)
-    return count
+    items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+    start = 0
+    while start < len(items):
+        data, stop, status = pack_frames(items, start, max_frame_length, large_frame)
+        if status == PACKED_UP_TO_LARGE:
+            if writelines is not None:
+                writelines([data, items[stop]])
+            else:
+                write(data)
+                write(items[stop])
+            start = stop + 1
+            continue
+        if data:
+            write(data)
+        if status == STOPPED_AT_OVERSIZED:
+            _checked_length(items[stop], max_frame_length)  # raises FrameTooLarge
+        break
+    return len(items)

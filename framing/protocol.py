@@ -31,6 +31,7 @@ import fcntl
 import logging
 import socket
 import struct
+import sys
 import termios
 from collections.abc import Callable, Iterable
 from typing import cast
@@ -66,6 +67,14 @@ def peer_name(transport: asyncio.BaseTransport) -> str:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
         return f"{host}:{peer[1]}"
     return str(peer)
+
+
+def writev_lines(transport: asyncio.BaseTransport) -> Callable[[list[BytesLike]], object] | None:
+    """transport.writelines where it is one gathering write with no join
+    (uvloop; asyncio from 3.12), else None: asyncio 3.11 joins (copies)."""
+    if sys.version_info >= (3, 12) or type(transport).__module__.startswith("uvloop"):
+        return cast(asyncio.WriteTransport, transport).writelines
+    return None
 
 
 def unread_kernel_bytes(transport: asyncio.BaseTransport) -> int:
@@ -129,6 +138,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._frame_timer: asyncio.TimerHandle | None = None
         self._timed_frame = -1  # frames_decoded when the timer was armed
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._writelines: Callable[[list[BytesLike]], object] | None = None
 
     # -- hooks for subclasses -------------------------------------------
     def frames_received(self, frames: list[Payload]) -> None:
@@ -146,7 +156,13 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def send_frames(self, payloads: Iterable[BytesLike]) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        write_frames(self.transport.write, payloads, self.max_frame_length, self.large_frame)
+        write_frames(
+            self.transport.write,
+            payloads,
+            self.max_frame_length,
+            self.large_frame,
+            self._writelines,
+        )
 
     def send_frame(self, payload: BytesLike) -> None:
         self.send_frames((payload,))
@@ -165,6 +181,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.peer = peer_name(transport)
+        self._writelines = writev_lines(transport)
         self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
 
     def get_buffer(self, sizehint: int) -> memoryview:

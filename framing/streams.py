@@ -22,7 +22,7 @@ from framing.decoder import (
 )
 from framing.encoder import write_frames
 from framing.errors import FramingError
-from framing.protocol import peer_name
+from framing.protocol import peer_name, writev_lines
 
 READ_SIZE = 256 * 1024
 
@@ -90,9 +90,16 @@ class FrameWriter:
         self.writer = writer
         self.max_frame_length = max_frame_length
         self.large_frame = large_frame
+        self._writelines = writev_lines(writer.transport)
 
     def write_frames(self, payloads: Iterable[BytesLike]) -> int:
-        return write_frames(self.writer.write, payloads, self.max_frame_length, self.large_frame)
+        return write_frames(
+            self.writer.write,
+            payloads,
+            self.max_frame_length,
+            self.large_frame,
+            self._writelines,
+        )
 
     def write_frame(self, payload: BytesLike) -> None:
         self.write_frames((payload,))

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -71,6 +71,9 @@ class ServerProcess:
 
     with ServerProcess(["--mode", "msgpack"]) as server:
         connect to server.host, server.port; server.stats(); server.wait_for_log("...")
+
+    `command` replaces `framelab serve` with any program that prints the same
+    `listening on HOST:PORT` line (the benchmark's Twisted peer).
     """
 
     def __init__(
@@ -79,8 +82,12 @@ class ServerProcess:
         *,
         fd_limit: int | None = None,
         start_timeout: float = 20.0,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.args = list(args)
+        self.command = list(command) if command is not None else None
+        self.env = {**os.environ, **env} if env else None
         self.fd_limit = fd_limit
         self.start_timeout = start_timeout
         self.host = ""
@@ -101,12 +108,14 @@ class ServerProcess:
         self.kill()
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "framelab", "serve", "--port", "0", *self.args]
+        command = self.command or [sys.executable, "-m", "framelab", "serve", "--port", "0"]
+        command = [*command, *self.args]
         self._proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=self.env,
             preexec_fn=self._limit_fds if self.fd_limit is not None else None,
         )
         self._reader = threading.Thread(target=self._collect_log, daemon=True)

@@ -2,6 +2,8 @@
 
 - Loop: uvloop or asyncio's default, chosen by name, one place (asyncio's
   with its out-of-descriptors back-off fixed: servers/selector_loop.py).
+- Memory: freed large payload buffers stay in the heap for the next frame
+  (framing/allocator.py: a fresh mmap per frame halves large-frame rates).
 - Descriptors: the soft RLIMIT_NOFILE is raised (up to the hard limit) to
   fit --max-connections; if it cannot be, a warning says so at start.
 - Listener: bound here (SO_REUSEADDR; SO_REUSEPORT for several workers),
@@ -31,6 +33,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from framing.allocator import keep_large_buffers_in_heap
 from servers.config import ServerConfig
 from servers.connections import ConnectionSet
 from servers.handlers import protocol_factory, streams_callback
@@ -163,6 +166,7 @@ class Server:
 async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | None = None) -> int:
     """Run one server with signal handling until SIGINT/SIGTERM."""
     ensure_fd_headroom(config.max_connections)
+    keep_large_buffers_in_heap(config.max_frame)
     server = Server(config, listener)
     await server.start()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
 """Interop with an independent implementation (Twisted's Int32StringReceiver),
-in both directions: our client against its server, its client against ours."""
+in both directions: our client against its echo (the benchmark's peer), its
+client against our server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from framing import open_framed_connection
 from servers.config import IoStyle, ServerConfig
 from servers.runner import BackgroundServer
 
-PEER = Path(__file__).parent / "peers" / "twisted_int32.py"
+PEER_CLIENT = Path(__file__).parent / "peers" / "twisted_int32.py"
 COUNT = 40  # frames of 0 .. 57 KiB
 pytest.importorskip("twisted")
 
@@ -25,11 +26,13 @@ def payload(i: int) -> bytes:
 
 async def test_our_client_against_twisted_server() -> None:
     peer = subprocess.Popen(
-        [sys.executable, str(PEER), "server"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "benchmarks.twisted_echo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert peer.stdout is not None
-        port = int(peer.stdout.readline().split()[-1])
+        port = int(peer.stdout.readline().rsplit(":", 1)[-1])
         reader, writer = await open_framed_connection("127.0.0.1", port)
         writer.write_frames(payload(i) for i in range(COUNT))
         await writer.drain()
@@ -45,7 +48,7 @@ async def test_our_client_against_twisted_server() -> None:
 def test_twisted_client_against_our_server(io: IoStyle) -> None:
     with BackgroundServer(ServerConfig(mode="framed", io=io)) as srv:
         result = subprocess.run(
-            [sys.executable, str(PEER), "client", str(srv.port), str(COUNT)],
+            [sys.executable, str(PEER_CLIENT), str(srv.port), str(COUNT)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,8 +1,8 @@
-"""An independent implementation of the wire format: Twisted's Int32StringReceiver.
+"""A client of an independent implementation of the wire format (Twisted's
+Int32StringReceiver); its echo server is benchmarks/twisted_echo.py.
 
-    python twisted_int32.py server            # echo; prints "listening on PORT"
-    python twisted_int32.py client PORT N     # sends N frames of growing size,
-                                              # prints the sha256 of each echo
+    python twisted_int32.py PORT N     # sends N frames of growing size,
+                                       # prints the sha256 and size of each echo
 Used by the interop tests, in a subprocess of its own.
 """
 
@@ -15,13 +15,6 @@ from twisted.internet import protocol, reactor
 from twisted.protocols.basic import Int32StringReceiver
 
 MAX_LENGTH = 16 * 1024 * 1024
-
-
-class Echo(Int32StringReceiver):
-    MAX_LENGTH = MAX_LENGTH
-
-    def stringReceived(self, data: bytes) -> None:
-        self.sendString(data)
 
 
 class Client(Int32StringReceiver):
@@ -51,15 +44,10 @@ def payload(i: int) -> bytes:
 
 
 def main() -> None:
-    if sys.argv[1] == "server":
-        factory = protocol.ServerFactory.forProtocol(Echo)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        print(f"listening on {port.getHost().port}", flush=True)
-    else:
-        port_number, count = int(sys.argv[2]), int(sys.argv[3])
-        factory = protocol.ClientFactory()
-        factory.protocol = lambda: Client(count)
-        reactor.connectTCP("127.0.0.1", port_number, factory)
+    port_number, count = int(sys.argv[1]), int(sys.argv[2])
+    factory = protocol.ClientFactory()
+    factory.protocol = lambda: Client(count)
+    reactor.connectTCP("127.0.0.1", port_number, factory)
     reactor.run()
 
 
