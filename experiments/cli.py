@@ -227,6 +227,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("names", nargs="+", metavar="NAME", help="experiments to run, or 'all'")
     run_parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     run_parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write the claims table as Markdown"
+    )
+    run_parser.add_argument(
         "--quick", action="store_true", help=f"fewer rounds (default {QUICK_ROUNDS})"
     )
     run_parser.add_argument(
@@ -251,7 +254,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     """0 when every experiment ran (whatever the verdicts), 1 if one raised, 2 on bad names."""
     from rich.text import Text
 
-    from experiments.report import render_environment, write_json
+    from experiments.report import markdown_table, render_environment, write_json
 
     names = expand(args.names)
     unknown = [n for n in names if n not in EXPERIMENT_MODULES]
@@ -273,6 +276,9 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         write_json(args.json, batch.results)
         console.print(Text(f"JSON written to {args.json}"))
+    if args.markdown:
+        args.markdown.write_text(markdown_table(batch.results))
+        console.print(Text(f"Markdown written to {args.markdown}"))
     missing = [n for n in batch.unavailable if n in explicit]
     return 1 if batch.failed or missing else 0
 

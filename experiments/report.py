@@ -198,3 +198,22 @@ def write_json(path: str | os.PathLike[str], results: Iterable[ClaimResult]) -> 
     """A JSON list of result objects (experiment, claim, verdict, summary, observed, trace)."""
     data = [result.to_json() for result in results]
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- Markdown -------------------------------------------------------------------------------
+def markdown_table(results: Iterable[ClaimResult], env: Mapping[str, Any] | None = None) -> str:
+    """The claims table for a README: ID, claim, verdict, the one-line why."""
+    from experiments.claims import CLAIMS
+
+    rows = sorted(results, key=lambda r: (r.claim, r.experiment))
+    lines = [
+        f"Seen on {environment_line(env)}.",
+        "",
+        "| claim | what the notes say | verdict | what this kernel did |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        why = r.summary.replace("|", "\\|").replace("\n", " ")
+        text = CLAIMS.get(r.claim, "").replace("|", "\\|")
+        lines.append(f"| {r.claim} | {text} | {r.verdict.value} ({r.experiment}) | {why} |")
+    return "\n".join(lines) + "\n"

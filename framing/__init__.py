@@ -5,6 +5,7 @@ MessageCodec. Adapters: FramedProtocol (asyncio.BufferedProtocol, the fast
 path), FrameReader / FrameWriter (asyncio streams).
 """
 
+from framing.allocator import keep_large_buffers_in_heap
 from framing.decoder import (
     DEFAULT_MAX_FRAME_LENGTH,
     HEADER_SIZE,
@@ -37,6 +38,7 @@ __all__ = [
     "encode_frames",
     "frame_header",
     "framed_streams",
+    "keep_large_buffers_in_heap",
     "message_handler",
     "open_framed_connection",
     "per_frame",

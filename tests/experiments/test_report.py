@@ -73,3 +73,12 @@ def test_environment_names_kernel_python_and_privileges() -> None:
     assert {"kernel", "python", "root"} <= set(env)
     line = report.environment_line(env)
     assert env["kernel"] in line and env["python"] in line
+
+
+def test_markdown_table_has_one_row_per_claim_in_id_order() -> None:
+    text = report.markdown_table(reversed(results()))
+    rows = [line for line in text.splitlines() if line.startswith("| C")]
+    assert [row.split("|")[1].strip() for row in rows] == ["C01", "C02", "C03"]
+    assert "| skipped (demo) | needs root: capture |" in rows[1]
+    assert "differs (other)" in rows[2] and "Ethernet MTU" in rows[0]
+    assert text.startswith("Seen on ")
