@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.histogram import LatencyHistogram
+from servers.config import default_loop
 from servers.process import process_stats
+from servers.runner import run_on_loop
 
 HEADER = struct.Struct(">I")
 STAMP = struct.Struct(">Q")
@@ -287,19 +289,9 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     return result
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 def main(argv: list[str]) -> int:
     spec = LoadSpec(**json.loads(argv[0]))
-    with asyncio.Runner(loop_factory=new_loop) as runner:
-        result = runner.run(run_load(spec))
+    result = run_on_loop(default_loop(), run_load(spec))  # uvloop where installed
     print(json.dumps(asdict(result)), flush=True)
     return 0 if result.error is None else 1
 

@@ -37,6 +37,7 @@ from clients.harness import (
     record_reads,
     send_burst,
 )
+from framelab.argtypes import positive_int
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
 from framing.encoder import encode_frame
 from servers.config import LoopName, ServerConfig, default_loop
@@ -264,32 +265,25 @@ def render(report: StickyReport, console: Console) -> None:
 
 
 # -- command line ----------------------------------------------------------------
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a(
         "--messages",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MESSAGES,
         metavar="N",
         help="small sends (default: %(default)s)",
     )
     a(
         "--size",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_SIZE,
         metavar="BYTES",
         help="bytes per small send (default: %(default)s)",
     )
     a(
         "--large",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_LARGE,
         metavar="BYTES",
         help="bytes of the one big send (default: %(default)s)",

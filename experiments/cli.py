@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from experiments.context import RunContext
 from experiments.registry import EXPERIMENT_MODULES, Experiment, load
 from experiments.result import ClaimResult, Verdict, skipped
+from framelab.argtypes import positive_int
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -210,13 +211,6 @@ def run_experiments(
 
 
 # -- the subcommand -------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="the experiments, their claims, and whether they need root")
@@ -233,7 +227,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help=f"fewer rounds (default {QUICK_ROUNDS})"
     )
     run_parser.add_argument(
-        "--rounds", type=_positive, metavar="N", help="repetitions of each timed step"
+        "--rounds", type=positive_int, metavar="N", help="repetitions of each timed step"
     )
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="show every observed value, not the first few"

@@ -24,7 +24,6 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 from experiments.capture import Capture
@@ -56,6 +55,7 @@ from experiments.pairs import (
 )
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge
+from experiments.sockio import event_loops
 
 NAME = "shutdown_close"
 #: how long a recv waits for an event that should come at once (seconds)
@@ -405,17 +405,6 @@ async def _async_recv_outcome(sock: socket.socket, timeout: float) -> str:
     except OSError as exc:
         return errno_name(exc) or type(exc).__name__
     return "data" if data else "EOF"
-
-
-def event_loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The loops to observe: asyncio's default, and uvloop when installed."""
-    loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return loops
-    loops["uvloop"] = uvloop.new_event_loop
-    return loops
 
 
 def asyncio_observations(can_capture: bool) -> tuple[dict[str, Any], list[str]]:

@@ -7,6 +7,8 @@ import struct
 
 import msgpack
 import pytest
+from reliability.support import connect as connect_to
+from reliability.support import read_frames
 
 from framing import FrameDecoder, encode_frame, encode_frames
 from servers.config import IoStyle, LoopName, ServerConfig
@@ -18,19 +20,7 @@ matrix = pytest.mark.parametrize(("loop", "io"), [(lp, io) for lp in LOOPS for i
 
 
 def connect(srv: BackgroundServer) -> socket.socket:
-    sock = socket.create_connection((srv.host, srv.port), timeout=5)
-    return sock
-
-
-def read_frames(sock: socket.socket, count: int) -> list[bytes]:
-    decoder = FrameDecoder()
-    frames: list[bytes] = []
-    while len(frames) < count:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        frames += [bytes(f) for f in decoder.feed(data)]
-    return frames
+    return connect_to((srv.host, srv.port))
 
 
 def read_until_eof(sock: socket.socket) -> bytes:
