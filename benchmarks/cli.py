@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.grid import PLANS, Case, Plan
-from benchmarks.report import document, environment, goals, print_report
+from benchmarks.report import document, environment, goals, markdown, print_report
 from benchmarks.runner import Progress as ProgressCallback
 from benchmarks.runner import Summary, run_plan
 from benchmarks.targets import BY_NAME, MAX_FRAME
@@ -32,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced grid, under a minute")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="write Markdown tables")
     parser.add_argument("--targets", help="comma-separated servers (default: the plan's)")
     parser.add_argument(
         "--cases", help="comma-separated SIZE/DEPTH/CONNECTIONS, e.g. 64/32/10,1048576/1/2"
@@ -100,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown(plan, summaries, env))
+        console.print(f"wrote {args.markdown}")
     if args.plot:
         from benchmarks.plot import write_charts
 

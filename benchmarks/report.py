@@ -238,3 +238,77 @@ def print_goals(console: Console, results: list[GoalResult]) -> None:
             f"{human_size(int(size))} D={depth}", g.what, g.goal, _num(g.measured, 2), met
         )
     console.print(table)
+
+
+# -- Markdown (for the README) ---------------------------------------------------
+def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
+    """Frames/s per server and case, latency at D = 1, ratios and goals."""
+    cases = by_case(summaries)
+    keys = list(cases)
+    labels = {k: _case_label(next(iter(cases[k].values()))) for k in keys}
+    lines = [
+        f"`framelab bench` ({plan.name} grid: {plan.warmup:g} s warm-up, {plan.duration:g} s "
+        f"window, median of {plan.rounds}), {env['date'][:10]}, on {env['cpu']} "
+        f"({env['cores']} cores), {env['kernel']}, Python {env['python']}, uvloop "
+        f"{env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}.",
+        "",
+        "Frames/s echoed (server CPU share of one core in brackets):",
+        "",
+        "| server | " + " | ".join(labels[k] for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    targets = list(dict.fromkeys(s.target for s in summaries))
+    for target in targets:
+        cells = []
+        for k in keys:
+            s = cases[k].get(target)
+            if s is None or not s.ok:
+                cells.append("-")
+            else:
+                cpu = "" if s.server_cpu is None else f" ({s.server_cpu:.0%})"
+                cells.append(f"{_num(s.frames_per_s)}{cpu}")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    timed = [k for k in keys if next(iter(cases[k].values())).depth == 1]
+    lines += ["", "Latency at D = 1, p50 / p99 / p99.9 in µs:", ""]
+    lines += ["| server | " + " | ".join(labels[k] for k in timed) + " |"]
+    lines += ["|---|" + "---:|" * len(timed)]
+    for target in targets:
+        cells = []
+        for k in timed:
+            s = cases[k].get(target)
+            lat = s.latency if s is not None and s.ok else None
+            cells.append(
+                "-"
+                if lat is None
+                else " / ".join(_num(lat[p]) for p in ("p50_us", "p99_us", "p99.9_us"))
+            )
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    rows = ratios(summaries)
+    names = [label for label, _, _ in RATIOS if any(label in r for r in rows)]
+    lines += ["", "Ratios of frames/s:", "", "| case | " + " | ".join(names) + " |"]
+    lines += ["|---|" + "---:|" * len(names)]
+    for r in rows:
+        lines.append(
+            f"| {human_size(r['size'])} D={r['depth']} | "
+            + " | ".join(_num(r.get(n), 2) for n in names)
+            + " |"
+        )
+    lines += [
+        "",
+        "Goals (framed-protocol/uvloop):",
+        "",
+        "| case | measure | goal | measured | met |",
+    ]
+    lines += ["|---|---|---|---:|---|"]
+    for g in goals(summaries):
+        size, depth = g.case.split("/")
+        met = "not run" if g.met is None else ("yes" if g.met else "**no**")
+        lines.append(
+            f"| {human_size(int(size))} D={depth} | {g.what} | {g.goal} | "
+            f"{_num(g.measured, 2)} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _case_label(s: Summary) -> str:
+    return f"{human_size(s.size)} D={s.depth}"

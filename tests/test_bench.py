@@ -123,6 +123,7 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     grid = ["--targets", targets, "--cases", "64/4/2,1024/1/1"]
     timing = ["--warmup", "0.1", "--duration", "0.3", "--rounds", "1"]
     output = ["--json", str(out), "--plot", str(tmp_path / "charts")]
+    output += ["--markdown", str(tmp_path / "bench.md")]
     done = subprocess.run(
         [sys.executable, "-m", "framelab", "bench", *grid, *timing, *output],
         capture_output=True,
@@ -148,3 +149,6 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     assert all(g["met"] is None for g in doc["goals"] if g["case"] not in ("1024/1", "64/4"))
     assert (tmp_path / "charts" / "throughput.png").stat().st_size > 1000
     assert (tmp_path / "charts" / "latency.png").stat().st_size > 1000
+    table = (tmp_path / "bench.md").read_text()
+    assert "| server | 64 B D=4 | 1 KiB D=1 |" in table and "| twisted-peer |" in table
+    assert "| 1 KiB D=1 | p99 latency, framed / raw | <= 1.3 |" in table
