@@ -115,7 +115,7 @@ def run_plan(plan: Plan, progress: Progress | None = None) -> list[Summary]:
             servers: dict[str, ServerProcess] = {}
             for target in plan.targets:
                 try:
-                    servers[target.name] = stack.enter_context(target.start())
+                    servers[target.name] = stack.enter_context(target.server())
                 except (RuntimeError, OSError) as error:
                     results[target.name].append({"error": f"server did not start: {error}"})
             for round_ in range(plan.rounds):

@@ -55,11 +55,9 @@ class Target:
             "WARNING",
         ]
 
-    def start(self) -> ServerProcess:
-        """The server, started; use as a context manager (killed on exit)."""
-        server = ServerProcess([], command=self.argv(), env=self.env)
-        server.start()
-        return server
+    def server(self) -> ServerProcess:
+        """The server, to start with `with` (started on entry, killed on exit)."""
+        return ServerProcess([], command=self.argv(), env=self.env)
 
 
 def framelab_target(kind: str, io: str, loop: str) -> Target:

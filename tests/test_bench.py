@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from benchmarks.histogram import SUB_BUCKETS, LatencyHistogram
 from benchmarks.loadgen import LoadSpec, Tape, run_load
+from benchmarks.targets import MAX_FRAME
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=300))
@@ -116,8 +117,24 @@ async def test_a_lost_frame_fails_the_run() -> None:
 
 
 # -- a tiny grid through the command ---------------------------------------------
+def benchmark_servers() -> set[int]:
+    """pids of running benchmark servers (their command lines are distinctive)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"benchmarks.twisted_echo" in argv or str(MAX_FRAME).encode() in argv:
+            pids.add(int(entry.name))
+    return pids
+
+
 def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     pytest.importorskip("twisted")
+    before = benchmark_servers()
     out = tmp_path / "bench.json"
     targets = "raw/uvloop,framed-protocol/uvloop,msgpack-protocol/asyncio,twisted-peer"
     grid = ["--targets", targets, "--cases", "64/4/2,1024/1/1"]
@@ -131,6 +148,7 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert benchmark_servers() <= before  # every server it started is gone
     doc = json.loads(out.read_text())
     assert doc["errors"] == []
     assert doc["environment"]["kernel"] and doc["environment"]["python"]
