@@ -1,0 +1,50 @@
+"""C40 on this kernel: lost data is retransmitted with back-off, then the
+connection is aborted with ETIMEDOUT and no RST."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from conftest import requires_root
+
+from experiments import retransmission
+from experiments.context import RunContext
+from experiments.netns import leftover_namespaces
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def result() -> ClaimResult:
+    [claim] = retransmission.run(RunContext(rounds=1, quick=True))
+    return claim
+
+
+@requires_root
+def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult) -> None:
+    obs = result.observed
+    assert obs["total_retrans_before_abort"] >= 2
+    assert obs["retransmissions_seen"] >= 2  # the same segment, captured on the wire
+    rtos = [s["rto_ms"] for s in obs["samples"][1:]]
+    assert all(b >= 1.9 * a for a, b in itertools.pairwise(rtos))  # the RTO doubles
+    gaps = obs["retransmit_gaps_ms"]
+    assert len(gaps) >= 2 and gaps[-1] > 1.5 * gaps[0]
+
+
+@requires_root
+def test_the_connection_is_aborted_with_etimedout_and_no_rst(result: ClaimResult) -> None:
+    obs = result.observed
+    assert obs["error"] == "ETIMEDOUT"
+    assert obs["state_after"] == "CLOSE"
+    assert obs["rst_sent"] is False
+    # TCP_USER_TIMEOUT bounds it: at the first retransmission timer after the timeout
+    assert obs["user_timeout_ms"] <= obs["abort_after_ms"] < obs["user_timeout_ms"] + 4000
+    assert obs["sysctl"]["net.ipv4.tcp_retries2"] is not None
+    assert result.verdict is Verdict.CONFIRMED
+    assert any("length 1000" in line for line in result.trace)
+    assert leftover_namespaces() == []
+
+
+def test_without_root_it_is_skipped_with_the_reason() -> None:
+    [claim] = retransmission.run(RunContext(root=False))
+    assert claim.verdict is Verdict.SKIPPED and "root" in claim.summary
