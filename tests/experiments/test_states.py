@@ -1,0 +1,58 @@
+"""C08, C09, C10, C14 on this kernel: every TCP state, held long enough to
+read; the handshake and teardown on the wire."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import requires_root
+
+from experiments import states
+from experiments.context import RunContext
+from experiments.result import ClaimResult, Verdict
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ClaimResult]:
+    return {r.claim: r for r in states.run(RunContext(rounds=1, quick=True))}
+
+
+def test_every_state_of_the_machine_is_observed(results: dict[str, ClaimResult]) -> None:
+    seen = results["C10"].observed["states_seen"]
+    assert set(seen) == set(states.ALL_STATES)
+    assert results["C10"].observed["states_missing"] == []
+    assert "TCP_DEFER_ACCEPT" in seen["SYN_RECV"]
+    assert "full accept queue" in seen["SYN_SENT"]
+
+
+def test_the_closers_paths(results: dict[str, ClaimResult]) -> None:
+    obs = results["C10"].observed
+    assert obs["active_closer"] == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+    assert obs["passive_closer"] == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+    assert obs["simultaneous_close"] == ["FIN_WAIT1", "CLOSING", "TIME_WAIT"]
+
+
+@requires_root
+def test_handshake_and_teardown_on_the_wire(results: dict[str, ClaimResult]) -> None:
+    assert results["C09"].observed["first_three_segments"] == ["S", "S.", "."]
+    teardown = results["C10"].observed["teardown"]
+    assert teardown["later"] == ["client [F.]", "server [.]", "server [F.]", "client [.]"]
+    assert teardown["prompt"] == ["client [F.]", "server [F.]", "client [.]"]
+    assert results["C10"].verdict is Verdict.CONFIRMED
+
+
+@requires_root
+def test_header_lengths_and_the_mss_option(results: dict[str, ClaimResult]) -> None:
+    c08 = results["C08"].observed
+    assert c08["syn_header_length"] == 40  # 20 + MSS, SACK-permitted, timestamps, wscale
+    assert max(c08["header_lengths_seen"]) <= 60 and min(c08["header_lengths_seen"]) >= 20
+    c14 = results["C14"].observed
+    assert c14["segments_with_mss_option"] == ["S", "S."] * 2  # two connections
+    assert c14["segments_without"] > 0
+    assert all(r.verdict is Verdict.CONFIRMED for r in results.values())
+
+
+def test_without_root_the_wire_claims_are_skipped() -> None:
+    by_claim = {r.claim: r for r in states.run(RunContext(root=False))}
+    assert {c for c, r in by_claim.items() if r.verdict is Verdict.SKIPPED} == {"C08", "C09", "C14"}
+    assert by_claim["C10"].verdict is Verdict.CONFIRMED
+    assert by_claim["C10"].observed["teardown"] is None
