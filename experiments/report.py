@@ -217,3 +217,21 @@ def markdown_table(results: Iterable[ClaimResult], env: Mapping[str, Any] | None
         text = CLAIMS.get(r.claim, "").replace("|", "\\|")
         lines.append(f"| {r.claim} | {text} | {r.verdict.value} ({r.experiment}) | {why} |")
     return "\n".join(lines) + "\n"
+
+
+def render_verdicts(console: Console, results: Iterable[ClaimResult]) -> None:
+    """One line per claim, in ID order: the verdict at a glance."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from experiments.claims import CLAIMS
+
+    table = Table(title="Verdicts", title_justify="left", show_edge=False)
+    table.add_column("claim", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("what the notes say", ratio=1)
+    table.add_column("experiment", no_wrap=True)
+    for r in sorted(results, key=lambda r: (r.claim, r.experiment)):
+        verdict = f"[{VERDICT_STYLES[r.verdict]}]{r.verdict.value}[/]"
+        table.add_row(r.claim, verdict, escape(CLAIMS.get(r.claim, "")), r.experiment)
+    console.print(table)

@@ -30,13 +30,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clients.sticky import observe_sticky, render
-    from experiments.cli import run_experiments
     from rich.console import Console
     from rich.rule import Rule
 
+    from clients.sticky import observe_sticky, render
+    from experiments.cli import run_experiments
     from experiments.context import RunContext
     from experiments.registry import EXPERIMENT_MODULES
+    from experiments.report import render_verdicts
 
     console = Console()
     started = time.monotonic()
@@ -54,17 +55,14 @@ def run(args: argparse.Namespace) -> int:
     if names:
         console.print(Rule("2. The source notes' claims, checked on this kernel"))
         results = run_experiments(names, RunContext(rounds=3, quick=True), progress=True)
+        render_verdicts(console, results)
     if args.json:
-        payload = {"sticky": _as_json(sticky), "experiments": [r.to_json() for r in results]}
+        payload = {"sticky": sticky.to_json(), "experiments": [r.to_json() for r in results]}
         args.json.write_text(json.dumps(payload, indent=2, default=str))
         console.print(f"JSON written to {args.json}")
+    console.print(
+        "Next: [bold]framelab bench --quick[/] (framed echo vs raw echo and Twisted), "
+        "[bold]framelab experiment run NAME -v[/] (all the evidence), [bold]framelab serve[/]."
+    )
     console.print(Rule(f"done in {time.monotonic() - started:.1f} s"))
     return 0
-
-
-def _as_json(report: object) -> Any:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(report) and not isinstance(report, type):
-        return asdict(report)
-    return report
