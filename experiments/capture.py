@@ -26,6 +26,8 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
 SO_DETACH_FILTER = 27
+SO_TIMESTAMPNS = 35  # also the control message type (SCM_TIMESTAMPNS)
+_TIMESPEC = struct.Struct("qq")
 _SNAPLEN = 256
 _MAX_FILTER_PORTS = 100  # classic BPF jumps are 8-bit: beyond this, filter in Python only
 _TCP_FLAG_LETTERS = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20))
@@ -209,6 +211,7 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.started = 0.0
+        self._realtime_offset = 0.0  # time.time() - time.monotonic()
 
     def add_port(self, port: int) -> None:
         self.ports.add(port)
@@ -230,11 +233,15 @@ class Capture:
     def __enter__(self) -> Capture:
         sock = socket_in(self.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        # the kernel's receive time for each packet: a busy machine may run the
+        # capture thread late, and experiments compare packet times with theirs
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._sock = sock
         self._attach_filter()
         sock.bind((self.interface, 0))
         sock.settimeout(0.02)
         self.started = time.monotonic()
+        self._realtime_offset = time.time() - self.started
         self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
         self._thread.start()
         return self
@@ -265,18 +272,28 @@ class Capture:
         skip_outgoing = self.interface == "lo"
         while True:
             try:
-                size, addr = self._sock.recvfrom_into(buf, _SNAPLEN, socket.MSG_TRUNC)
+                size, ancillary, _, addr = self._sock.recvmsg_into(
+                    [buf], socket.CMSG_SPACE(_TIMESPEC.size), socket.MSG_TRUNC
+                )
             except TimeoutError:
                 if self._stop.is_set():
                     return
                 continue
             if skip_outgoing and addr[2] == PACKET_OUTGOING:
                 continue
-            pkt = parse_frame(bytes(buf[: min(size, _SNAPLEN)]), size, time.monotonic())
+            pkt = parse_frame(bytes(buf[: min(size, _SNAPLEN)]), size, self._when(ancillary))
             if pkt is not None and self._keep(pkt):
                 with self._changed:
                     self.packets.append(pkt)
                     self._changed.notify_all()
+
+    def _when(self, ancillary: list[tuple[int, int, bytes]]) -> float:
+        """The kernel's timestamp of a packet, on the time.monotonic() scale."""
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                return float(seconds + nanoseconds / 1e9 - self._realtime_offset)
+        return time.monotonic()
 
     def wait_for(self, predicate: Callable[[Packet], bool], timeout: float = 2.0) -> Packet | None:
         """Block until a captured packet matches (the event to await, not a sleep)."""
