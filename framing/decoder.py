@@ -79,7 +79,7 @@ class FrameDecoder:
         self.max_frame_length = max_frame_length
         # A frame whose header+payload cannot fit the buffer must go large.
         self.large_frame = min(large_frame, buffer_size - HEADER_SIZE - _MIN_READ)
-        self._buf = bytearray(buffer_size)
+        self._buf = payload_buffer(buffer_size)  # not zero-filled: untouched pages stay unmapped
         self._view = memoryview(self._buf)
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received bytes
