@@ -71,7 +71,7 @@ GRID_CASES = (
     Case(64 * KiB, 1, 4),
     Case(1 * MiB, 1, 2),
 )
-FULL = Plan("full", GRID_CASES, tuple(ALL_TARGETS), warmup=0.5, duration=2.0, rounds=3)
+FULL = Plan("full", GRID_CASES, tuple(ALL_TARGETS), warmup=0.5, duration=1.5, rounds=3)
 QUICK = Plan(
     "quick",
     (Case(64, 32, 10), Case(1 * KiB, 1, 10), Case(1 * KiB, 32, 10), *GRID_CASES[4:]),
