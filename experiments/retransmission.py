@@ -174,6 +174,6 @@ EXPERIMENT = Experiment(
     name=NAME,
     claims=("C40",),
     needs_root="yes",
-    description="lose every segment (veth down): retransmissions back off, then the abort",
+    description="every segment lost (the peer vanished): retransmissions back off, then the abort",
     run=run,
 )
