@@ -115,34 +115,90 @@ class VethLink:
         self.offloads = offloads
         self.a = Host(f"{NAME_PREFIX}{tag}-a", "veth-a", "10.231.0.1")
         self.b = Host(f"{NAME_PREFIX}{tag}-b", "veth-b", "10.231.0.2")
-        # the veth pair is born in the root namespace: unique names (at most 15
-        # characters) keep links made at the same time by other processes apart
         short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
         self._tmp = (f"fl{short}a", f"fl{short}b")
 
     def __enter__(self) -> VethLink:
         try:
             for host in (self.a, self.b):
-                _ip("netns", "add", host.netns)
-                host.run("ip", "link", "set", "lo", "up")
-            _ip("link", "add", self._tmp[0], "type", "veth", "peer", "name", self._tmp[1])
-            for host, tmp in zip((self.a, self.b), self._tmp, strict=True):
-                _ip("link", "set", tmp, "netns", host.netns)
-                host.run("ip", "link", "set", tmp, "name", host.ifname)
-                host.run("ip", "link", "set", host.ifname, "mtu", str(self.mtu))
-                host.run("ip", "addr", "add", f"{host.address}/24", "dev", host.ifname)
-                if not self.offloads:
-                    disable_offloads(host.netns, host.ifname)
-                host.run("ip", "link", "set", host.ifname, "up")
+                _new_namespace(host.netns)
+            _join((self.a, self.b), self._tmp, self.mtu, self.offloads)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for host in (self.a, self.b):
-            subprocess.run(["ip", "netns", "del", host.netns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", self._tmp[0]], capture_output=True, check=False)
+        _remove([self.a.netns, self.b.netns], [self._tmp[0]])
+
+
+class RoutedPath:
+    """Hosts a and b on two links with a router r between them: a - r - b.
+
+    a is 10.231.1.1 and b 10.231.2.1, each with a default route via r
+    (10.231.1.254 and 10.231.2.254), which forwards: for claims about TTL,
+    routing and ICMP errors from a hop in the middle. MTU 1500 everywhere.
+    """
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
+        self.a = Host(f"{NAME_PREFIX}{tag}-a", "veth-a", "10.231.1.1")
+        self.r_a = Host(f"{NAME_PREFIX}{tag}-r", "veth-ra", "10.231.1.254")
+        self.r_b = Host(f"{NAME_PREFIX}{tag}-r", "veth-rb", "10.231.2.254")
+        self.b = Host(f"{NAME_PREFIX}{tag}-b", "veth-b", "10.231.2.1")
+        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
+        self._tmp = ((f"fl{short}a", f"fl{short}r"), (f"fl{short}s", f"fl{short}b"))
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.a.netns, self.r_a.netns, self.b.netns]
+
+    def __enter__(self) -> RoutedPath:
+        try:
+            for netns in self.namespaces:
+                _new_namespace(netns)
+            _join((self.a, self.r_a), self._tmp[0], 1500, offloads=False)
+            _join((self.r_b, self.b), self._tmp[1], 1500, offloads=False)
+            self.r_a.set_sysctl("net.ipv4.ip_forward", 1)
+            self.a.run("ip", "route", "add", "default", "via", self.r_a.address)
+            self.b.run("ip", "route", "add", "default", "via", self.r_b.address)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _remove(self.namespaces, [self._tmp[0][0], self._tmp[1][0]])
+
+
+def _new_namespace(netns: str) -> None:
+    _ip("netns", "add", netns)
+    subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+
+
+def _join(ends: tuple[Host, Host], names: tuple[str, str], mtu: int, offloads: bool) -> None:
+    """A veth pair between two hosts' namespaces, renamed, addressed (/24), up.
+
+    It is born in the root namespace: unique names (at most 15 characters)
+    keep links made at the same time by other processes apart.
+    """
+    _ip("link", "add", names[0], "type", "veth", "peer", "name", names[1])
+    for host, name in zip(ends, names, strict=True):
+        _ip("link", "set", name, "netns", host.netns)
+        host.run("ip", "link", "set", name, "name", host.ifname)
+        host.run("ip", "link", "set", host.ifname, "mtu", str(mtu))
+        host.run("ip", "addr", "add", f"{host.address}/24", "dev", host.ifname)
+        if not offloads:
+            disable_offloads(host.netns, host.ifname)
+        host.run("ip", "link", "set", host.ifname, "up")
+
+
+def _remove(namespaces: list[str], links: list[str]) -> None:
+    """Delete namespaces (their veth ends go with them) and any link left in ours."""
+    for netns in namespaces:
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+    for link in links:
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
 
 
 def leftover_namespaces() -> list[str]:

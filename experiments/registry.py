@@ -25,6 +25,7 @@ EXPERIMENT_MODULES = [
     "mss_mtu",
     "limits",
     "retransmission",
+    "icmp",
 ]
 
 
