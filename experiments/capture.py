@@ -30,7 +30,14 @@ SO_TIMESTAMPNS = 35  # also the control message type (SCM_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("qq")
 _SNAPLEN = 256
 _MAX_FILTER_PORTS = 100  # classic BPF jumps are 8-bit: beyond this, filter in Python only
-_ICMP_NAMES = {0: "echo reply", 8: "echo request", 11: "time exceeded in transit"}
+# (type, code) -> what RFC 792 calls it
+_ICMP_NAMES: dict[tuple[int | None, int | None], str] = {
+    (0, 0): "echo reply",
+    (3, 4): "fragmentation needed and DF set",
+    (8, 0): "echo request",
+    (11, 0): "time exceeded in transit",
+    (11, 1): "fragment reassembly time exceeded",
+}
 _TCP_FLAG_LETTERS = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20))
 
 
@@ -353,8 +360,8 @@ def format_trace(packets: list[Packet], started: float) -> list[str]:
             text = f"{p.src} > {p.dst}: ICMP type {p.icmp_type} code {p.icmp_code}"
             if p.icmp_type == 3 and p.icmp_code == 3:
                 text += f" (udp port {p.dport} unreachable)"
-            elif p.icmp_type in _ICMP_NAMES:
-                text += f" ({_ICMP_NAMES[p.icmp_type]})"
+            elif (p.icmp_type, p.icmp_code) in _ICMP_NAMES:
+                text += f" ({_ICMP_NAMES[p.icmp_type, p.icmp_code]})"
         elif p.proto == "ip-fragment":
             more = ", more fragments" if p.more_fragments else ""
             text = (

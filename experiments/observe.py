@@ -29,7 +29,7 @@ TCP_STATES = {
     12: "NEW_SYN_RECV",
 }
 
-_TCP_INFO_FORMAT = "8B24I"
+_TCP_INFO_FORMAT = "=8B24I4Q6I"
 _TCP_INFO_FIELDS = [
     "state",
     "ca_state",
@@ -63,12 +63,23 @@ _TCP_INFO_FIELDS = [
     "rcv_rtt",
     "rcv_space",
     "total_retrans",
+    # Linux 4.x additions; zero where the kernel's struct is shorter
+    "pacing_rate",
+    "max_pacing_rate",
+    "bytes_acked",
+    "bytes_received",
+    "segs_out",
+    "segs_in",
+    "notsent_bytes",
+    "min_rtt",
+    "data_segs_in",
+    "data_segs_out",
 ]
 
 
 @dataclass(frozen=True)
 class TcpInfo:
-    """The first, stable part of struct tcp_info (linux/tcp.h); times in µs."""
+    """The stable part of struct tcp_info (linux/tcp.h); times in µs."""
 
     values: dict[str, int]
 
