@@ -2,8 +2,8 @@
 
 Root only. A background thread reads the headers of every frame on one
 interface (256 bytes each; MSG_TRUNC gives the real length), keeps the TCP,
-UDP and ICMP packets of the ports asked for, and formats them the way
-tcpdump's one-line output does (`Flags [S.]`, `seq`, `ack`, `length`).
+UDP and ICMP packets of the ports asked for, decoded by experiments/packets.py
+(which also formats them the way tcpdump's one-line output does).
 On loopback each packet is seen twice (outgoing and incoming): the outgoing
 copy is dropped. On a veth end both directions are distinct packets.
 """
@@ -17,10 +17,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from types import TracebackType
 
 from experiments.netns import socket_in
+from experiments.packets import Packet, format_trace, parse_frame
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -30,132 +30,6 @@ SO_TIMESTAMPNS = 35  # also the control message type (SCM_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("qq")
 _SNAPLEN = 256
 _MAX_FILTER_PORTS = 100  # classic BPF jumps are 8-bit: beyond this, filter in Python only
-# (type, code) -> what RFC 792 calls it
-_ICMP_NAMES: dict[tuple[int | None, int | None], str] = {
-    (0, 0): "echo reply",
-    (3, 4): "fragmentation needed and DF set",
-    (8, 0): "echo request",
-    (11, 0): "time exceeded in transit",
-    (11, 1): "fragment reassembly time exceeded",
-}
-_TCP_FLAG_LETTERS = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("U", 0x20))
-
-
-@dataclass
-class Packet:
-    """One captured frame, decoded down to its transport header."""
-
-    time: float
-    frame_len: int  # bytes on the wire as captured (Ethernet header included)
-    src: str
-    dst: str
-    proto: str  # "tcp", "udp", "icmp", "ip-fragment", other protocol number as text
-    ip_header_len: int
-    ip_total_len: int
-    ip_id: int
-    dont_fragment: bool
-    more_fragments: bool
-    fragment_offset: int
-    sport: int = 0
-    dport: int = 0
-    tcp_flags: int = 0
-    seq: int = 0
-    ack: int = 0
-    window: int = 0
-    tcp_header_len: int = 0
-    payload_len: int = 0
-    mss_option: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-    options: list[str] = field(default_factory=list)
-
-    @property
-    def flags(self) -> str:
-        """tcpdump's flag string: 'S', 'S.', '.', 'P.', 'F.', 'R', 'R.'."""
-        letters = "".join(ch for ch, bit in _TCP_FLAG_LETTERS if self.tcp_flags & bit)
-        return letters + ("." if self.tcp_flags & 0x10 else "")
-
-    def has(self, letter: str) -> bool:
-        return letter in self.flags
-
-
-def _tcp_options(data: bytes) -> tuple[int | None, list[str]]:
-    mss, names, i = None, [], 0
-    while i < len(data):
-        kind = data[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            names.append("nop")
-            i += 1
-            continue
-        if i + 1 >= len(data) or data[i + 1] < 2:
-            break
-        size = data[i + 1]
-        body = data[i + 2 : i + size]
-        if kind == 2 and len(body) == 2:
-            mss = struct.unpack("!H", body)[0]
-            names.append(f"mss {mss}")
-        elif kind == 3 and body:
-            names.append(f"wscale {body[0]}")
-        elif kind == 4:
-            names.append("sackOK")
-        elif kind == 8 and len(body) == 8:
-            val, ecr = struct.unpack("!II", body)
-            names.append(f"TS val {val} ecr {ecr}")
-        else:
-            names.append(f"opt-{kind}")
-        i += size
-    return mss, names
-
-
-def parse_frame(frame: bytes, frame_len: int, when: float) -> Packet | None:
-    """Decode an Ethernet frame carrying IPv4 (others: None)."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
-        return None
-    ip = frame[14:]
-    ihl = (ip[0] & 0x0F) * 4
-    total, ident, frag = struct.unpack_from("!HHH", ip, 2)
-    proto_num = ip[9]
-    src = socket.inet_ntoa(ip[12:16])
-    dst = socket.inet_ntoa(ip[16:20])
-    offset = (frag & 0x1FFF) * 8
-    pkt = Packet(
-        time=when,
-        frame_len=frame_len,
-        src=src,
-        dst=dst,
-        proto={6: "tcp", 17: "udp", 1: "icmp"}.get(proto_num, str(proto_num)),
-        ip_header_len=ihl,
-        ip_total_len=total,
-        ip_id=ident,
-        dont_fragment=bool(frag & 0x4000),
-        more_fragments=bool(frag & 0x2000),
-        fragment_offset=offset,
-    )
-    if offset:
-        pkt.proto = "ip-fragment"
-        pkt.payload_len = total - ihl
-        return pkt
-    l4 = ip[ihl:]
-    if pkt.proto == "tcp" and len(l4) >= 20:
-        pkt.sport, pkt.dport, pkt.seq, pkt.ack = struct.unpack_from("!HHII", l4)
-        pkt.tcp_header_len = (l4[12] >> 4) * 4
-        pkt.tcp_flags = l4[13]
-        pkt.window = struct.unpack_from("!H", l4, 14)[0]
-        pkt.payload_len = total - ihl - pkt.tcp_header_len
-        pkt.mss_option, pkt.options = _tcp_options(l4[20 : pkt.tcp_header_len])
-    elif pkt.proto == "udp" and len(l4) >= 8:
-        pkt.sport, pkt.dport, udp_len = struct.unpack_from("!HHH", l4)
-        pkt.payload_len = udp_len - 8
-    elif pkt.proto == "icmp" and len(l4) >= 2:
-        pkt.icmp_type, pkt.icmp_code = l4[0], l4[1]
-        pkt.payload_len = total - ihl - 8
-        if len(l4) >= 8 + 20 + 4:  # the quoted datagram's ports
-            inner = l4[8:]
-            inner_ihl = (inner[0] & 0x0F) * 4
-            pkt.sport, pkt.dport = struct.unpack_from("!HH", inner, inner_ihl)
-    return pkt
 
 
 def port_filter(ports: Iterable[int]) -> bytes:
@@ -328,47 +202,3 @@ class Capture:
     def lines(self, port: int | None = None) -> list[str]:
         selected = [p for p in list(self.packets) if port is None or port in (p.sport, p.dport)]
         return format_trace(selected, self.started)
-
-
-def format_trace(packets: list[Packet], started: float) -> list[str]:
-    """tcpdump-like lines; TCP sequence numbers relative to each side's ISN."""
-    isn: dict[tuple[str, int], int] = {}
-    out = []
-    for p in packets:
-        stamp = f"{(p.time - started) * 1000:9.3f}ms"
-        if p.proto == "tcp":
-            here, there = (p.src, p.sport), (p.dst, p.dport)
-            if p.has("S"):
-                isn[here] = p.seq
-            base = isn.setdefault(here, p.seq)
-            text = f"{p.src}.{p.sport} > {p.dst}.{p.dport}: Flags [{p.flags}]"
-            if p.payload_len or p.has("S") or p.has("F"):
-                start = (p.seq - base) & 0xFFFFFFFF
-                end = (start + p.payload_len) & 0xFFFFFFFF
-                text += f", seq {start}" + (f":{end}" if p.payload_len else "")
-            if p.tcp_flags & 0x10:
-                text += f", ack {(p.ack - isn.get(there, p.ack)) & 0xFFFFFFFF}"
-            text += f", win {p.window}"
-            if p.options and p.has("S"):
-                text += f", options [{','.join(p.options)}]"
-            text += f", length {p.payload_len}"
-        elif p.proto == "udp":
-            text = f"{p.src}.{p.sport} > {p.dst}.{p.dport}: UDP, length {p.payload_len}"
-            if p.more_fragments:
-                text += f" (frag id {p.ip_id}, offset 0, more fragments)"
-        elif p.proto == "icmp":
-            text = f"{p.src} > {p.dst}: ICMP type {p.icmp_type} code {p.icmp_code}"
-            if p.icmp_type == 3 and p.icmp_code == 3:
-                text += f" (udp port {p.dport} unreachable)"
-            elif (p.icmp_type, p.icmp_code) in _ICMP_NAMES:
-                text += f" ({_ICMP_NAMES[p.icmp_type, p.icmp_code]})"
-        elif p.proto == "ip-fragment":
-            more = ", more fragments" if p.more_fragments else ""
-            text = (
-                f"{p.src} > {p.dst}: IP fragment id {p.ip_id}, offset {p.fragment_offset}"
-                f", length {p.payload_len}{more}"
-            )
-        else:
-            text = f"{p.src} > {p.dst}: proto {p.proto}"
-        out.append(f"{stamp} IP {text} (frame {p.frame_len})")
-    return out

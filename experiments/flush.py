@@ -33,8 +33,9 @@ import threading
 import time
 from typing import Any
 
-from experiments.capture import Capture, Packet
+from experiments.capture import Capture
 from experiments.context import RunContext
+from experiments.packets import Packet
 from experiments.pairs import (
     Stopwatch,
     connect_to,

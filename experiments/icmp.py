@@ -27,6 +27,7 @@ from typing import Any
 from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import Host, RoutedPath, socket_in
+from experiments.packets import icmp_echo_request
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
 
@@ -97,29 +98,12 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     ]
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def echo_request(ident: int, sequence: int, payload: bytes) -> bytes:
-    header = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident, sequence)
-    return struct.pack("!BBHHH", ECHO_REQUEST, 0, checksum(header + payload), ident, sequence) + (
-        payload
-    )
-
-
 def ping(host: Host, destination: str, sequence: int) -> IcmpSeen | None:
     """One echo request from `host`; the matching echo reply, or None."""
     ident = os.getpid() & 0xFFFF
     with socket_in(host.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw:
         sent = time.monotonic()
-        raw.sendto(echo_request(ident, sequence, b"framelab"), (destination, 0))
+        raw.sendto(icmp_echo_request(ident, sequence, b"framelab"), (destination, 0))
 
         def matches(icmp: bytes) -> bool:
             return icmp[0] == ECHO_REPLY and struct.unpack_from("!HH", icmp, 4) == (

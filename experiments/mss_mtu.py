@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.capture import Capture, Packet, format_trace
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink, socket_in
 from experiments.observe import (
@@ -50,6 +49,20 @@ from experiments.observe import (
     sysctl,
     sysctls,
     tcp_info,
+)
+from experiments.packets import (
+    ACK,
+    DONT_FRAGMENT,
+    ETHERNET_HEADER,
+    IPV4_HEADER,
+    SYN,
+    TCP_HEADER,
+    UDP_HEADER,
+    Packet,
+    format_trace,
+    ipv4_header,
+    tcp_segment,
+    udp_fragments,
 )
 from experiments.pairs import address_of, connect_to, listening_socket, maybe_capture, set_linger
 from experiments.registry import Experiment
@@ -61,10 +74,8 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_DO = 2
 IP_MTU = 14
-ETHERNET_HEADER = 14
 ETHERNET_MIN_FRAME = 60  # without the FCS
 MTU = 1500
-IP_HEADER, TCP_HEADER, UDP_HEADER = 20, 20, 8
 TIMESTAMP_OPTION = 12  # 10 bytes and 2 NOPs, in every segment once both agreed
 RFC_DEFAULT_MSS = 536
 TCP_PORT, TCP_NO_TS_PORT, NO_MSS_PORT = 7012, 7013, 7536
@@ -73,10 +84,9 @@ SEND_SIZE = 10_000
 NO_MSS_SEND = 1200
 LOWERED_SEND = 4000
 BIG_DATAGRAM = 4000
-FRAGMENT_DATA = MTU - IP_HEADER  # 1480: a multiple of 8, as fragment offsets must be
+FRAGMENT_DATA = MTU - IPV4_HEADER  # 1480: a multiple of 8, as fragment offsets must be
 STRANGER = "10.231.0.3"  # on the link's subnet, owned by no namespace
 STRANGER_PORT = 40000
-TCP_SYN, TCP_ACK = 0x02, 0x10
 MARKER = b"after the fragments"
 RAW_ID = 0x4242  # the IP id of the fragments sent raw
 NETNS_CLAIMS = ("C01", "C02", "C04", "C07", "C12", "C19")
@@ -187,7 +197,7 @@ def tcp_over_veth(link: VethLink, port: int, size: int) -> dict[str, Any]:
 def tcp_without_timestamps(link: VethLink) -> dict[str, Any]:
     """The same, with a's net.ipv4.tcp_timestamps 0 (a per-namespace setting)."""
     link.a.set_sysctl("net.ipv4.tcp_timestamps", 0)
-    result = tcp_over_veth(link, TCP_NO_TS_PORT, 2 * (MTU - IP_HEADER - TCP_HEADER))
+    result = tcp_over_veth(link, TCP_NO_TS_PORT, 2 * (MTU - IPV4_HEADER - TCP_HEADER))
     return {"tcp_timestamps": sysctl("net.ipv4.tcp_timestamps", link.a.netns), **result}
 
 
@@ -251,7 +261,12 @@ def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
         receiver.bind((link.b.address, FRAG_PORT))
         receiver.settimeout(2)
         before = netstat_counters(link.b.netns)
-        pieces = fragments(link.a.address, link.b.address, BIG_DATAGRAM, ident=RAW_ID)
+        pieces = udp_fragments(
+            (link.a.address, STRANGER_PORT),
+            (link.b.address, FRAG_PORT),
+            bytes(BIG_DATAGRAM),
+            RAW_ID,
+        )
         for piece in (pieces[0], pieces[-1]):
             raw.sendto(piece, (link.b.address, 0))
         sender.sendto(MARKER, (link.b.address, FRAG_PORT))
@@ -292,12 +307,12 @@ def peer_without_mss_option(link: VethLink, cap: Capture) -> dict[str, Any]:
         listener.listen(1)
         listener.settimeout(2)
         isn = 1000
-        raw.sendto(tcp_segment(link.b.address, isn, 0, TCP_SYN), (link.b.address, 0))
+        raw.sendto(segment_to(link.b.address, isn, 0, SYN), (link.b.address, 0))
         synack = cap.wait_for(lambda p: p.sport == NO_MSS_PORT and p.flags == "S.")
         if synack is None:
             return {"syn_ack": None}
         ack = (synack.seq + 1) & 0xFFFFFFFF
-        raw.sendto(tcp_segment(link.b.address, isn + 1, ack, TCP_ACK), (link.b.address, 0))
+        raw.sendto(segment_to(link.b.address, isn + 1, ack, ACK), (link.b.address, 0))
         try:
             server, _ = listener.accept()
         except TimeoutError:
@@ -315,46 +330,10 @@ def peer_without_mss_option(link: VethLink, cap: Capture) -> dict[str, Any]:
     }
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071): ones' complement of the ones' complement sum."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return int(~total & 0xFFFF)
-
-
-def ipv4_header(src: str, dst: str, proto: int, length: int, ident: int, frag: int) -> bytes:
-    """20 bytes; the kernel fills in the checksum of a header it is handed (IP_HDRINCL)."""
-    return struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45, 0, IP_HEADER + length, ident, frag, 64, proto, 0,
-        socket.inet_aton(src), socket.inet_aton(dst),
-    )  # fmt: skip
-
-
-def fragments(src: str, dst: str, size: int, ident: int) -> list[bytes]:
-    """A UDP datagram of `size` zero bytes, cut the way the kernel cuts it for MTU 1500."""
-    data = struct.pack("!HHHH", STRANGER_PORT, FRAG_PORT, UDP_HEADER + size, 0) + bytes(size)
-    pieces = []
-    for offset in range(0, len(data), FRAGMENT_DATA):
-        chunk = data[offset : offset + FRAGMENT_DATA]
-        more = 0x2000 if offset + FRAGMENT_DATA < len(data) else 0
-        frag = more | offset // 8
-        pieces.append(ipv4_header(src, dst, socket.IPPROTO_UDP, len(chunk), ident, frag) + chunk)
-    return pieces
-
-
-def tcp_segment(dst: str, seq: int, ack: int, flags: int) -> bytes:
+def segment_to(dst: str, seq: int, ack: int, flags: int) -> bytes:
     """A bare TCP segment from STRANGER, without options (so without an MSS option)."""
-    header = struct.pack(
-        "!HHIIBBHHH", STRANGER_PORT, NO_MSS_PORT, seq, ack, 5 << 4, flags, 65535, 0, 0
-    )
-    pseudo = socket.inet_aton(STRANGER) + socket.inet_aton(dst)
-    pseudo += struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
-    header = header[:16] + struct.pack("!H", checksum(pseudo + header)) + header[18:]
-    return ipv4_header(STRANGER, dst, socket.IPPROTO_TCP, len(header), 0, 0x4000) + header
+    segment = tcp_segment((STRANGER, STRANGER_PORT), (dst, NO_MSS_PORT), seq, ack, flags)
+    return ipv4_header(STRANGER, dst, socket.IPPROTO_TCP, len(segment), 0, DONT_FRAGMENT) + segment
 
 
 def pick(counters: dict[str, int], names: tuple[str, ...]) -> dict[str, int]:
@@ -462,7 +441,7 @@ def judge_fragmentation(wire: Wire) -> ClaimResult:
 
 def judge_udp_with_df(wire: Wire) -> ClaimResult:
     udp = wire.sockets["udp_df"]
-    largest = MTU - IP_HEADER - UDP_HEADER
+    largest = MTU - IPV4_HEADER - UDP_HEADER
     return judge(
         NAME,
         "C07",
@@ -499,7 +478,7 @@ def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
             "tcp_maxseg_after_connect": maxseg,
             "data_segments": wire.data_to(port),
         }
-        expected = MTU - IP_HEADER - TCP_HEADER
+        expected = MTU - IPV4_HEADER - TCP_HEADER
         holds = holds and seen[label]["syn_mss_option"] == expected
         holds = holds and maxseg == expected - (TIMESTAMP_OPTION if stamps else 0)
         handshakes += [p for p in (syn, synack) if p is not None]

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from clients.harness import SocketOptions, corked, loopback_pair, set_quickack
-from experiments.capture import Capture, format_trace
+from experiments.capture import Capture
 from experiments.context import RunContext
+from experiments.packets import format_trace
 from experiments.pairs import LOOPBACK, maybe_capture, median_ms, timing_rounds, titled
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge

@@ -19,9 +19,10 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from experiments.capture import Capture, Packet, format_trace
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import ProcTcpEntry, errno_name, proc_net_tcp
+from experiments.packets import Packet, format_trace
 
 LOOPBACK = "127.0.0.1"
 Address = tuple[str, int]

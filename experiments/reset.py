@@ -19,14 +19,14 @@ from __future__ import annotations
 import random
 import selectors
 import socket
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.capture import Capture, Packet
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import counter_delta, errno_name, netstat_counters
+from experiments.packets import Packet, tcp_segment
 from experiments.pairs import (
     LOOPBACK,
     Stopwatch,
@@ -287,27 +287,6 @@ def c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
 # --- C39: a segment for no connection ---------------------------------------------------
 
 
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's-complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int(word) for word in struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def tcp_segment(
-    src: tuple[str, int], dst: tuple[str, int], seq: int, ack: int, flags: int, payload: bytes = b""
-) -> bytes:
-    """A 20-byte TCP header (+ payload) with its checksum over the IPv4 pseudo-header."""
-    header = struct.pack("!HHIIBBHHH", src[1], dst[1], seq, ack, 5 << 4, flags, 1024, 0, 0)
-    pseudo = socket.inet_aton(src[0]) + socket.inet_aton(dst[0])
-    pseudo += struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header) + len(payload))
-    checksum = internet_checksum(pseudo + header + payload)
-    return header[:16] + struct.pack("!H", checksum) + header[18:] + payload
-
-
 @dataclass
 class Forged:
     """What we sent with the raw socket and what came back."""
@@ -328,6 +307,7 @@ def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> d
         forged.ack,
         forged.flags,
         forged.payload,
+        window=1024,
     )
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
         raw.sendto(segment, (LOOPBACK, 0))

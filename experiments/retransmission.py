@@ -26,10 +26,11 @@ import socket
 import time
 from typing import Any
 
-from experiments.capture import Capture, Packet
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink
 from experiments.observe import errno_name, sysctls, tcp_info
+from experiments.packets import Packet
 from experiments.pairs import short_trace
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped

@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from experiments.capture import Capture, Packet
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import tcp_state
+from experiments.packets import Packet
 from experiments.pairs import (
     POLL_INTERVAL,
     Pair,

@@ -33,9 +33,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.capture import Capture, format_trace
+from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import counter_delta, errno_name, netstat_counters
+from experiments.packets import format_trace
 from experiments.pairs import (
     LOOPBACK,
     address_of,
