@@ -477,6 +477,9 @@ def reuse_trial(
         opened.append(first)
         if case.explicit_bind:
             first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # a port of its own: connect() may pick one that other connections'
+            # TIME_WAITs also hold, and theirs (no SO_REUSEADDR) fail bind() again
+            first.bind(("", 0))
         first.settimeout(2.0)
         first.connect(address_of(listener))
         server, _ = listener.accept()
