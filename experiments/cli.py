@@ -3,6 +3,7 @@
     framelab experiment list
     framelab experiment run sticky nagle --quick
     framelab experiment run all --json results.json
+    framelab experiment run nagle retransmission --plot charts/
 
 Each experiment runs on its own: one that raises does not stop the others.
 Its claims are reported as skipped, with the exception, and the exit status
@@ -224,6 +225,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--markdown", type=Path, metavar="PATH", help="write the claims table as Markdown"
     )
     run_parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="write PNG charts into DIR (nagle.png, retransmission.png) where the run allows",
+    )
+    run_parser.add_argument(
         "--quick", action="store_true", help=f"fewer rounds (default {QUICK_ROUNDS})"
     )
     run_parser.add_argument(
@@ -273,6 +280,11 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     if args.markdown:
         args.markdown.write_text(markdown_table(batch.results))
         console.print(Text(f"Markdown written to {args.markdown}"))
+    if args.plot:
+        from experiments.plot import write_charts
+
+        charts = write_charts(batch.results, args.plot)
+        console.print(Text(f"charts: {', '.join(map(str, charts)) or 'none for these claims'}"))
     missing = [n for n in batch.unavailable if n in explicit]
     return 1 if batch.failed or missing else 0
 

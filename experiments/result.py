@@ -20,7 +20,7 @@ class Verdict(enum.StrEnum):
 
 @dataclass
 class ClaimResult:
-    """The outcome for one claim of ../claims: verdict, evidence, one sentence."""
+    """The outcome for one claim (experiments/claims.py): verdict, evidence, one sentence."""
 
     experiment: str
     claim: str

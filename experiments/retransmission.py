@@ -29,7 +29,7 @@ from typing import Any
 from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink
-from experiments.observe import errno_name, sysctls, tcp_info
+from experiments.observe import counter_delta, errno_name, netstat_counters, sysctls, tcp_info
 from experiments.packets import Packet
 from experiments.pairs import short_trace
 from experiments.registry import Experiment
@@ -41,6 +41,8 @@ USER_TIMEOUT_MS = 1500
 #: how long to wait for the abort beyond the user timeout (retransmit timer granularity)
 ABORT_GRACE_S = 5.0
 PAYLOAD = b"x" * 1000
+#: what made a resend: a tail loss probe (RFC 8985) or the retransmission timer
+RESEND_COUNTERS = ("TcpExt.TCPLossProbes", "TcpExt.TCPTimeouts", "Tcp.RetransSegs")
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
@@ -51,6 +53,9 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     aborted = observed["error"] is not None and observed["state_after"] in (None, "CLOSE")
     holds = retransmitted and aborted
     rst = "sent an RST" if observed["rst_sent"] else "sent no RST"
+    probes = observed["counters"]["TcpExt.TCPLossProbes"]
+    how = "a tail loss probe first (TCPLossProbes +1), then " if probes == 1 else ""
+    gaps = ", ".join(f"{gap:.0f}" for gap in observed["retransmit_gaps_ms"])
     return [
         judge(
             NAME,
@@ -58,8 +63,10 @@ def run(ctx: RunContext) -> list[ClaimResult]:
             holds,
             observed,
             confirmed=(
-                f"aborted after {observed['retransmissions_seen']} retransmissions and "
-                f"{observed['abort_after_ms']:.0f} ms (TCP_USER_TIMEOUT {USER_TIMEOUT_MS} ms; "
+                f"aborted after {observed['retransmissions_seen']} retransmissions, {how}"
+                f"the retransmission timer doubling its wait (gaps of {gaps} ms), "
+                f"{observed['abort_after_ms']:.0f} ms after the send "
+                f"(TCP_USER_TIMEOUT {USER_TIMEOUT_MS} ms; "
                 f"the default limit is tcp_retries2={observed['sysctl']['net.ipv4.tcp_retries2']}"
                 f"): the application got {observed['error']}, and the kernel {rst}"
             ),
@@ -86,6 +93,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
             with server, Capture(link.a.ifname, ports=[PORT], netns=link.a.netns) as cap:
                 client.sendall(b"hello")  # one exchange that works
                 server.recv(16)
+                before = netstat_counters(link.a.netns)
                 vanish(link)  # from now on, every segment a sends is lost
                 sent_at = time.monotonic()
                 client.send(PAYLOAD)
@@ -93,6 +101,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                 error, abort_after = wait_for_abort(client, sent_at)
                 cap.wait_for(lambda p: p.has("R"), timeout=0.2)
                 cap.stop()
+                counters = counter_delta(before, netstat_counters(link.a.netns))
                 lost = [
                     p for p in cap.tcp(PORT) if p.sport != PORT and p.payload_len == len(PAYLOAD)
                 ]
@@ -107,6 +116,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                     ),
                     "retransmissions_seen": max(len(lost) - 1, 0) if lost else None,
                     "retransmit_gaps_ms": gaps_ms(lost),
+                    "counters": {name: counters.get(name, 0) for name in RESEND_COUNTERS},
                     "error": error,
                     "abort_after_ms": abort_after * 1000,
                     "state_after": state_or_none(client),

@@ -29,6 +29,11 @@ def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult
     assert all(b >= 1.9 * a for a, b in itertools.pairwise(rtos))  # the RTO doubles
     gaps = obs["retransmit_gaps_ms"]
     assert len(gaps) >= 2 and gaps[-1] > 1.5 * gaps[0]
+    # every resend the capture saw is one the kernel counted, by the probe or the timer
+    counters = obs["counters"]
+    assert counters["Tcp.RetransSegs"] == obs["retransmissions_seen"]
+    assert counters["TcpExt.TCPTimeouts"] >= counters["Tcp.RetransSegs"] - 1
+    assert counters["TcpExt.TCPLossProbes"] <= 1  # at most one probe, before the timer
 
 
 @requires_root

@@ -1,0 +1,94 @@
+"""`--plot`: the Nagle and retransmission charts, drawn from results alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments import cli, registry
+from experiments.context import RunContext
+from experiments.plot import (
+    STALL_MS,
+    nagle_rows,
+    transmission_times,
+    write_charts,
+)
+from experiments.registry import Experiment
+from experiments.result import ClaimResult, Verdict, skipped
+from framelab.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# shaped like what the nagle and retransmission experiments observe
+NAGLE_SEEN: dict[str, Any] = {
+    "nodelay": {"median_ms": 0.025},
+    "nagle": {"median_ms": 44.0},
+    "one_write": {"median_ms": 0.018},
+    "quickack": {"median_ms": 0.03},
+    "cork": {"median_ms": 0.037},
+    "event_loops": {
+        "asyncio": {"default_median_ms": 0.031, "nodelay_cleared_median_ms": 44.0},
+        "uvloop": {"default_median_ms": 0.021, "nodelay_cleared_median_ms": 43.9},
+    },
+}
+RETRANSMISSION_SEEN: dict[str, Any] = {
+    "user_timeout_ms": 1500,
+    "retransmit_gaps_ms": [205.3, 208.0, 420.0, 832.0],
+    "error": "ETIMEDOUT",
+    "abort_after_ms": 1917.4,
+}
+
+
+def result(claim: str, observed: dict[str, Any]) -> ClaimResult:
+    return ClaimResult("x", claim, Verdict.CONFIRMED, "seen", observed)
+
+
+def test_both_charts_are_written_as_png(tmp_path: Path) -> None:
+    results = [result("C36", NAGLE_SEEN), result("C40", RETRANSMISSION_SEEN)]
+    written = write_charts(results, tmp_path / "charts")
+    assert [p.name for p in written] == ["nagle.png", "retransmission.png"]
+    for path in written:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_skipped_or_absent_claims_draw_nothing(tmp_path: Path) -> None:
+    results = [skipped("retransmission", "C40", "needs root"), result("C17", {})]
+    assert write_charts(results, tmp_path / "charts") == []
+    assert not (tmp_path / "charts").exists()
+
+
+def test_nagle_rows_pair_each_mode_with_its_median() -> None:
+    rows = dict(nagle_rows(NAGLE_SEEN))
+    assert len(rows) == 9
+    stalled = {label for label, ms in rows.items() if ms >= STALL_MS}
+    assert stalled == {
+        "Nagle on: write, write, read",
+        "asyncio, TCP_NODELAY cleared",
+        "uvloop, TCP_NODELAY cleared",
+    }
+    assert rows["TCP_NODELAY"] == 0.025
+
+
+def test_transmissions_are_placed_by_their_gaps() -> None:
+    assert transmission_times(RETRANSMISSION_SEEN) == pytest.approx(
+        [0, 205.3, 413.3, 833.3, 1665.3]
+    )
+
+
+def test_the_cli_writes_the_charts_a_run_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def nagle_like(ctx: RunContext) -> list[ClaimResult]:
+        return [result("C36", NAGLE_SEEN)]
+
+    fake = Experiment("nagle_like", ("C36",), "no", "Nagle's numbers", nagle_like)
+    real_load = registry.load
+    monkeypatch.setattr(cli, "load", lambda name: fake if name == fake.name else real_load(name))
+    monkeypatch.setattr(cli, "EXPERIMENT_MODULES", [fake.name])
+    assert main(["experiment", "run", "nagle_like", "--plot", str(tmp_path)]) == 0
+    assert (tmp_path / "nagle.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "retransmission.png").exists()
+    assert "nagle.png" in capsys.readouterr().out
