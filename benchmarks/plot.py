@@ -1,7 +1,7 @@
 """PNG charts of a run: throughput against payload size, latency percentiles.
 
-matplotlib is imported only here (the `plot` extra), with the Agg backend:
-no screen needed.
+matplotlib is imported on first use (framelab.charts), with the Agg
+backend: no screen needed.
 """
 
 from __future__ import annotations
@@ -10,15 +10,11 @@ from pathlib import Path
 
 from benchmarks.grid import human_size
 from benchmarks.runner import Summary
+from framelab.charts import pyplot, save
 
 
 def write_charts(summaries: list[Summary], directory: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     written = []
     targets = list(dict.fromkeys(s.target for s in summaries))
     depths = sorted({s.depth for s in summaries})
@@ -43,11 +39,7 @@ def write_charts(summaries: list[Summary], directory: Path) -> list[Path]:
         ax.set_title(f"throughput, {depth} frame(s) in flight per connection")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
-    path = directory / "throughput.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save(fig, directory / "throughput.png"))
 
     timed = [s for s in summaries if s.latency is not None and s.ok]
     sizes = sorted({s.size for s in timed})
@@ -67,9 +59,5 @@ def write_charts(summaries: list[Summary], directory: Path) -> list[Path]:
             ax.set_title(f"latency, {human_size(size)}, D=1")
             ax.grid(True, axis="y", which="both", alpha=0.3)
         axes[0][0].legend(fontsize="small")
-        fig.tight_layout()
-        path = directory / "latency.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, directory / "latency.png"))
     return written

@@ -23,8 +23,10 @@ import argparse
 import contextlib
 import json
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clients.harness import (
@@ -295,6 +297,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the servers' event loop (default: %(default)s)",
     )
     a("--json", action="store_true", help="print the observations as one JSON object")
+    a("--plot", type=Path, metavar="PNG", help="also draw sends, reads and messages as a chart")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -306,4 +309,8 @@ def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         render(report, Console())
+    if args.plot:
+        from clients.sticky_plot import write_sticky_chart
+
+        print(f"chart written to {write_sticky_chart(report, args.plot)}", file=sys.stderr)
     return 0 if report.framing_restored else 1

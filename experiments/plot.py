@@ -7,8 +7,7 @@
   twice the one before, until the connection is aborted.
 
 Drawn from ClaimResult.observed only, so a saved --json run can be drawn
-again; a claim that was skipped (or is missing) draws nothing. matplotlib is
-imported here alone, with the Agg backend: no screen needed.
+again; a claim that was skipped (or is missing) draws nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.result import ClaimResult, Verdict
+from framelab.charts import pyplot, save
 
 #: draws one chart on a matplotlib Axes (Any: matplotlib is untyped here)
 Drawing = Callable[[Any], None]
@@ -45,21 +45,12 @@ def write_charts(results: list[ClaimResult], directory: Path) -> list[Path]:
         charts.append(("retransmission.png", retransmission_timeline(observed["C40"])))
     if not charts:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     written = []
     for name, draw in charts:
         fig, ax = plt.subplots(figsize=(9, 4.2))
         draw(ax)
-        fig.tight_layout()
-        path = directory / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, directory / name))
     return written
 
 

@@ -1,0 +1,62 @@
+"""`framelab sticky --plot`: three bars over one byte stream, per pattern."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clients.sticky import Observation, StickyReport
+from clients.sticky_plot import count, pieces, tracks, write_sticky_chart
+from framelab.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def observation(sends: list[int], reads: list[int], messages: int) -> Observation:
+    return Observation(
+        pattern=f"{len(sends)} sends",
+        sends=sends,
+        raw_server_reads=reads,
+        raw_client_reads=reads,
+        raw_bytes_intact=True,
+        framed_client_reads=[sum(sends) + 4 * len(sends)],
+        framed_messages=messages,
+        framed_identical=True,
+    )
+
+
+def test_pieces_tile_the_stream_in_order() -> None:
+    assert pieces([30, 30, 40]) == [(0, 30), (30, 30), (60, 40)]
+    assert pieces([]) == []
+
+
+def test_the_tracks_are_sends_reads_and_decoded_messages() -> None:
+    merged = observation([30] * 20, [510, 90], 20)
+    labels, _, sizes = zip(*tracks(merged), strict=True)
+    assert labels == ("20 sends", "2 reads by the raw echo", "20 messages through framing")
+    assert sizes == ([30] * 20, [510, 90], [30] * 20)
+    assert sum(sizes[1]) == sum(sizes[0])  # the same bytes, cut elsewhere
+    assert count(1, "read") == "1 read"
+
+
+def test_the_chart_is_a_png(tmp_path: Path) -> None:
+    report = StickyReport(
+        "uvloop",
+        merged=observation([30] * 20, [510, 90], 20),
+        split=observation([1 << 20], [131072, 917504], 1),
+    )
+    path = write_sticky_chart(report, tmp_path / "sub" / "sticky.png")
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_cli_plot_keeps_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "sticky.png"
+    args = ["sticky", "--json", "--messages", "8", "--size", "100", "--large", "200000"]
+    assert main([*args, "--plot", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["framing_restored"] is True  # the chart's note went to stderr
+    assert str(path) in err
+    assert path.read_bytes().startswith(PNG_MAGIC)
