@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Any
 
 
+class ChartsUnavailable(RuntimeError):
+    """matplotlib is not installed: it is an extra (`framelab[plot]`)."""
+
+
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (Any: matplotlib ships no types here)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ChartsUnavailable(
+            "charts need matplotlib, which is not installed: pip install 'framelab[plot]'"
+        ) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

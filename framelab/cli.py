@@ -53,10 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if selected not in SUBCOMMANDS:
         selected = None
     args = build_parser(selected).parse_args(args_list)
+    from framelab.charts import ChartsUnavailable
+
     try:
         return _load(args.command).run(args)
     except KeyboardInterrupt:
         return 130
+    except ChartsUnavailable as exc:  # --plot without the plot extra
+        print(f"framelab: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from clients.sticky import Observation, StickyReport
 from clients.sticky_plot import count, pieces, tracks, write_sticky_chart
+from framelab.charts import ChartsUnavailable, pyplot
 from framelab.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,3 +62,15 @@ def test_cli_plot_keeps_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFix
     assert json.loads(out)["framing_restored"] is True  # the chart's note went to stderr
     assert str(path) in err
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_without_matplotlib_plot_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(ChartsUnavailable):
+        pyplot()
+    args = ["sticky", "--messages", "2", "--large", "1000", "--plot", str(tmp_path / "s.png")]
+    assert main(args) == 2
+    assert "pip install 'framelab[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
