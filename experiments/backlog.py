@@ -32,15 +32,21 @@ from typing import Any
 from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink
-from experiments.observe import errno_name, netstat_counters, sysctl, sysctls, tcp_info
+from experiments.observe import (
+    connections_on_port,
+    errno_name,
+    netstat_counters,
+    selected_delta,
+    sysctl,
+    sysctls,
+    tcp_info,
+)
 from experiments.pairs import maybe_capture, recv_outcome, short_trace
 from experiments.queues import (
     address_of,
     close_all,
     listener_in,
     poll_until,
-    rows_on_port,
-    selected_delta,
     start_connect,
 )
 from experiments.registry import Experiment
@@ -110,7 +116,7 @@ def client_states(socks: list[socket.socket]) -> dict[str, int]:
 
 def server_rows(port: int, netns: str | None = None) -> dict[str, int]:
     """States of the server-side rows (children and requests) of a listener's port."""
-    rows = rows_on_port(port, netns)
+    rows = connections_on_port(port, netns)
     return dict(Counter(e.state for e in rows if e.local[1] == port and e.state != "LISTEN"))
 
 
@@ -215,7 +221,7 @@ def accept_queue_overflow(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
             opened += overflow.clients
             completed = wait_connected(overflow.clients, HANDSHAKE_WAIT_S)
             queue = queue_of(listener)
-            proc_listener = [e for e in rows_on_port(overflow.port) if e.state == "LISTEN"]
+            proc_listener = [e for e in connections_on_port(overflow.port) if e.state == "LISTEN"]
             children = server_rows(overflow.port)
             states = client_states(overflow.clients)
             waiting = [s for s in overflow.clients if s not in completed]
@@ -292,7 +298,9 @@ def ack_into_full_queue(netns: str | None, cap: Capture | None) -> dict[str, Any
         victim_address = address_of(victim)
         before = netstat_counters(netns)
         victim.send(b"y")
-        server_side = [e for e in rows_on_port(address[1], netns) if e.remote == victim_address]
+        server_side = [
+            e for e in connections_on_port(address[1], netns) if e.remote == victim_address
+        ]
         after = netstat_counters(netns)
         observed: dict[str, Any] = {
             "abort_on_overflow": sysctl("net.ipv4.tcp_abort_on_overflow", netns),

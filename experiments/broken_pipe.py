@@ -38,7 +38,7 @@ from typing import Any
 
 from experiments.capture import Capture
 from experiments.context import RunContext
-from experiments.observe import counter_delta, errno_name, netstat_counters, tcp_state
+from experiments.observe import errno_name, netstat_counters, selected_delta, tcp_state
 from experiments.pairs import (
     POLL_INTERVAL,
     connect_to,
@@ -90,11 +90,6 @@ def wait_for_sock_state(sock: socket.socket, state: str, timeout: float = EVENT_
     return current
 
 
-def selected_counters(before: dict[str, int]) -> dict[str, int]:
-    delta = counter_delta(before, netstat_counters())
-    return {name: delta.get(name, 0) for name in COUNTERS}
-
-
 def send_outcome(sock: socket.socket) -> str:
     """'sent N' or the errno name the send() failed with."""
     error = send_error(sock, DATA)
@@ -124,7 +119,7 @@ def fin_then_write(
             "peer_rst_captured": None if cap is None else rst is not None,
             "second_send": second,
             "third_send": third,
-            "counters": selected_counters(counters),
+            "counters": selected_delta(counters, netstat_counters(), COUNTERS),
         }
         return observed, short_trace(cap, pair.client_port, limit=10)
 

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.context import RunContext
-from experiments.observe import errno_name, sysctls, tcp_info
-from experiments.queues import Address, close_all, rows_on_port
+from experiments.observe import connections_on_port, errno_name, sysctls, tcp_info
+from experiments.queues import Address, close_all
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
 
@@ -267,7 +267,7 @@ def pump(children: list[Child], timeout: float, done: Callable[[], bool] = lambd
 
 def kernel_view(port: int) -> dict[str, int]:
     """The listener's accept queue and the connections no process holds a descriptor for."""
-    rows = rows_on_port(port)
+    rows = connections_on_port(port)
     listening = [e for e in rows if e.state == "LISTEN"]
     children = [e for e in rows if e.local[1] == port and e.state != "LISTEN"]
     return {
@@ -287,7 +287,11 @@ def queued_client_sends(child: Child) -> dict[str, Any] | None:
     sent = client.send(b"ping")
     local = client.getsockname()
     remote: Address = (str(local[0]), int(local[1]))
-    rows = [e for e in rows_on_port(child.port) if e.local[1] == child.port and e.remote == remote]
+    rows = [
+        e
+        for e in connections_on_port(child.port)
+        if e.local[1] == child.port and e.remote == remote
+    ]
     return {
         "sent_bytes": sent,
         "server_row_rx_queue": rows[0].rx_queue if rows else None,

@@ -43,9 +43,9 @@ from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink, socket_in
 from experiments.observe import (
-    counter_delta,
     errno_name,
     netstat_counters,
+    selected_delta,
     sysctl,
     sysctls,
     tcp_info,
@@ -241,7 +241,7 @@ def fragmentation(link: VethLink, cap: Capture) -> dict[str, Any]:
     return {
         "datagram": BIG_DATAGRAM,
         "received_whole": whole,
-        "counters_at_b": pick(counter_delta(before, after), REASSEMBLY),
+        "counters_at_b": selected_delta(before, after, REASSEMBLY),
     }
 
 
@@ -287,7 +287,7 @@ def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
         "delivered": ["the marker" if d == MARKER else f"{len(d)} bytes" for d in delivered],
         "ipfrag_time": {"default": default_wait, "set in b": 1},
         "icmp_from_b": "time exceeded: fragment reassembly" if expired else None,
-        "counters_at_b": pick(counter_delta(before, after), REASSEMBLY),
+        "counters_at_b": selected_delta(before, after, REASSEMBLY),
     }
 
 
@@ -334,10 +334,6 @@ def segment_to(dst: str, seq: int, ack: int, flags: int) -> bytes:
     """A bare TCP segment from STRANGER, without options (so without an MSS option)."""
     segment = tcp_segment((STRANGER, STRANGER_PORT), (dst, NO_MSS_PORT), seq, ack, flags)
     return ipv4_header(STRANGER, dst, socket.IPPROTO_TCP, len(segment), 0, DONT_FRAGMENT) + segment
-
-
-def pick(counters: dict[str, int], names: tuple[str, ...]) -> dict[str, int]:
-    return {name: counters.get(name, 0) for name in names}
 
 
 def judge_largest_frame(wire: Wire) -> ClaimResult:

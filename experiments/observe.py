@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: kernel TCP state numbers (include/net/tcp_states.h)
@@ -215,3 +216,11 @@ def netstat_counters(netns: str | None = None) -> dict[str, int]:
 def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """Counters that changed between two netstat_counters() readings."""
     return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def selected_delta(
+    before: dict[str, int], after: dict[str, int], names: Iterable[str]
+) -> dict[str, int]:
+    """The change of the named counters ('TcpExt.ListenOverflows'), zeros included."""
+    changed = counter_delta(before, after)
+    return {name: changed.get(name, 0) for name in names}

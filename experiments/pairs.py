@@ -23,6 +23,7 @@ from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import ProcTcpEntry, errno_name, proc_net_tcp
 from experiments.packets import Packet, format_trace
+from experiments.queues import listener_in
 
 LOOPBACK = "127.0.0.1"
 Address = tuple[str, int]
@@ -89,18 +90,8 @@ def address_of(sock: socket.socket) -> Address:
 def listening_socket(
     host: str = LOOPBACK, backlog: int = 16, rcvbuf: int | None = None
 ) -> socket.socket:
-    """A listener on an ephemeral port; `rcvbuf` is inherited by accepted sockets."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf is not None:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        listener.bind((host, 0))
-        listener.listen(backlog)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
+    """A listener of ours on an ephemeral port; `rcvbuf` is inherited by accepted sockets."""
+    return listener_in(None, host, backlog, rcvbuf=rcvbuf)
 
 
 def connect_to(listener: socket.socket, timeout: float = 2.0, sndbuf: int | None = None) -> Pair:

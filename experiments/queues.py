@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from experiments.netns import socket_in
-from experiments.observe import ProcTcpEntry, counter_delta, proc_net_tcp
 
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -39,13 +38,21 @@ def poll_until(check: Callable[[], T | None], timeout: float) -> T | None:
 
 
 def listener_in(
-    netns: str | None, host: str, backlog: int, *, reuse_address: bool = True
+    netns: str | None,
+    host: str,
+    backlog: int,
+    *,
+    reuse_address: bool = True,
+    rcvbuf: int | None = None,
 ) -> socket.socket:
-    """A listening socket of namespace `netns` (ours when None) on an ephemeral port."""
+    """A listening socket of namespace `netns` (ours when None) on an ephemeral port;
+    `rcvbuf` is inherited by the sockets it accepts."""
     sock = socket_in(netns)
     try:
         if reuse_address:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((host, 0))
         sock.listen(backlog)
     except BaseException:
@@ -71,19 +78,6 @@ def start_connect(netns: str | None, address: Address) -> socket.socket:
 def address_of(sock: socket.socket) -> Address:
     name = sock.getsockname()
     return str(name[0]), int(name[1])
-
-
-def rows_on_port(port: int, netns: str | None = None) -> list[ProcTcpEntry]:
-    """/proc/net/tcp rows whose local or remote port is `port` (both ends on loopback)."""
-    return [e for e in proc_net_tcp(netns) if port in (e.local[1], e.remote[1])]
-
-
-def selected_delta(
-    before: dict[str, int], after: dict[str, int], names: Iterable[str]
-) -> dict[str, int]:
-    """The change of the named counters ('TcpExt.ListenOverflows'), zeros included."""
-    changed = counter_delta(before, after)
-    return {name: changed.get(name, 0) for name in names}
 
 
 def close_all(socks: Iterable[socket.socket]) -> None:

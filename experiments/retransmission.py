@@ -29,7 +29,7 @@ from typing import Any
 from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink
-from experiments.observe import counter_delta, errno_name, netstat_counters, sysctls, tcp_info
+from experiments.observe import errno_name, netstat_counters, selected_delta, sysctls, tcp_info
 from experiments.packets import Packet
 from experiments.pairs import short_trace
 from experiments.registry import Experiment
@@ -101,7 +101,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                 error, abort_after = wait_for_abort(client, sent_at)
                 cap.wait_for(lambda p: p.has("R"), timeout=0.2)
                 cap.stop()
-                counters = counter_delta(before, netstat_counters(link.a.netns))
+                counters = selected_delta(before, netstat_counters(link.a.netns), RESEND_COUNTERS)
                 lost = [
                     p for p in cap.tcp(PORT) if p.sport != PORT and p.payload_len == len(PAYLOAD)
                 ]
@@ -116,7 +116,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                     ),
                     "retransmissions_seen": max(len(lost) - 1, 0) if lost else None,
                     "retransmit_gaps_ms": gaps_ms(lost),
-                    "counters": {name: counters.get(name, 0) for name in RESEND_COUNTERS},
+                    "counters": counters,
                     "error": error,
                     "abort_after_ms": abort_after * 1000,
                     "state_after": state_or_none(client),

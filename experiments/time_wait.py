@@ -38,6 +38,7 @@ from experiments.observe import (
     errno_name,
     netstat_counters,
     proc_net_tcp,
+    selected_delta,
     sysctl,
     sysctls,
 )
@@ -49,7 +50,6 @@ from experiments.queues import (
     close_all,
     listener_in,
     poll_until,
-    selected_delta,
 )
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
