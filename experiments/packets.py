@@ -18,7 +18,7 @@ ETHERNET_HEADER = 14
 IPV4_HEADER = 20  # without options
 TCP_HEADER = 20  # without options
 UDP_HEADER = 8
-ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV4 = b"\x08\x00"
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 DONT_FRAGMENT, MORE_FRAGMENTS, OFFSET_MASK = 0x4000, 0x2000, 0x1FFF
@@ -80,7 +80,7 @@ def parse_frame(frame: bytes, frame_len: int, when: float) -> Packet | None:
     A header too short or inconsistent to read gives None, or a Packet
     without the fields that could not be read.
     """
-    if len(frame) < ETHERNET_HEADER + IPV4_HEADER or frame[12:14] != b"\x08\x00":
+    if len(frame) < ETHERNET_HEADER + IPV4_HEADER or frame[12:14] != ETHERTYPE_IPV4:
         return None
     ip = frame[ETHERNET_HEADER:]
     version, ihl = ip[0] >> 4, (ip[0] & 0x0F) * 4

@@ -16,8 +16,8 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 
-_HEADER = struct.Struct(">I")
-_MAX_DECLARABLE = 0xFFFF_FFFF
+HEADER = struct.Struct(">I")
+MAX_DECLARABLE = 0xFFFF_FFFF
 
 #: pack_frames statuses (as in _speedups.c)
 PACKED_ALL = 0
@@ -34,7 +34,7 @@ def py_split_frames(buf: memoryview, start: int, end: int, limit: int) -> tuple[
     """Complete frames in buf[start:end] and the first offset not consumed;
     stops before an incomplete frame or a header over `limit`."""
     frames: Frames = []
-    unpack, pos = _HEADER.unpack_from, start
+    unpack, pos = HEADER.unpack_from, start
     while end - pos >= 4:
         (length,) = unpack(buf, pos)
         stop = pos + 4 + length
@@ -51,11 +51,11 @@ def py_pack_frames(
     """Header + payload for payloads[start:] in one buffer, up to the first
     large payload (its header included) or oversized one (excluded)."""
     out = bytearray()
-    pack = _HEADER.pack
+    pack = HEADER.pack
     for index in range(start, len(payloads)):
         payload = payloads[index]
         length = memoryview(payload).nbytes
-        if length > limit or length > _MAX_DECLARABLE:
+        if length > limit or length > MAX_DECLARABLE:
             return out, index, STOPPED_AT_OVERSIZED
         out += pack(length)
         if length >= large:

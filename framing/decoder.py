@@ -30,14 +30,12 @@ call (and `failed` is set at once), as Netty delivers what it decoded first.
 
 from __future__ import annotations
 
-import struct
-
+from framing._codec import HEADER as HEADER  # re-exported: the wire format's header
+from framing._codec import MAX_DECLARABLE as MAX_DECLARABLE
 from framing._codec import payload_buffer, split_frames
 from framing.errors import FrameTooLarge, FramingError, TruncatedFrame
 
-HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
-MAX_DECLARABLE = 0xFFFF_FFFF
 DEFAULT_MAX_FRAME_LENGTH = 8 * 1024 * 1024
 DEFAULT_BUFFER_SIZE = 256 * 1024
 DEFAULT_LARGE_FRAME = 64 * 1024

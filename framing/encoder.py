@@ -2,8 +2,7 @@
 
 `encode_frame` makes one frame; `encode_frames` packs a batch into a single
 bytearray so a writer makes one write() (one syscall) for many replies.
-`frame_parts` is for large payloads: the header on its own and the payload
-untouched, so a writer can send them without copying the payload.
+`write_frames` sends large payloads without copying them.
 Every function refuses a payload over the limit (tokio-util checks on
 encode too): a peer using the same limit could not read it.
 """
@@ -42,21 +41,14 @@ def encode_frame(payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_L
 
 def encode_frames(
     payloads: Iterable[BytesLike], max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH
-) -> bytearray:
-    """Many frames in one buffer: one copy per payload, one write for all."""
-    out = bytearray()
-    pack = HEADER.pack
-    for payload in payloads:
-        out += pack(_checked_length(payload, max_frame_length))
-        out += payload
-    return out
-
-
-def frame_parts(
-    payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH
-) -> tuple[bytes, BytesLike]:
-    """(header, payload) for writev-style sending without copying the payload."""
-    return frame_header(payload, max_frame_length), payload
+) -> bytes | bytearray:
+    """Many frames in one buffer: one copy per payload (in C when compiled), one write for all."""
+    items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+    # no payload counts as large here: every one is copied into the buffer
+    data, stop, status = pack_frames(items, 0, max_frame_length, MAX_DECLARABLE + 1)
+    if status == STOPPED_AT_OVERSIZED:
+        _checked_length(items[stop], max_frame_length)  # raises FrameTooLarge
+    return data
 
 
 def write_frames(

@@ -38,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from framing.decoder import HEADER, FrameDecoder, Payload
+from framing.decoder import DEFAULT_LARGE_FRAME, HEADER, FrameDecoder, Payload
 from framing.encoder import encode_frames
 from framing.errors import FrameTooLarge, FramingError, TruncatedFrame
 from framing.messages import MessageCodec, message_handler
@@ -70,7 +70,7 @@ def reference_decode(
 def check_decoder(
     stream: bytes,
     max_frame: int,
-    large_frame: int = 64 * 1024,
+    large_frame: int = DEFAULT_LARGE_FRAME,
     chunk_seed: int = 0,
     buffer_size: int = FUZZ_BUFFER_SIZE,
 ) -> None:

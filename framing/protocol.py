@@ -343,7 +343,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
             return
         reply = self.error_reply(error)
         if reply is not None:
-            write_frames(transport.write, (reply,), self.max_frame_length, self.large_frame)
+            self.send_frame(reply)
         self._linger_close(transport)
 
     def _linger_close(self, transport: asyncio.Transport) -> None:

@@ -42,11 +42,6 @@ class FrameReader:
         self.peer = peer
         self._ready: deque[Payload] = deque()
 
-    @property
-    def pending(self) -> int:
-        """Frames decoded and not yet returned (read without awaiting)."""
-        return len(self._ready)
-
     async def read_frame(self) -> Payload | None:
         """The next payload; None at a clean end of stream.
 

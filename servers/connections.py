@@ -13,6 +13,7 @@ import socket
 import struct
 from typing import Protocol
 
+from framing.protocol import set_nodelay
 from servers.config import ServerConfig
 
 log = logging.getLogger("framelab.server")
@@ -32,7 +33,6 @@ class ConnectionSet:
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self.live: set[Connection] = set()
-        self.accepted = 0
         self.refused = 0
         self.stopping = False
 
@@ -48,7 +48,6 @@ class ConnectionSet:
                 ", shutting down" if self.stopping else "",
             )
             return False
-        self.accepted += 1
         self.live.add(conn)
         conn.closed.add_done_callback(lambda _: self.live.discard(conn))
         return True
@@ -76,12 +75,9 @@ class ConnectionSet:
 
 def apply_socket_options(transport: asyncio.BaseTransport, config: ServerConfig) -> None:
     """Per-connection options from the config (TCP_NODELAY, SO_LINGER)."""
+    set_nodelay(transport, config.nodelay)
     sock: socket.socket | None = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(config.nodelay))
-    if config.linger is not None:
+    if sock is not None and config.linger is not None:
         sock.setsockopt(
             socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, int(config.linger))
         )

@@ -33,13 +33,20 @@ from framing.protocol import (
     peer_name,
     unread_kernel_bytes,
 )
-from framing.streams import FrameReader, FrameWriter
+from framing.streams import READ_SIZE, FrameReader, FrameWriter
 from servers import msgpack_app
 from servers.config import ServerConfig
 from servers.connections import ConnectionSet, apply_socket_options
 
 log = logging.getLogger("framelab.server")
-RAW_READ_SIZE = 256 * 1024
+
+
+def report_read(config: ServerConfig, peer: str, size: int) -> None:
+    """The raw echo's evidence of sticky packets: each read's size, logged and/or observed."""
+    if config.log_reads:
+        log.info("read %d bytes from %s", size, peer)
+    if config.on_read is not None:
+        config.on_read(peer, size)
 
 
 def echo_batch(frames: list[Payload]) -> list[Payload]:
@@ -168,10 +175,7 @@ class RawEchoProtocol(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.config.log_reads:
-            log.info("read %d bytes from %s", len(data), self.peer)
-        if self.config.on_read is not None:
-            self.config.on_read(self.peer, len(data))
+        report_read(self.config, self.peer, len(data))
         assert self.transport is not None
         self.transport.write(data)
         if self._stopping:
@@ -297,11 +301,8 @@ class StreamConnection:
             await self._close()
 
     async def _serve_raw(self) -> None:
-        while data := await self.reader.read(RAW_READ_SIZE):
-            if self.config.log_reads:
-                log.info("read %d bytes from %s", len(data), self.peer)
-            if self.config.on_read is not None:
-                self.config.on_read(self.peer, len(data))
+        while data := await self.reader.read(READ_SIZE):
+            report_read(self.config, self.peer, len(data))
             self.writer.write(data)
             await self.writer.drain()
             if self._stopping:

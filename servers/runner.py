@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from framing.allocator import keep_large_buffers_in_heap
+from framing.streams import READ_SIZE
 from servers.config import ServerConfig
 from servers.connections import ConnectionSet
 from servers.handlers import protocol_factory, streams_callback
@@ -102,7 +104,6 @@ class Server:
         self.connections = ConnectionSet(config.max_connections)
         self.stop_requested = asyncio.Event()
         self.force_requested = asyncio.Event()
-        self.aborted = 0
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -120,7 +121,7 @@ class Server:
                 streams_callback(self.config, self.connections),
                 sock=self.listener,
                 backlog=self.config.backlog,
-                limit=256 * 1024,
+                limit=READ_SIZE,
             )
         else:
             self._server = await loop.create_server(
@@ -153,8 +154,7 @@ class Server:
         done, _ = await asyncio.wait([graceful, forced], return_when=asyncio.FIRST_COMPLETED)
         if graceful in done:
             forced.cancel()
-            self.aborted = graceful.result()
-            log.info("shut down (%d connections aborted at the deadline)", self.aborted)
+            log.info("shut down (%d connections aborted at the deadline)", graceful.result())
             return 0
         log.warning("second signal: aborting %d connections", len(self.connections.live))
         for conn in list(self.connections.live):
@@ -195,7 +195,7 @@ def run_workers(config: ServerConfig, ready: Ready) -> int:
     """Fork N workers, each with its own SO_REUSEPORT listener on one port."""
     probe = bind_listener(config)  # fixes the port when --port 0
     host, port = probe.getsockname()[:2]
-    worker_config = ServerConfig(**{**config.__dict__, "port": port, "workers": 1})
+    worker_config = dataclasses.replace(config, port=port, workers=1)
     ready_r, ready_w = os.pipe()
     children = []
     for _ in range(config.workers):
