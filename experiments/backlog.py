@@ -21,7 +21,6 @@ No SYN flood: a handful of connections per step, all on loopback.
 
 from __future__ import annotations
 
-import itertools
 import select
 import socket
 import time
@@ -41,8 +40,9 @@ from experiments.observe import (
     sysctls,
     tcp_info,
 )
-from experiments.pairs import maybe_capture, recv_outcome, short_trace
+from experiments.pairs import gaps_ms, maybe_capture, recv_outcome, short_trace
 from experiments.queues import (
+    LOOPBACK,
     address_of,
     close_all,
     listener_in,
@@ -53,7 +53,6 @@ from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge
 
 NAME = "backlog"
-LOOPBACK = "127.0.0.1"
 SETTINGS = [
     "net.core.somaxconn",
     "net.ipv4.tcp_max_syn_backlog",
@@ -124,10 +123,6 @@ def syn_times(cap: Capture | None, port: int) -> list[float]:
     if cap is None:
         return []
     return [p.time for p in cap.tcp(port) if p.sport == port and p.flags == "S"]
-
-
-def gaps_ms(times: list[float]) -> list[float]:
-    return [round((b - a) * 1000, 1) for a, b in itertools.pairwise(times)]
 
 
 def section(title: str, lines: list[str]) -> list[str]:

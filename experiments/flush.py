@@ -52,6 +52,7 @@ from experiments.sockio import (
     data_segments_out,
     on_each_loop,
     readable,
+    segments_since,
 )
 
 NAME = "flush"
@@ -63,11 +64,6 @@ QUICK_QUIET_WAIT = 0.1
 #: kernel buffers in the flow-control case, so the transport's own buffer fills soon
 SMALL_BUFFER = 64 * 1024
 CHUNK = 64 * 1024
-
-
-def segments_since(sock: socket.socket, before: int | None) -> int | None:
-    now = data_segments_out(sock)
-    return None if now is None or before is None else now - before
 
 
 def segment_after(cap: Capture | None, port: int, since: float) -> float | None:

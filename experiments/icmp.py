@@ -34,7 +34,7 @@ from experiments.result import ClaimResult, judge, skipped
 NAME = "icmp"
 PROBE_PORT = 33434  # traceroute's first port
 WAIT_S = 1.0
-ECHO_REPLY, UNREACHABLE, ECHO_REQUEST, TIME_EXCEEDED = 0, 3, 8, 11
+ECHO_REPLY, UNREACHABLE, TIME_EXCEEDED = 0, 3, 11
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,11 @@ from typing import Any
 
 from experiments.context import RunContext
 from experiments.observe import connections_on_port, errno_name, sysctls, tcp_info
-from experiments.queues import Address, close_all
+from experiments.queues import LOOPBACK, address_of, close_all
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
 
 NAME = "limits"
-LOOPBACK = "127.0.0.1"
 #: RLIMIT_NOFILE of the child
 DESCRIPTOR_LIMIT = 32
 #: connections opened beyond the child's limit
@@ -285,8 +284,7 @@ def queued_client_sends(child: Child) -> dict[str, Any] | None:
     if tcp_info(client).state != "ESTABLISHED":
         return None
     sent = client.send(b"ping")
-    local = client.getsockname()
-    remote: Address = (str(local[0]), int(local[1]))
+    remote = address_of(client)
     rows = [
         e
         for e in connections_on_port(child.port)

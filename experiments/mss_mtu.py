@@ -64,9 +64,17 @@ from experiments.packets import (
     tcp_segment,
     udp_fragments,
 )
-from experiments.pairs import address_of, connect_to, listening_socket, maybe_capture, set_linger
+from experiments.pairs import (
+    address_of,
+    connect_to,
+    listening_socket,
+    maybe_capture,
+    set_linger,
+    truncate_lines,
+)
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
+from experiments.sockio import data_segments_out, segments_since
 
 NAME = "mss_mtu"
 # linux/in.h (the socket module of Python 3.11 lacks them)
@@ -147,10 +155,7 @@ class Wire:
         if not self._lines:
             whole = format_trace(self.packets, self.started)
             self._lines = {id(p): line for p, line in zip(self.packets, whole, strict=True)}
-        lines = [self._lines[id(p)] for p in packets]
-        if len(lines) <= limit:
-            return lines
-        return [*lines[: limit - 1], f"... {len(lines) - limit + 1} more lines"]
+        return truncate_lines([self._lines[id(p)] for p in packets], limit)
 
 
 def observe_veth() -> Wire:
@@ -655,7 +660,7 @@ def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
             got = 0
             while got < LOWERED_SEND:
                 got += len(server.recv(65536))
-            observed["segments_for_4000_bytes"] = data_segments_out(lowered) - before
+            observed["segments_for_4000_bytes"] = segments_since(lowered, before)
             lowered_port = address_of(lowered)[1]
         if cap is not None:
             cap.wait_for(lambda p: p.dport == lowered_port and p.has("F"))
@@ -685,12 +690,6 @@ def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
         differs=default_mss_summary(observed),
         trace=wire.trace(wire.on(NO_MSS_PORT), limit=8) if wire else [],
     )
-
-
-def data_segments_out(sock: socket.socket) -> int:
-    """tcpi_data_segs_out (Linux 4.6+): segments with data sent, however the
-    loopback batches them (a capture on lo sees one GSO packet, not the segments)."""
-    return tcp_info(sock)["data_segs_out"]
 
 
 def default_mss_summary(seen: dict[str, Any]) -> str:

@@ -43,7 +43,13 @@ from experiments.packets import format_trace
 from experiments.pairs import LOOPBACK, maybe_capture, median_ms, timing_rounds, titled
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge
-from experiments.sockio import close_writer, data_segments_out, nodelay, on_each_loop
+from experiments.sockio import (
+    close_writer,
+    data_segments_out,
+    nodelay,
+    on_each_loop,
+    segments_since,
+)
 
 NAME = "nagle"
 HEADER = b"h" * 10
@@ -179,8 +185,8 @@ def time_case(case: Case, rounds: int, cap: Capture | None = None) -> Timing:
             round_trip(client, case.pattern)
         before = data_segments_out(client)
         samples = [round_trip(client, case.pattern) for _ in range(rounds)]
-        after = data_segments_out(client)
-        per_request = None if before is None or after is None else (after - before) / rounds
+        sent = segments_since(client, before)
+        per_request = None if sent is None else sent / rounds
         timing = Timing(
             median_ms(samples),
             rounds,

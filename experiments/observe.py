@@ -196,10 +196,6 @@ def connections_on_port(port: int, netns: str | None = None) -> list[ProcTcpEntr
     return [e for e in proc_net_tcp(netns) if port in (e.local[1], e.remote[1])]
 
 
-def states_on_port(port: int, netns: str | None = None) -> list[str]:
-    return sorted(e.state for e in connections_on_port(port, netns))
-
-
 def netstat_counters(netns: str | None = None) -> dict[str, int]:
     """TcpExt, Tcp, Ip, Udp... counters as 'TcpExt.TCPAbortOnClose' -> value."""
     counters: dict[str, int] = {}

@@ -11,6 +11,7 @@ any particular claim, so other experiments can import them too.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import statistics
 import struct
@@ -23,10 +24,10 @@ from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import ProcTcpEntry, errno_name, proc_net_tcp
 from experiments.packets import Packet, format_trace
+from experiments.queues import LOOPBACK as LOOPBACK  # re-exported: the experiments' names
+from experiments.queues import Address as Address
+from experiments.queues import address_of as address_of
 from experiments.queues import listener_in
-
-LOOPBACK = "127.0.0.1"
-Address = tuple[str, int]
 
 #: how often /proc/net/tcp is re-read while waiting for a state (seconds)
 POLL_INTERVAL = 0.005
@@ -79,12 +80,6 @@ class Pair:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def address_of(sock: socket.socket) -> Address:
-    """getsockname() as a (host, port) pair (IPv4 or IPv6 alike)."""
-    name = sock.getsockname()
-    return str(name[0]), int(name[1])
 
 
 def listening_socket(
@@ -422,10 +417,19 @@ def short_trace(
     if cap is None:
         return []
     packets = [p for p in list(cap.packets) if port in (p.sport, p.dport) and p.time >= since]
-    lines = format_trace(packets, cap.started)
+    return truncate_lines(format_trace(packets, cap.started), limit)
+
+
+def truncate_lines(lines: list[str], limit: int) -> list[str]:
+    """At most `limit` lines, the last saying how many were left out."""
     if len(lines) <= limit:
         return lines
     return [*lines[: limit - 1], f"... {len(lines) - limit + 1} more lines"]
+
+
+def gaps_ms(times: list[float]) -> list[float]:
+    """ms between successive times (seconds), to 0.1 ms: a back-off made visible."""
+    return [round((b - a) * 1000, 1) for a, b in itertools.pairwise(times)]
 
 
 def titled(title: str, lines: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import TypeVar
 from experiments.netns import socket_in
 
 T = TypeVar("T")
+LOOPBACK = "127.0.0.1"
 Address = tuple[str, int]
 
 #: how often a condition with no event is re-checked (seconds)
@@ -76,6 +77,7 @@ def start_connect(netns: str | None, address: Address) -> socket.socket:
 
 
 def address_of(sock: socket.socket) -> Address:
+    """getsockname() as a (host, port) pair (IPv4 or IPv6 alike)."""
     name = sock.getsockname()
     return str(name[0]), int(name[1])
 

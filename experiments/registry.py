@@ -48,7 +48,3 @@ def load(name: str) -> Experiment:
     module = importlib.import_module(f"experiments.{name}")
     experiment: Experiment = module.EXPERIMENT
     return experiment
-
-
-def all_experiments() -> list[Experiment]:
-    return [load(name) for name in EXPERIMENT_MODULES]

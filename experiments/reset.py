@@ -26,7 +26,7 @@ from typing import Any
 from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.observe import counter_delta, errno_name, netstat_counters
-from experiments.packets import Packet, tcp_segment
+from experiments.packets import ACK, PSH, Packet, tcp_segment
 from experiments.pairs import (
     LOOPBACK,
     Stopwatch,
@@ -37,7 +37,9 @@ from experiments.pairs import (
     listening_socket,
     maybe_capture,
     median_ms,
+    recv_outcome,
     reserved_port,
+    send_error,
     set_linger,
     short_trace,
     timing_rounds,
@@ -51,7 +53,6 @@ from experiments.result import ClaimResult, judge, skipped
 NAME = "reset"
 #: how long to wait for an event that should come at once (seconds)
 EVENT_TIMEOUT = 2.0
-TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_PSH, TCP_FLAG_ACK = 0x01, 0x04, 0x08, 0x10
 
 
 def quiet_timeout(ctx: RunContext) -> float:
@@ -131,19 +132,19 @@ def udp_to_unbound_port(cap: Capture | None, port: int, quiet: float) -> dict[st
         connected.connect((LOOPBACK, port))
         connected.send(b"anyone there?")
         icmp = _wait_for_icmp(cap, address_of(connected)[1])
-        recv_error = _udp_recv_error(connected, EVENT_TIMEOUT)
+        recv_error = recv_outcome(connected, EVENT_TIMEOUT, 2048)
         connected.send(b"and now?")
         _wait_for_icmp(cap, address_of(connected)[1], after=icmp)
-        send_error = _udp_send_error(connected)
+        next_send = send_error(connected, b"third") or "sent"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unconnected:
         unconnected.bind((LOOPBACK, 0))
         unconnected.sendto(b"anyone there?", (LOOPBACK, port))
         unconnected_icmp = _wait_for_icmp(cap, address_of(unconnected)[1])
-        unconnected_error = _udp_recv_error(unconnected, quiet)
+        unconnected_error = recv_outcome(unconnected, quiet, 2048)
     delta = counter_delta(before, netstat_counters())
     return {
         "connected_recv": recv_error,
-        "connected_next_send": send_error,
+        "connected_next_send": next_send,
         "unconnected_recvfrom": unconnected_error,
         "icmp_to_connected": _icmp_text(icmp, cap),
         "icmp_to_unconnected": _icmp_text(unconnected_icmp, cap),
@@ -175,25 +176,6 @@ def _icmp_text(pkt: Packet | None, cap: Capture | None) -> str | None:
     if pkt is None:
         return "none captured"
     return f"type {pkt.icmp_type} code {pkt.icmp_code}"
-
-
-def _udp_recv_error(sock: socket.socket, timeout: float) -> str:
-    sock.settimeout(timeout)
-    try:
-        sock.recvfrom(2048)
-    except TimeoutError:
-        return "timeout"
-    except OSError as exc:
-        return errno_name(exc) or type(exc).__name__
-    return "data"
-
-
-def _udp_send_error(sock: socket.socket) -> str:
-    try:
-        sock.send(b"third")
-    except OSError as exc:
-        return errno_name(exc) or type(exc).__name__
-    return "sent"
 
 
 def c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> ClaimResult:
@@ -339,14 +321,14 @@ def c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
                 "bare ACK to a listening port, no connection",
                 rng.getrandbits(32),
                 rng.getrandbits(32),
-                TCP_FLAG_ACK,
+                ACK,
                 b"",
             )
             data = Forged(
                 "data segment to a port with no listener",
                 rng.getrandbits(32),
                 rng.getrandbits(32),
-                TCP_FLAG_PSH | TCP_FLAG_ACK,
+                PSH | ACK,
                 b"hello",
             )
             to_listener = send_forged(cap, src_port, listen_port, bare_ack)

@@ -20,7 +20,6 @@ Needs root (namespaces, capture); cleans up the namespaces on any failure.
 
 from __future__ import annotations
 
-import itertools
 import select
 import socket
 import time
@@ -30,8 +29,7 @@ from experiments.capture import Capture
 from experiments.context import RunContext
 from experiments.netns import VethLink
 from experiments.observe import errno_name, netstat_counters, selected_delta, sysctls, tcp_info
-from experiments.packets import Packet
-from experiments.pairs import short_trace
+from experiments.pairs import gaps_ms, short_trace
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
 
@@ -115,7 +113,7 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                         (s["total_retrans"] for s in samples), default=0
                     ),
                     "retransmissions_seen": max(len(lost) - 1, 0) if lost else None,
-                    "retransmit_gaps_ms": gaps_ms(lost),
+                    "retransmit_gaps_ms": gaps_ms([p.time for p in lost]),
                     "counters": counters,
                     "error": error,
                     "abort_after_ms": abort_after * 1000,
@@ -174,11 +172,6 @@ def state_or_none(sock: socket.socket) -> str | None:
         return tcp_info(sock).state
     except OSError:
         return None
-
-
-def gaps_ms(packets: list[Packet]) -> list[float]:
-    """Time between successive transmissions of the lost data (the back-off)."""
-    return [round((b.time - a.time) * 1000, 1) for a, b in itertools.pairwise(packets)]
 
 
 EXPERIMENT = Experiment(

@@ -45,6 +45,12 @@ def data_segments_out(sock: socket.socket) -> int | None:
     return count
 
 
+def segments_since(sock: socket.socket, before: int | None) -> int | None:
+    """Data segments sent since data_segments_out() said `before` (None: unknown)."""
+    now = data_segments_out(sock)
+    return None if now is None or before is None else now - before
+
+
 def readable(sock: socket.socket, timeout: float) -> bool:
     """Does select() report `sock` readable within `timeout` seconds?"""
     ready, _, _ = select.select([sock], [], [], timeout)

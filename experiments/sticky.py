@@ -46,7 +46,7 @@ from experiments.pairs import (
 )
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge
-from experiments.sockio import data_segments_out, readable
+from experiments.sockio import data_segments_out, readable, segments_since
 from framing import FrameDecoder, encode_frame
 
 NAME = "sticky"
@@ -168,8 +168,7 @@ def stream(
                 chunks = read_exactly(pair.server, total, read_size)
             finally:
                 sender.join(EVENT_TIMEOUT)
-        after = data_segments_out(pair.client)
-        segments = None if before is None or after is None else after - before
+        segments = segments_since(pair.client, before)
         return Stream(
             sends=[len(w) for w in writes],
             segments=segments,

@@ -44,6 +44,7 @@ from experiments.observe import (
 )
 from experiments.pairs import maybe_capture, recv_outcome, set_linger, short_trace, wait_for_entry
 from experiments.queues import (
+    LOOPBACK,
     Address,
     address_of,
     client_in,
@@ -55,7 +56,6 @@ from experiments.registry import Experiment
 from experiments.result import ClaimResult, judge, skipped
 
 NAME = "time_wait"
-LOOPBACK = "127.0.0.1"
 
 #: /proc/net/tcp timer type of a TIME_WAIT (and orphaned FIN_WAIT2) row
 TIMER_TIME_WAIT = 3
