@@ -13,6 +13,7 @@ was missed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -49,20 +50,13 @@ def build_plan(args: argparse.Namespace) -> Plan:
         args.warmup, args.duration, args.rounds
     )
     if args.targets:
-        unknown = [n for n in args.targets.split(",") if n not in BY_NAME]
+        names = args.targets.split(",")
+        unknown = [n for n in names if n not in BY_NAME]
         if unknown:
             raise ValueError(f"unknown target(s) {', '.join(unknown)}; see --list")
-        chosen = tuple(BY_NAME[n] for n in args.targets.split(","))
-        plan = Plan(plan.name, plan.cases, chosen, plan.warmup, plan.duration, plan.rounds)
+        plan = dataclasses.replace(plan, targets=tuple(BY_NAME[n] for n in names))
     if args.cases:
-        plan = Plan(
-            plan.name,
-            parse_cases(args.cases),
-            plan.targets,
-            plan.warmup,
-            plan.duration,
-            plan.rounds,
-        )
+        plan = dataclasses.replace(plan, cases=parse_cases(args.cases))
     return plan
 
 

@@ -8,6 +8,7 @@ holds every case a goal is set for.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from benchmarks.targets import ALL_TARGETS, FRAMED, FRAMED_ASYNCIO, PEER, RAW, Target
@@ -25,10 +26,6 @@ class Case:
     @property
     def label(self) -> str:
         return f"{human_size(self.size)} D={self.depth} C={self.connections}"
-
-    @property
-    def key(self) -> str:
-        return f"{self.size}/{self.depth}"
 
 
 def human_size(size: int) -> str:
@@ -49,13 +46,11 @@ class Plan:
     rounds: int  # measurements per (case, target), interleaved; the median is kept
 
     def with_timing(self, warmup: float | None, duration: float | None, rounds: int | None) -> Plan:
-        return Plan(
-            self.name,
-            self.cases,
-            self.targets,
-            self.warmup if warmup is None else warmup,
-            self.duration if duration is None else duration,
-            self.rounds if rounds is None else rounds,
+        return dataclasses.replace(
+            self,
+            warmup=self.warmup if warmup is None else warmup,
+            duration=self.duration if duration is None else duration,
+            rounds=self.rounds if rounds is None else rounds,
         )
 
     @property

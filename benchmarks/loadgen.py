@@ -33,11 +33,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.histogram import LatencyHistogram
-from servers.config import default_loop
+from framing.decoder import HEADER
 from servers.process import process_stats
-from servers.runner import run_on_loop
 
-HEADER = struct.Struct(">I")
 STAMP = struct.Struct(">Q")
 #: the receive buffer per connection (uvloop reads at most 256 KiB at a time)
 READ_BUFFER = 256 * 1024
@@ -101,10 +99,6 @@ class Tape:
         start = index * self.frame_size
         return self.view[start : start + count * self.frame_size]
 
-    def matches(self, data: memoryview, offset: int) -> bool:
-        """Is `data` what the echo must send from reply byte `offset` on?"""
-        return self.expected.startswith(data, offset)
-
 
 def _stamped_frames(size: int, count: int) -> list[bytes]:
     """`count` frames of `size` payload bytes, each starting with its index."""
@@ -163,7 +157,8 @@ class EchoLoad(asyncio.BufferedProtocol):
 
     def _send(self, count: int) -> None:
         assert self.transport is not None
-        self._sent_at = time.perf_counter_ns()
+        if self.timed:
+            self._sent_at = time.perf_counter_ns()
         self.transport.write(self.tape.frames_at(self._next, count))
         self._next = (self._next + count) % self.tape.count
         self.sent += count
@@ -172,16 +167,14 @@ class EchoLoad(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._check(self._buffer[:nbytes])
-
-    def _check(self, data: memoryview) -> None:
+        """One memcmp: is what arrived what the echo must send from here on?"""
         tape = self.tape
-        if not tape.matches(data, self._offset):
-            where = f"in the {len(data)} bytes from byte {self.received}"
+        if not tape.expected.startswith(self._buffer[:nbytes], self._offset):
+            where = f"in the {nbytes} bytes from byte {self.received}"
             self._fail(f"the echo differs from what was sent {where}")
             return
-        self._offset = (self._offset + len(data)) % tape.period
-        self.received += len(data)
+        self._offset = (self._offset + nbytes) % tape.period
+        self.received += nbytes
         done = self.received // tape.reply_size
         completed = done - self.done
         if not completed:
@@ -291,6 +284,9 @@ async def run_load(spec: LoadSpec) -> LoadResult:
 
 def main(argv: list[str]) -> int:
     spec = LoadSpec(**json.loads(argv[0]))
+    from servers.config import default_loop
+    from servers.runner import run_on_loop  # the load generator's process only
+
     result = run_on_loop(default_loop(), run_load(spec))  # uvloop where installed
     print(json.dumps(asdict(result)), flush=True)
     return 0 if result.error is None else 1

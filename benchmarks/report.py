@@ -220,8 +220,9 @@ def print_ratios(console: Console, summaries: list[Summary]) -> None:
     for label in labels:
         table.add_column(label, justify="right")
     for r in rows:
-        case = f"{human_size(r['size'])} D={r['depth']}"
-        table.add_row(case, *(_num(r.get(label), 2) for label in labels))
+        table.add_row(
+            case_label(r["size"], r["depth"]), *(_num(r.get(label), 2) for label in labels)
+        )
     console.print(table)
 
 
@@ -232,11 +233,8 @@ def print_goals(console: Console, results: list[GoalResult]) -> None:
     for header in ("case", "measure", "goal", "measured", "met"):
         table.add_column(header, justify="right" if header in ("measured", "met") else "left")
     for g in results:
-        size, depth = g.case.split("/")
         met = "[dim]not run[/]" if g.met is None else ("[green]yes[/]" if g.met else "[red]no[/]")
-        table.add_row(
-            f"{human_size(int(size))} D={depth}", g.what, g.goal, _num(g.measured, 2), met
-        )
+        table.add_row(key_label(g.case), g.what, g.goal, _num(g.measured, 2), met)
     console.print(table)
 
 
@@ -245,7 +243,7 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
     """Frames/s per server and case, latency at D = 1, ratios and goals."""
     cases = by_case(summaries)
     keys = list(cases)
-    labels = {k: _case_label(next(iter(cases[k].values()))) for k in keys}
+    labels = {k: key_label(k) for k in keys}
     lines = [
         f"`framelab bench` ({plan.name} grid: {plan.warmup:g} s warm-up, {plan.duration:g} s "
         f"window, median of {plan.rounds}), {env['date'][:10]}, on {env['cpu']} "
@@ -289,7 +287,7 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
     lines += ["|---|" + "---:|" * len(names)]
     for r in rows:
         lines.append(
-            f"| {human_size(r['size'])} D={r['depth']} | "
+            f"| {case_label(r['size'], r['depth'])} | "
             + " | ".join(_num(r.get(n), 2) for n in names)
             + " |"
         )
@@ -301,14 +299,19 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
     ]
     lines += ["|---|---|---|---:|---|"]
     for g in goals(summaries):
-        size, depth = g.case.split("/")
         met = "not run" if g.met is None else ("yes" if g.met else "**no**")
         lines.append(
-            f"| {human_size(int(size))} D={depth} | {g.what} | {g.goal} | "
-            f"{_num(g.measured, 2)} | {met} |"
+            f"| {key_label(g.case)} | {g.what} | {g.goal} | {_num(g.measured, 2)} | {met} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _case_label(s: Summary) -> str:
-    return f"{human_size(s.size)} D={s.depth}"
+def case_label(size: int, depth: int) -> str:
+    """'64 KiB D=1': how a case is named in every table."""
+    return f"{human_size(size)} D={depth}"
+
+
+def key_label(key: str) -> str:
+    """case_label() of a 'SIZE/DEPTH' key (Summary.case_key, GoalResult.case)."""
+    size, depth = key.split("/")
+    return case_label(int(size), int(depth))

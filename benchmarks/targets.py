@@ -32,32 +32,14 @@ class Target:
         """What the load generator sends: plain payloads or msgpack echo requests."""
         return "msgpack" if self.kind == "msgpack" else "bytes"
 
-    def argv(self) -> list[str]:
-        if self.kind == "peer":
-            return [sys.executable, "-m", "benchmarks.twisted_echo", "--port", "0"]
-        return [
-            sys.executable,
-            "-m",
-            "framelab",
-            "serve",
-            "--mode",
-            self.kind,
-            "--io",
-            self.io,
-            "--loop",
-            self.loop,
-            "--port",
-            "0",
-            "--quiet",
-            "--max-frame",
-            str(MAX_FRAME),
-            "--log-level",
-            "WARNING",
-        ]
-
     def server(self) -> ServerProcess:
         """The server, to start with `with` (started on entry, killed on exit)."""
-        return ServerProcess([], command=self.argv(), env=self.env)
+        if self.kind == "peer":
+            peer = [sys.executable, "-m", "benchmarks.twisted_echo", "--port", "0"]
+            return ServerProcess([], command=peer, env=self.env)
+        options = ["--mode", self.kind, "--io", self.io, "--loop", self.loop, "--quiet"]
+        options += ["--max-frame", str(MAX_FRAME), "--log-level", "WARNING"]
+        return ServerProcess(options, env=self.env)  # `framelab serve --port 0` + options
 
 
 def framelab_target(kind: str, io: str, loop: str) -> Target:

@@ -318,10 +318,13 @@ def record_reads(
     Raises TimeoutError if the socket's timeout passes between two reads.
     """
     log = log if log is not None else IoLog(keep_data=True)
-    while expect is None or log.total < expect:
-        want = bufsize if expect is None else min(bufsize, expect - log.total)
-        if not _recv_into_log(sock, log, want, quickack):
+    received = log.total  # counted here: log.total sums every record
+    while expect is None or received < expect:
+        want = bufsize if expect is None else min(bufsize, expect - received)
+        data = _recv_into_log(sock, log, want, quickack)
+        if not data:
             break
+        received += len(data)
     return log
 
 

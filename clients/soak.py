@@ -29,7 +29,6 @@ import json
 import random
 import signal
 import struct
-import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ import msgpack
 
 from framing.decoder import Payload
 from framing.protocol import FramedProtocol
-from servers.process import ServerProcess, process_stats, raise_fd_limit
+from servers.process import ServerProcess, process_stats, raise_fd_limit, wait_for_stats
 
 #: connection id, sequence number, CRC-32 of the body, then the body
 PROBE = struct.Struct(">IQI")
@@ -241,7 +240,8 @@ def soak(options: SoakOptions) -> SoakResult:
             result.server_fds_before, result.server_rss_before = before.fds, before.rss
         run_on_loop("uvloop", drive(options, address, result))
         if pid is not None:
-            after = _settled_stats(pid, result.server_fds_before)
+            # the server closes its ends a moment after we do
+            after = wait_for_stats(pid, lambda s: s.fds <= before.fds, timeout=5.0)
             result.server_fds_after, result.server_peak_rss = after.fds, after.peak_rss
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -251,17 +251,6 @@ def soak(options: SoakOptions) -> SoakResult:
             server.kill()
     _judge(result)
     return result
-
-
-def _settled_stats(pid: int, fds_before: int | None) -> Any:
-    """The server's figures once its descriptors are back to the baseline
-    (it closes connections a moment after we do), or after 5 s."""
-    stats = process_stats(pid)
-    stop = time.monotonic() + 5
-    while fds_before is not None and stats.fds > fds_before and time.monotonic() < stop:
-        time.sleep(0.01)  # /proc has no event to wait for
-        stats = process_stats(pid)
-    return stats
 
 
 def _judge(result: SoakResult) -> None:

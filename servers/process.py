@@ -35,6 +35,19 @@ class ProcessStats:
     cpu_seconds: float  # user + system
 
 
+def wait_for_stats(
+    pid: int, condition: Callable[[ProcessStats], bool], timeout: float = 10.0
+) -> ProcessStats:
+    """Poll /proc until `condition(stats)` holds (the kernel sends no event
+    for a descriptor count): every 10 ms, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = process_stats(pid)
+        if condition(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.01)
+
+
 def process_stats(pid: int) -> ProcessStats:
     """Read /proc/<pid> once."""
     fields: dict[str, int] = {}
@@ -193,11 +206,5 @@ class ServerProcess:
     def wait_until(
         self, condition: Callable[[ProcessStats], bool], timeout: float = 10.0
     ) -> ProcessStats:
-        """Poll /proc until `condition(stats)` holds (the kernel sends no event
-        for a descriptor count): every 10 ms, at most `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.stats()
-            if condition(stats) or time.monotonic() > deadline:
-                return stats
-            time.sleep(0.01)
+        """Poll /proc until `condition(stats)` holds; see wait_for_stats."""
+        return wait_for_stats(self.pid, condition, timeout)
