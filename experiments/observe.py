@@ -10,9 +10,10 @@ import errno
 import os
 import socket
 import struct
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from experiments.netns import entered
 
 #: kernel TCP state numbers (include/net/tcp_states.h)
 TCP_STATES = {
@@ -112,13 +113,15 @@ def errno_name(exc: BaseException | int | None) -> str | None:
 
 
 def _read(path: str, netns: str | None = None) -> str:
+    """A /proc file as `netns` shows it: read by this thread inside the namespace
+    (/proc/net is the process's namespace; /proc/thread-self/net and
+    /proc/sys/net are the thread's), with no process started."""
     if netns is None:
         with open(path) as fh:
             return fh.read()
-    out = subprocess.run(
-        ["ip", "netns", "exec", netns, "cat", path], capture_output=True, text=True, check=True
-    )
-    return out.stdout
+    own = path.replace("/proc/net/", "/proc/thread-self/net/", 1)
+    with entered(netns), open(own) as fh:
+        return fh.read()
 
 
 def sysctl(name: str, netns: str | None = None) -> str | None:
@@ -128,7 +131,7 @@ def sysctl(name: str, netns: str | None = None) -> str | None:
         return None
     try:
         return _read(path, netns).strip()
-    except (OSError, subprocess.CalledProcessError):
+    except OSError:
         return None
 
 
@@ -169,7 +172,7 @@ def proc_net_tcp(netns: str | None = None) -> list[ProcTcpEntry]:
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             text = _read(path, netns)
-        except (OSError, subprocess.CalledProcessError):
+        except OSError:
             continue
         for line in text.splitlines()[1:]:
             f = line.split()
