@@ -44,6 +44,7 @@ from experiments.pairs import (
     connect_to,
     listening_socket,
     maybe_capture,
+    poll,
     recv_outcome,
     send_error,
     set_linger,
@@ -82,14 +83,6 @@ sys.exit(0)
 """
 
 
-def wait_for_sock_state(sock: socket.socket, state: str, timeout: float = EVENT_TIMEOUT) -> str:
-    """Poll TCP_INFO until our end reaches `state` (an RST arriving has no event of its own)."""
-    deadline = time.monotonic() + timeout
-    while (current := tcp_state(sock)) != state and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL)
-    return current
-
-
 def send_outcome(sock: socket.socket) -> str:
     """'sent N' or the errno name the send() failed with."""
     error = send_error(sock, DATA)
@@ -107,7 +100,7 @@ def fin_then_write(
         counters = netstat_counters()
         started = time.monotonic()
         first = send_outcome(pair.client)
-        state_after = wait_for_sock_state(pair.client, "CLOSE")
+        state_after = poll(lambda: tcp_state(pair.client), "CLOSE", EVENT_TIMEOUT)
         rst = wait_for_flag(cap, pair.server_port, "R", EVENT_TIMEOUT, started)
         second = send_outcome(pair.client)
         third = send_outcome(pair.client)
@@ -132,7 +125,7 @@ def rst_then_write(
         set_linger(pair.server, True, 0)
         started = time.monotonic()
         pair.server.close()
-        state = wait_for_sock_state(pair.client, "CLOSE")
+        state = poll(lambda: tcp_state(pair.client), "CLOSE", EVENT_TIMEOUT)
         wait_for_flag(cap, pair.server_port, "R", EVENT_TIMEOUT, started)
         observed = {
             "state_before_write": state,

@@ -21,3 +21,8 @@ class RunContext:
     @property
     def can_capture(self) -> bool:
         return self.root
+
+    @property
+    def quiet(self) -> float:
+        """Seconds to watch for something that should not come (a segment, an error)."""
+        return 0.2 if self.quick else 0.5

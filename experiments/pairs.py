@@ -244,6 +244,20 @@ def endpoint_state(local: Address, remote: Address, netns: str | None = None) ->
 TRANSIENT_STATES = frozenset({"SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSING", "LAST_ACK"})
 
 
+def poll(read: Callable[[], str | None], want: str, timeout: float = 1.0) -> str | None:
+    """Read a state until it is `want` or the time is up; the last value read.
+    (The kernel sends no event for a state change, so this polls /proc or TCP_INFO.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = read()
+        except OSError:
+            state = None
+        if state == want or time.monotonic() >= deadline:
+            return state
+        time.sleep(POLL_INTERVAL)
+
+
 def settled_state(
     local: Address, remote: Address, timeout: float = 0.5, netns: str | None = None
 ) -> str | None:

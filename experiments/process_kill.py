@@ -280,7 +280,7 @@ def forked_holder(
 
 def run(ctx: RunContext) -> list[ClaimResult]:
     rounds = timing_rounds(ctx)
-    quiet = 0.2 if ctx.quick else 0.5
+    quiet = ctx.quiet
     listener = listening_socket()
     try:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:

@@ -55,11 +55,6 @@ NAME = "reset"
 EVENT_TIMEOUT = 2.0
 
 
-def quiet_timeout(ctx: RunContext) -> float:
-    """How long to wait for something that should not come."""
-    return 0.2 if ctx.quick else 0.5
-
-
 # --- C27 / C38 (TCP): connect() to a port without a listener --------------------------
 
 
@@ -358,7 +353,7 @@ def c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
 
 def run(ctx: RunContext) -> list[ClaimResult]:
     rounds = timing_rounds(ctx)
-    quiet = quiet_timeout(ctx)
+    quiet = ctx.quiet
     listener = listening_socket()
     closed_tcp = reserved_port()
     udp_port = unused_port(socket.SOCK_DGRAM)

@@ -63,11 +63,6 @@ EVENT_TIMEOUT = 2.0
 UNREAD = b"data the server never reads\n" * 8
 
 
-def quiet_timeout(ctx: RunContext) -> float:
-    """How long to watch for a segment that should not come."""
-    return 0.2 if ctx.quick else 0.5
-
-
 # --- C21: half-close, descriptor kept; close releases it ------------------------------
 
 
@@ -476,7 +471,7 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
             results = [
                 c21(listener, cap),
-                c22(listener, cap, quiet_timeout(ctx)),
+                c22(listener, cap, ctx.quiet),
                 c23(listener),
                 c24(listener),
                 c28(listener, cap, ctx.can_capture),

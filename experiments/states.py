@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 from experiments.capture import Capture
@@ -37,7 +35,6 @@ from experiments.context import RunContext
 from experiments.observe import tcp_state
 from experiments.packets import Packet
 from experiments.pairs import (
-    POLL_INTERVAL,
     Pair,
     address_of,
     connect_to,
@@ -45,6 +42,7 @@ from experiments.pairs import (
     endpoint_state,
     fill_send_queue,
     listening_socket,
+    poll,
     short_trace,
 )
 from experiments.registry import Experiment
@@ -194,20 +192,6 @@ class StateWalk:
                 self.note(state, "after a simultaneous close (/proc/net/tcp)", self.simultaneous)
         finally:
             listener.close()
-
-
-def poll(read: Callable[[], str | None], want: str, timeout: float = 1.0) -> str | None:
-    """Read a state until it is `want` or the time is up; the last value read.
-    (The kernel sends no event for a state change, so this polls /proc or TCP_INFO.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = read()
-        except OSError:
-            state = None
-        if state == want or time.monotonic() >= deadline:
-            return state
-        time.sleep(POLL_INTERVAL)
 
 
 FOUR_WAY = ["client [F.]", "server [.]", "server [F.]", "client [.]"]
