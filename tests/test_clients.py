@@ -43,10 +43,8 @@ def test_a_burst_read_late_arrives_in_fewer_reads_than_sends() -> None:
 def test_a_large_write_arrives_in_several_reads() -> None:
     payload = make_messages(1, 1 << 20)[0]
     near, far = loopback_pair()
-    with near, far:
-        with Sender(lambda: send_large(near, payload)) as sender:
-            received = record_reads(far, len(payload), bufsize=64 * 1024)
-        assert sender.done.is_set()
+    with near, far, Sender(lambda: send_large(near, payload)):
+        received = record_reads(far, len(payload), bufsize=64 * 1024)
     assert received.count >= len(payload) // (64 * 1024) > 1
     assert bytes(received.data) == payload
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import ClassVar
 
 import pytest
 
@@ -23,7 +22,6 @@ class Collector(FramedProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.inbox: asyncio.Queue[Payload] = asyncio.Queue()
-        self.paused = asyncio.Event()
 
     def frames_received(self, frames: list[Payload]) -> None:
         for frame in frames:
@@ -56,12 +54,9 @@ async def _test_client_and_server_exchange_frames() -> None:
 
 
 class PauseRecorder(FramedProtocol):
-    instances: ClassVar[list[PauseRecorder]] = []
-
     def __init__(self) -> None:
         super().__init__(lambda frames: [b"r" * 100_000 for _ in frames], high_water=256 * 1024)
         self.paused = asyncio.Event()
-        PauseRecorder.instances.append(self)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -75,8 +70,14 @@ def test_reading_pauses_while_the_peer_does_not_read(loop_name: str) -> None:
 
 async def _test_reading_pauses_while_the_peer_does_not_read() -> None:
     """Backpressure: replies pile up, so the server stops reading requests."""
-    PauseRecorder.instances.clear()
-    server, port = await echo_server(PauseRecorder)
+    accepted: asyncio.Future[PauseRecorder] = asyncio.get_running_loop().create_future()
+
+    def recorder() -> PauseRecorder:
+        proto = PauseRecorder()
+        accepted.set_result(proto)
+        return proto
+
+    server, port = await echo_server(recorder)
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -88,9 +89,7 @@ async def _test_reading_pauses_while_the_peer_does_not_read() -> None:
 
     sender = asyncio.ensure_future(flood())
     try:
-        while not PauseRecorder.instances:
-            await asyncio.sleep(0)  # yield until the server accepted (no timing involved)
-        proto = PauseRecorder.instances[0]
+        proto = await asyncio.wait_for(accepted, 5)
         await asyncio.wait_for(proto.paused.wait(), 5)
         assert proto.transport is not None
         assert not proto.transport.is_reading()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability.support import close_with_reset
 
 from framelab.cli import main
 from servers.config import ServerConfig
@@ -106,8 +106,7 @@ def test_reset_names_the_errno(capsys: Capture) -> None:
         def abort_after_first_read() -> None:
             conn, _ = listener.accept()
             conn.recv(100)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()  # RST
+            close_with_reset(conn)
 
         peer = threading.Thread(target=abort_after_first_read)
         peer.start()

@@ -6,28 +6,16 @@ import socket
 import struct
 
 import msgpack
-import pytest
+from reliability.support import Ending, matrix, read_frames, read_to_end
 from reliability.support import connect as connect_to
-from reliability.support import read_frames
 
 from framing import FrameDecoder, encode_frame, encode_frames
 from servers.config import IoStyle, LoopName, ServerConfig
 from servers.runner import BackgroundServer
 
-LOOPS = ["uvloop", "asyncio"]
-STYLES = ["protocol", "streams"]
-matrix = pytest.mark.parametrize(("loop", "io"), [(lp, io) for lp in LOOPS for io in STYLES])
-
 
 def connect(srv: BackgroundServer) -> socket.socket:
     return connect_to((srv.host, srv.port))
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while data := sock.recv(1 << 16):
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 @matrix
@@ -38,10 +26,7 @@ def test_raw_echo(loop: LoopName, io: IoStyle) -> None:
     )
     with BackgroundServer(config) as srv, connect(srv) as sock:
         sock.sendall(b"hello " * 1000)
-        got = b""
-        while len(got) < 6000:
-            got += sock.recv(65536)
-        assert got == b"hello " * 1000
+        assert sock.recv(6000, socket.MSG_WAITALL) == b"hello " * 1000
     assert sum(reads) == 6000
 
 
@@ -81,7 +66,7 @@ def test_oversized_header_closes_only_the_offender(loop: LoopName, io: IoStyle) 
         good.sendall(encode_frame(b"before"))
         assert read_frames(good, 1) == [b"before"]
         bad.sendall(struct.pack(">I", 0xFFFFFFFF) + b"junk")
-        assert read_until_eof(bad) == b""  # closed, nothing echoed
+        assert read_to_end(bad) == Ending(b"", reset=False)  # closed with FIN, nothing echoed
         good.sendall(encode_frame(b"after"))
         assert read_frames(good, 1) == [b"after"]
         bad.close()
@@ -97,7 +82,7 @@ def test_msgpack_client_learns_why_it_was_dropped(loop: LoopName, io: IoStyle) -
     good = msgpack.packb({"op": "echo", "id": 1, "args": "first"})
     with BackgroundServer(config) as srv, connect(srv) as sock:
         sock.sendall(encode_frame(good) + struct.pack(">I", 5000))
-        frames = FrameDecoder().feed(read_until_eof(sock))
+        frames = FrameDecoder().feed(read_to_end(sock).data)
     first, last = [msgpack.unpackb(f) for f in frames]
     assert first == {"id": 1, "ok": True, "result": "first"}
     assert last["ok"] is False and last["error"]["type"] == "frame_too_large"
@@ -110,6 +95,6 @@ def test_connections_over_the_cap_are_closed_at_once() -> None:
         first.sendall(encode_frame(msgpack.packb({"op": "echo", "args": 1})))
         assert read_frames(first, 1)
         with connect(srv) as second:
-            frames = FrameDecoder().feed(read_until_eof(second))
+            frames = FrameDecoder().feed(read_to_end(second).data)
         assert msgpack.unpackb(frames[0])["error"]["type"] == "busy"
         assert srv.connections.refused == 1

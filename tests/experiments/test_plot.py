@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PNG_MAGIC
 
 from experiments import cli, registry
 from experiments.context import RunContext
@@ -18,8 +19,6 @@ from experiments.plot import (
 from experiments.registry import Experiment
 from experiments.result import ClaimResult, Verdict, skipped
 from framelab.cli import main
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # shaped like what the nagle and retransmission experiments observe
 NAGLE_SEEN: dict[str, Any] = {

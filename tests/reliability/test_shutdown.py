@@ -77,7 +77,9 @@ def test_sigterm_answers_every_frame_received_then_fin_and_exit_0(
         decoder = FrameDecoder()
         replies: list[bytes] = []
         while not replies:  # the server is working on them
-            replies += [bytes(f) for f in decoder.feed(sock.recv(64 * 1024))]
+            data = sock.recv(64 * 1024)
+            assert data, "the server closed before replying"
+            replies += [bytes(f) for f in decoder.feed(data)]
         # 2. every frame whose last byte the server's kernel acknowledged was received
         acked = sent - unacknowledged(sock)
         received = sum(1 for end in ends if end <= acked)
