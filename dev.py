@@ -27,6 +27,8 @@ BIN = VENV / "bin"
 
 #: what the install depends on: the package list and the C accelerator's build
 INSTALL_INPUTS = ("pyproject.toml", "setup.py", "framing/_speedups.c")
+#: Debian packages that some tests drive for real (one a line, `#` comments)
+SYSTEM_PACKAGES = ROOT / "system-packages.txt"
 
 
 def _wanted_stamp() -> str:
@@ -52,6 +54,36 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def wanted_system_packages() -> list[str]:
+    lines = SYSTEM_PACKAGES.read_text().splitlines() if SYSTEM_PACKAGES.exists() else []
+    return [word for line in lines if (word := line.split("#", 1)[0].strip())]
+
+
+def ensure_system_packages() -> None:
+    """Install the Debian packages the tests use, once; as root with apt only.
+
+    Elsewhere nothing is installed and the tests that need a missing program
+    skip, each naming it.
+    """
+    wanted = wanted_system_packages()
+    if not wanted or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        return
+    query = ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *wanted]
+    listed = subprocess.run(query, capture_output=True, text=True).stdout
+    installed = {line.split()[0] for line in listed.splitlines() if line.endswith(" installed")}
+    missing = [name for name in wanted if name not in installed]
+    if not missing:
+        return
+    print(f"setup: installing {' '.join(missing)} (Debian packages)", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    apt = ["apt-get", "-q", "-o", "Dpkg::Use-Pty=0"]
+    subprocess.run([*apt, "update"], check=False, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run([*apt, "install", "-y", "--no-install-recommends", *missing], env=env)
+    if done.returncode:
+        names = " ".join(missing)
+        print(f"setup: could not install {names}; tests that need them skip", flush=True)
+
+
 def _run(argv: list[str]) -> int:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(argv, cwd=ROOT, env=env).returncode
@@ -74,6 +106,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "test":
+        ensure_system_packages()
         return run_tests(rest)
     if command == "setup":
         return 0

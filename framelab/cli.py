@@ -16,12 +16,18 @@ from typing import Protocol, cast
 #: name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("framelab.demo", "run the sticky-packet demo and a short experiment pass"),
-    "serve": ("servers.cli", "start a raw, framed or msgpack server"),
-    "sticky": ("clients.sticky", "show sticky packets on raw TCP, and framing fixing them"),
-    "send": ("clients.send", "send messages to a running framed or msgpack server"),
-    "experiment": ("experiments.cli", "check the source notes' TCP claims on this kernel"),
-    "bench": ("benchmarks.cli", "framed echo throughput and latency vs raw and a peer"),
-    "soak": ("clients.soak", "many connections, random frames, verify every reply"),
+    "serve": ("framelab.servers.cli", "start a raw, framed or msgpack server"),
+    "sticky": (
+        "framelab.clients.sticky",
+        "show sticky packets on raw TCP, and framing fixing them",
+    ),
+    "send": ("framelab.clients.send", "send messages to a running framed or msgpack server"),
+    "experiment": (
+        "framelab.experiments.cli",
+        "check the source notes' TCP claims on this kernel",
+    ),
+    "bench": ("framelab.benchmarks.cli", "framed echo throughput and latency vs raw and a peer"),
+    "soak": ("framelab.clients.soak", "many connections, random frames, verify every reply"),
     "fuzz": ("framing.fuzz", "coverage-guided fuzzing of the decoder and message layer"),
 }
 

@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.rule import Rule
 
-    from clients.sticky import observe_sticky, render
-    from experiments.cli import run_experiments
-    from experiments.context import RunContext
-    from experiments.registry import EXPERIMENT_MODULES
-    from experiments.report import render_verdicts
+    from framelab.clients.sticky import observe_sticky, render
+    from framelab.experiments.cli import run_experiments
+    from framelab.experiments.context import RunContext
+    from framelab.experiments.registry import EXPERIMENT_MODULES
+    from framelab.experiments.report import render_verdicts
 
     console = Console()
     started = time.monotonic()

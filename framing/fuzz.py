@@ -107,7 +107,7 @@ def check_decoder(
 def _server_application(max_frame: int) -> Callable[[list[Payload]], Any]:
     # the server's application is what the message layer runs in production;
     # imported here so that `framing` itself never depends on `servers`
-    from servers import msgpack_app
+    from framelab.servers import msgpack_app
 
     return message_handler(
         MessageCodec(max_frame), msgpack_app.handle_request, msgpack_app.reply_to_bad_message
@@ -183,7 +183,7 @@ def fuzz_main(argv: list[str]) -> None:
 
     import framing.decoder
     import framing.messages
-    from servers import msgpack_app
+    from framelab.servers import msgpack_app
 
     _instrument([framing.decoder, framing.messages, msgpack_app, sys.modules[__name__]])
     atheris.Setup(argv, one_input)

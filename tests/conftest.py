@@ -1,4 +1,8 @@
-"""Shared test fixtures: root detection for capture and namespace tests."""
+"""Shared test fixtures and markers.
+
+`@pytest.mark.root` tests need packet capture (AF_PACKET) or network
+namespaces; they skip with that reason when the suite does not run as root.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,18 @@ import os
 import pytest
 
 IS_ROOT = os.geteuid() == 0
-#: the first bytes of every PNG file (the charts the --plot options write)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-requires_root = pytest.mark.skipif(
-    not IS_ROOT, reason="needs root: packet capture (AF_PACKET) or network namespaces"
-)
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="needs root: packet capture (AF_PACKET) or network namespaces")
+    if IS_ROOT:
+        return
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def png_magic() -> bytes:
+    """The first bytes of every PNG file (the charts the --plot options write)."""
+    return b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.histogram import SUB_BUCKETS, LatencyHistogram
-from benchmarks.loadgen import LoadSpec, Tape, run_load
-from benchmarks.targets import MAX_FRAME
+from framelab.benchmarks.histogram import SUB_BUCKETS, LatencyHistogram
+from framelab.benchmarks.loadgen import LoadSpec, Tape, run_load
+from framelab.benchmarks.targets import MAX_FRAME
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=300))
@@ -127,7 +127,7 @@ def benchmark_servers() -> set[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"benchmarks.twisted_echo" in argv or str(MAX_FRAME).encode() in argv:
+        if b"framelab.benchmarks.twisted_echo" in argv or str(MAX_FRAME).encode() in argv:
             pids.add(int(entry.name))
     return pids
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from clients.harness import (
+from framelab.clients.harness import (
     IoLog,
     Sender,
     ServerReads,
@@ -24,9 +24,9 @@ from clients.harness import (
     send_large,
     write_write_read,
 )
+from framelab.servers.config import ServerConfig
+from framelab.servers.runner import BackgroundServer
 from framing import TruncatedFrame, encode_frame, encode_frames
-from servers.config import ServerConfig
-from servers.runner import BackgroundServer
 
 
 def test_a_burst_read_late_arrives_in_fewer_reads_than_sends() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from framelab.servers.config import IoStyle, ServerConfig
+from framelab.servers.runner import BackgroundServer
 from framing import open_framed_connection
-from servers.config import IoStyle, ServerConfig
-from servers.runner import BackgroundServer
 
 PEER_CLIENT = Path(__file__).parent / "peers" / "twisted_int32.py"
 COUNT = 40  # frames of 0 .. 57 KiB
@@ -26,7 +26,7 @@ def payload(i: int) -> bytes:
 
 async def test_our_client_against_twisted_server() -> None:
     peer = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.twisted_echo", "--port", "0"],
+        [sys.executable, "-m", "framelab.benchmarks.twisted_echo", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from framelab.servers.runner import run_on_loop
 from framing import FramedProtocol, FrameReader, Payload, encode_frame, per_frame
 from framing.protocol import DELIVERY_SLICE
 from framing.streams import framed_streams
-from servers.runner import run_on_loop
 
 on_both_loops = pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 

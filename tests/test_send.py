@@ -12,8 +12,8 @@ import pytest
 from reliability.support import close_with_reset
 
 from framelab.cli import main
-from servers.config import ServerConfig
-from servers.runner import BackgroundServer
+from framelab.servers.config import ServerConfig
+from framelab.servers.runner import BackgroundServer
 
 Capture = pytest.CaptureFixture[str]
 

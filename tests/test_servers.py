@@ -9,9 +9,9 @@ import msgpack
 from reliability.support import Ending, matrix, read_frames, read_to_end
 from reliability.support import connect as connect_to
 
+from framelab.servers.config import IoStyle, LoopName, ServerConfig
+from framelab.servers.runner import BackgroundServer
 from framing import FrameDecoder, encode_frame, encode_frames
-from servers.config import IoStyle, LoopName, ServerConfig
-from servers.runner import BackgroundServer
 
 
 def connect(srv: BackgroundServer) -> socket.socket:

@@ -7,9 +7,9 @@ import json
 import pytest
 from rich.console import Console
 
-from clients.sticky import observe_sticky, render
 from framelab.cli import main
-from servers.config import LoopName
+from framelab.clients.sticky import observe_sticky, render
+from framelab.servers.config import LoopName
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

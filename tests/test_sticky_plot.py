@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PNG_MAGIC
 
-from clients.sticky import Observation, StickyReport
-from clients.sticky_plot import count, pieces, tracks, write_sticky_chart
 from framelab.charts import ChartsUnavailable, pyplot
 from framelab.cli import main
+from framelab.clients.sticky import Observation, StickyReport
+from framelab.clients.sticky_plot import count, pieces, tracks, write_sticky_chart
 
 
 def observation(sends: list[int], reads: list[int], messages: int) -> Observation:
@@ -44,7 +43,7 @@ def test_the_tracks_are_sends_reads_and_decoded_messages() -> None:
     assert count(1, "read") == "1 read"
 
 
-def test_the_chart_is_a_png(tmp_path: Path) -> None:
+def test_the_chart_is_a_png(png_magic: bytes, tmp_path: Path) -> None:
     report = StickyReport(
         "uvloop",
         merged=observation([30] * 20, [510, 90], 20),
@@ -52,17 +51,19 @@ def test_the_chart_is_a_png(tmp_path: Path) -> None:
     )
     path = write_sticky_chart(report, tmp_path / "sub" / "sticky.png")
     data = path.read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    assert data.startswith(png_magic) and len(data) > 10_000
 
 
-def test_cli_plot_keeps_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plot_keeps_json_on_stdout(
+    png_magic: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "sticky.png"
     args = ["sticky", "--json", "--messages", "8", "--size", "100", "--large", "200000"]
     assert main([*args, "--plot", str(path)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["framing_restored"] is True  # the chart's note went to stderr
     assert str(path) in err
-    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert path.read_bytes().startswith(png_magic)
 
 
 def test_without_matplotlib_plot_says_what_to_install(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import backlog
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import backlog
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def test_c15_an_ack_into_a_full_queue_is_dropped_until_accept_makes_room(
     assert late["after_one_accept"]["client_data_acked"]
 
 
-@requires_root
+@pytest.mark.root
 def test_c15_abort_on_overflow_answers_with_rst(results: dict[str, ClaimResult]) -> None:
     abort = results["C15"].observed["tcp_abort_on_overflow=1 (namespace)"]
     assert abort["abort_on_overflow"] == "1"
@@ -78,7 +77,7 @@ def test_c16_syn_queue_is_bounded_by_the_backlog(results: dict[str, ClaimResult]
     assert results["C16"].verdict is Verdict.DIFFERS
 
 
-@requires_root
+@pytest.mark.root
 def test_c16_tcp_max_syn_backlog_applies_only_without_syncookies(
     results: dict[str, ClaimResult],
 ) -> None:

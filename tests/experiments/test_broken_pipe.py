@@ -7,11 +7,10 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import broken_pipe
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import broken_pipe
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ def test_uvloop_drain_raises_at_the_same_write(result: ClaimResult) -> None:
     assert uv["write_raised"] is None or uv["write_raised"].startswith("RuntimeError")
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_fin_data_then_rst(result: ClaimResult) -> None:
     assert seen(result, "after_fin")["peer_rst_captured"] is True
     second_title = next(i for i, line in enumerate(result.trace) if i and line.startswith("#"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from experiments import cli, registry
-from experiments.context import RunContext
-from experiments.registry import EXPERIMENT_MODULES, Experiment
-from experiments.result import ClaimResult, Verdict, judge
 from framelab.cli import main
+from framelab.experiments import cli, registry
+from framelab.experiments.context import RunContext
+from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment
+from framelab.experiments.result import ClaimResult, Verdict, judge
 
 
 def fine_run(ctx: RunContext) -> list[ClaimResult]:

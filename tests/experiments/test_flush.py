@@ -7,11 +7,10 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import flush
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import flush
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_asyncio_low_water_is_a_quarter_of_high(result: ClaimResult) -> None:
     assert limits == {"low": 16384, "high": 65536}
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_sees_the_segment_right_after_send_and_flush(result: ClaimResult) -> None:
     assert result.observed["makefile_wb"]["captured_data_before_flush"] is False
     assert 0 <= result.observed["raw_send"]["captured_segment_after_ms"] < 100

@@ -4,12 +4,11 @@ port-unreachable, and a host can be told to ignore ping."""
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import icmp
-from experiments.context import RunContext
-from experiments.netns import leftover_namespaces
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import icmp
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import leftover_namespaces
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +17,7 @@ def result() -> ClaimResult:
     return claim
 
 
-@requires_root
+@pytest.mark.root
 def test_ping_is_an_echo_request_answered_by_an_echo_reply(result: ClaimResult) -> None:
     ping = result.observed["ping"]
     assert (ping["type"], ping["code"], ping["from"]) == (0, 0, result.observed["target"])
@@ -26,14 +25,14 @@ def test_ping_is_an_echo_request_answered_by_an_echo_reply(result: ClaimResult) 
     assert any("(echo reply)" in line for line in result.trace)
 
 
-@requires_root
+@pytest.mark.root
 def test_traceroute_meets_the_router_then_the_target(result: ClaimResult) -> None:
     obs = result.observed
     hops = [(h["from"], h["type"], h["code"]) for h in obs["traceroute"]]
     assert hops == [(obs["router"], 11, 0), (obs["target"], 3, 3)]
 
 
-@requires_root
+@pytest.mark.root
 def test_a_host_can_ignore_ping_and_still_answer_probes(result: ClaimResult) -> None:
     obs = result.observed
     assert obs["ping_with_icmp_echo_ignore_all"] is None

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from experiments import limits
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import limits
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 TOTAL = limits.DESCRIPTOR_LIMIT + limits.EXTRA_CONNECTIONS
 

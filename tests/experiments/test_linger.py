@@ -7,11 +7,10 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import linger
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import linger
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_verdict_is_computed_from_the_cases(result: ClaimResult) -> None:
     assert linger.decide(default, zero, reset_seen, reads)[0]  # an RST would have confirmed it
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_fin_rst_and_no_rst_at_the_timeout(result: ClaimResult) -> None:
     assert observed(result, "default_close")["client_sent_fin"] is True
     zero = observed(result, "linger_0")

@@ -4,12 +4,11 @@ veth, IP limits and MSS on loopback, fragmentation and a lost fragment."""
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import mss_mtu
-from experiments.context import RunContext
-from experiments.netns import leftover_namespaces
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import mss_mtu
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import leftover_namespaces
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def test_the_mss_follows_the_mtu_not_536(results: dict[str, ClaimResult]) -> Non
     assert c13.observed["segments_for_4000_bytes"] >= 5
 
 
-@requires_root
+@pytest.mark.root
 def test_loopback_advertises_its_mtu_less_40_and_536_is_only_a_fallback(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -53,7 +52,7 @@ def test_loopback_advertises_its_mtu_less_40_and_536_is_only_a_fallback(
     assert no_option["b_segments"] == [536, 536, 1200 - 2 * 536]
 
 
-@requires_root
+@pytest.mark.root
 def test_mss_is_the_mtu_less_the_ip_and_tcp_headers(results: dict[str, ClaimResult]) -> None:
     c12 = results["C12"].observed
     with_ts, without_ts = c12["timestamps_on"], c12["timestamps_off"]
@@ -65,7 +64,7 @@ def test_mss_is_the_mtu_less_the_ip_and_tcp_headers(results: dict[str, ClaimResu
     assert results["C12"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_frame_sizes_largest_1514_and_unpadded_small_ones(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -84,7 +83,7 @@ def test_frame_sizes_largest_1514_and_unpadded_small_ones(
     }
 
 
-@requires_root
+@pytest.mark.root
 def test_a_large_send_is_split_into_mss_sized_segments(results: dict[str, ClaimResult]) -> None:
     c19 = results["C19"].observed
     assert c19["received"] == c19["one_send"] == sum(c19["segments"]) == 10_000
@@ -92,7 +91,7 @@ def test_a_large_send_is_split_into_mss_sized_segments(results: dict[str, ClaimR
     assert results["C19"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_udp_with_df_stops_at_1472(results: dict[str, ClaimResult]) -> None:
     c07 = results["C07"].observed
     assert (c07["send_1472"], c07["send_1473"], c07["ip_mtu"]) == ("ok", "EMSGSIZE", 1500)
@@ -101,7 +100,7 @@ def test_udp_with_df_stops_at_1472(results: dict[str, ClaimResult]) -> None:
     assert results["C07"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_fragments_share_one_id_and_one_lost_fragment_loses_the_datagram(
     results: dict[str, ClaimResult],
 ) -> None:

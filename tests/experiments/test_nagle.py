@@ -4,11 +4,10 @@ ACK; TCP_NODELAY (and the other remedies) do not; asyncio and uvloop set it."""
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import nagle
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import nagle
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_event_loops_set_nodelay_and_clearing_it_brings_the_stall_back(
         assert seen["default_median_ms"] * nagle.STALL_RATIO <= seen["nodelay_cleared_median_ms"]
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_the_body_leaving_after_the_ack(results: dict[str, ClaimResult]) -> None:
     capture = results["C18"].observed["capture"]
     assert capture["header_ack_before_body"] is True

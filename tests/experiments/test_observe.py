@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from experiments.observe import (
+from framelab.experiments.observe import (
     _decode_address,
     connections_on_port,
     counter_delta,
@@ -13,7 +13,7 @@ from experiments.observe import (
     netstat_counters,
     tcp_info,
 )
-from experiments.pairs import connect_to, listening_socket
+from framelab.experiments.pairs import connect_to, listening_socket
 
 
 def test_proc_net_tcp_addresses_decode() -> None:

@@ -9,7 +9,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.packets import (
+from framelab.experiments.packets import (
     ACK,
     FIN,
     MORE_FRAGMENTS,

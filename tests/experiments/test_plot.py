@@ -6,19 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PNG_MAGIC
 
-from experiments import cli, registry
-from experiments.context import RunContext
-from experiments.plot import (
+from framelab.cli import main
+from framelab.experiments import cli, registry
+from framelab.experiments.context import RunContext
+from framelab.experiments.plot import (
     STALL_MS,
     nagle_rows,
     transmission_times,
     write_charts,
 )
-from experiments.registry import Experiment
-from experiments.result import ClaimResult, Verdict, skipped
-from framelab.cli import main
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, Verdict, skipped
 
 # shaped like what the nagle and retransmission experiments observe
 NAGLE_SEEN: dict[str, Any] = {
@@ -44,13 +43,13 @@ def result(claim: str, observed: dict[str, Any]) -> ClaimResult:
     return ClaimResult("x", claim, Verdict.CONFIRMED, "seen", observed)
 
 
-def test_both_charts_are_written_as_png(tmp_path: Path) -> None:
+def test_both_charts_are_written_as_png(png_magic: bytes, tmp_path: Path) -> None:
     results = [result("C36", NAGLE_SEEN), result("C40", RETRANSMISSION_SEEN)]
     written = write_charts(results, tmp_path / "charts")
     assert [p.name for p in written] == ["nagle.png", "retransmission.png"]
     for path in written:
         data = path.read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+        assert data.startswith(png_magic) and len(data) > 10_000
 
 
 def test_skipped_or_absent_claims_draw_nothing(tmp_path: Path) -> None:
@@ -78,7 +77,10 @@ def test_transmissions_are_placed_by_their_gaps() -> None:
 
 
 def test_the_cli_writes_the_charts_a_run_allows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    png_magic: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def nagle_like(ctx: RunContext) -> list[ClaimResult]:
         return [result("C36", NAGLE_SEEN)]
@@ -88,6 +90,6 @@ def test_the_cli_writes_the_charts_a_run_allows(
     monkeypatch.setattr(cli, "load", lambda name: fake if name == fake.name else real_load(name))
     monkeypatch.setattr(cli, "EXPERIMENT_MODULES", [fake.name])
     assert main(["experiment", "run", "nagle_like", "--plot", str(tmp_path)]) == 0
-    assert (tmp_path / "nagle.png").read_bytes().startswith(PNG_MAGIC)
+    assert (tmp_path / "nagle.png").read_bytes().startswith(png_magic)
     assert not (tmp_path / "retransmission.png").exists()
     assert "nagle.png" in capsys.readouterr().out

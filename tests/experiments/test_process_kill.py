@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import process_kill
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import process_kill
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 def own_children() -> list[str]:
@@ -55,7 +54,7 @@ def test_a_forked_holder_keeps_the_connection_open(result: ClaimResult) -> None:
     assert forked["our_recv_after_grandchild_killed"] == "EOF"
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_fin_rst_and_silence(result: ClaimResult) -> None:
     assert case(result, "sigkill")["child_sent"] == {"fin": True, "rst": False}
     assert case(result, "exit_without_close")["child_sent"] == {"fin": True, "rst": False}

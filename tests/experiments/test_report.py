@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from experiments import report
-from experiments.result import ClaimResult, Verdict, judge, skipped
+from framelab.experiments import report
+from framelab.experiments.result import ClaimResult, Verdict, judge, skipped
 
 
 def results() -> list[ClaimResult]:

@@ -4,11 +4,10 @@ selector on abort, and RST for a forged segment."""
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import reset
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import reset
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def test_c30_selector_is_readable_on_abort_and_recv_fails(results: dict[str, Cla
     assert results["C30"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_c39_forged_segments_are_answered_with_rst(results: dict[str, ClaimResult]) -> None:
     cases = results["C39"].observed["cases"]
     assert [c["reply_flags"] for c in cases] == ["R", "R"]
@@ -52,7 +51,7 @@ def test_c39_forged_segments_are_answered_with_rst(results: dict[str, ClaimResul
     assert results["C39"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_rst_for_syn_and_icmp_3_3(results: dict[str, ClaimResult]) -> None:
     tcp = results["C27"].observed
     assert tcp["client_sent"] == ["S"]  # the first round's connection: SYN ...

@@ -6,12 +6,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import requires_root
 
-from experiments import retransmission
-from experiments.context import RunContext
-from experiments.netns import leftover_namespaces
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import retransmission
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import leftover_namespaces
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def result() -> ClaimResult:
     return claim
 
 
-@requires_root
+@pytest.mark.root
 def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult) -> None:
     obs = result.observed
     assert obs["total_retrans_before_abort"] >= 2
@@ -36,7 +35,7 @@ def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult
     assert counters["TcpExt.TCPLossProbes"] <= 1  # at most one probe, before the timer
 
 
-@requires_root
+@pytest.mark.root
 def test_the_connection_is_aborted_with_etimedout_and_no_rst(result: ClaimResult) -> None:
     obs = result.observed
     assert obs["error"] == "ETIMEDOUT"

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import shutdown_close
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import shutdown_close
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_c28_asyncio_has_already_read_so_close_sends_fin(results: dict[str, Clai
         assert paused["client_recv"] == "ECONNRESET"
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_which_segment_left(results: dict[str, ClaimResult]) -> None:
     assert results["C21"].observed["shut_wr_then_close"]["client_sent_after_shutdown"]["fin"]
     silent = results["C22"].observed["client_sent_after_one_close"]

@@ -4,11 +4,10 @@ read; the handshake and teardown on the wire."""
 from __future__ import annotations
 
 import pytest
-from conftest import requires_root
 
-from experiments import states
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import states
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def test_the_closers_paths(results: dict[str, ClaimResult]) -> None:
     assert obs["simultaneous_close"] == ["FIN_WAIT1", "CLOSING", "TIME_WAIT"]
 
 
-@requires_root
+@pytest.mark.root
 def test_handshake_and_teardown_on_the_wire(results: dict[str, ClaimResult]) -> None:
     assert results["C09"].observed["first_three_segments"] == ["S", "S.", "."]
     teardown = results["C10"].observed["teardown"]
@@ -40,7 +39,7 @@ def test_handshake_and_teardown_on_the_wire(results: dict[str, ClaimResult]) -> 
     assert results["C10"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_header_lengths_and_the_mss_option(results: dict[str, ClaimResult]) -> None:
     c08 = results["C08"].observed
     assert c08["syn_header_length"] == 40  # 20 + MSS, SACK-permitted, timestamps, wscale

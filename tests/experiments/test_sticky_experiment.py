@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import requires_root
 
-from experiments import sticky
-from experiments.context import RunContext
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import sticky
+from framelab.experiments.context import RunContext
+from framelab.experiments.result import ClaimResult, Verdict
 from framing import TruncatedFrame, encode_frame
 
 
@@ -82,7 +81,7 @@ def test_udp_header_is_eight_bytes_by_the_size_limit(results: dict[str, ClaimRes
     assert results["C06"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_udp_header_is_eight_bytes_in_every_captured_datagram(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -91,7 +90,7 @@ def test_udp_header_is_eight_bytes_in_every_captured_datagram(
     assert any("UDP, length 65507" in line for line in results["C06"].trace)
 
 
-@requires_root
+@pytest.mark.root
 def test_capture_shows_one_segment_per_merged_send(results: dict[str, ClaimResult]) -> None:
     data_lines = [line for line in results["C17"].trace if "length 40" in line]
     assert len(data_lines) == sticky.MESSAGES

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import requires_root
 
-from experiments import time_wait
-from experiments.context import RunContext
-from experiments.observe import sysctl
-from experiments.result import ClaimResult, Verdict
+from framelab.experiments import time_wait
+from framelab.experiments.context import RunContext
+from framelab.experiments.observe import sysctl
+from framelab.experiments.result import ClaimResult, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_c11_verdict_follows_the_timer() -> None:
     assert not time_wait.lasts_two_practical_msl({"state": None})
 
 
-@requires_root
+@pytest.mark.root
 def test_c11_a_short_tcp_fin_timeout_shortens_fin_wait2_not_time_wait(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -95,7 +94,7 @@ def test_c34_connect_reuses_a_time_wait_4_tuple_on_loopback(
     assert explicit["first_attempt"] == "connected" and explicit["same_4_tuple"]
 
 
-@requires_root
+@pytest.mark.root
 def test_c34_tw_reuse_settings_in_namespaces(results: dict[str, ClaimResult]) -> None:
     cases = results["C34"].observed["namespaces"]
     assert all(trial["time_wait_held_before"] for trial in cases.values())
@@ -112,7 +111,7 @@ def test_c34_tw_reuse_settings_in_namespaces(results: dict[str, ClaimResult]) ->
     assert results["C34"].verdict is Verdict.CONFIRMED
 
 
-@requires_root
+@pytest.mark.root
 def test_c35_tcp_max_tw_buckets_destroys_the_surplus(results: dict[str, ClaimResult]) -> None:
     seen = results["C35"].observed
     assert seen["net.ipv4.tcp_max_tw_buckets"] == str(time_wait.TIME_WAIT_CAP)

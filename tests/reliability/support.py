@@ -14,9 +14,9 @@ from typing import Any
 import msgpack
 import pytest
 
+from framelab.servers.config import IoStyle, LoopName, ServerConfig
+from framelab.servers.runner import BackgroundServer
 from framing import FrameDecoder, encode_frame
-from servers.config import IoStyle, LoopName, ServerConfig
-from servers.runner import BackgroundServer
 
 LOOPS: list[LoopName] = ["uvloop", "asyncio"]
 STYLES: list[IoStyle] = ["protocol", "streams"]

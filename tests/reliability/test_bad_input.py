@@ -12,10 +12,10 @@ import struct
 import msgpack
 import pytest
 
+from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig
+from framelab.servers.handlers import RefusalLog
 from framing import encode_frame, encode_frames
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
-from servers.config import IoStyle, LoopName, Mode, ServerConfig
-from servers.handlers import RefusalLog
 
 from .support import (
     capture_server_logs,

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from framelab.servers import msgpack_app
 from framing import FrameDecoder, FrameTooLarge, FramingError, encode_frame, encode_frames
 from framing.fuzz import FUZZ_BUFFER_SIZE, check_decoder, check_message, reference_decode
-from servers import msgpack_app
 
 limits = st.sampled_from([0, 1, 16, 1000, 70_000, 8 * 1024 * 1024])
 large_frames = st.sampled_from([0, 256, 4096, 64 * 1024])

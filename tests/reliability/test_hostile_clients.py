@@ -17,10 +17,10 @@ import time
 import msgpack
 import pytest
 
+from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig
+from framelab.servers.process import ServerProcess
+from framelab.servers.runner import BackgroundServer
 from framing import encode_frame
-from servers.config import IoStyle, LoopName, Mode, ServerConfig
-from servers.process import ServerProcess
-from servers.runner import BackgroundServer
 
 from .support import (
     LOOPS,

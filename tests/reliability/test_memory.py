@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
+from framelab.servers.process import ServerProcess
 from framing._codec import ACCELERATED
-from servers.process import ServerProcess
 
 CONNECTIONS = 300
 

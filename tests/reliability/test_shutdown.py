@@ -15,9 +15,9 @@ import time
 import msgpack
 import pytest
 
+from framelab.servers.config import IoStyle, LoopName, Mode
+from framelab.servers.process import ServerProcess
 from framing import FrameDecoder, encode_frames
-from servers.config import IoStyle, LoopName, Mode
-from servers.process import ServerProcess
 
 from .support import Ending, connect, matrix, read_frames, read_to_end
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from clients.soak import Probes, SoakConnection, SoakOptions, SoakResult, soak, summary
-from servers.config import IoStyle, Mode
+from framelab.clients.soak import Probes, SoakConnection, SoakOptions, SoakResult, soak, summary
+from framelab.servers.config import IoStyle, Mode
 
 
 @pytest.mark.parametrize(("mode", "io"), [("framed", "protocol"), ("msgpack", "streams")])

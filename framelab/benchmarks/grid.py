@@ -1,0 +1,104 @@
+"""What a benchmark run covers: cases, targets, timings, and the goals.
+
+A case is (payload size S, depth D, connections C). A plan is the cases,
+the servers, and how long each measurement lasts. FULL is the issue's grid
+(under 10 minutes), QUICK the reduced one (under a minute) that still
+holds every case a goal is set for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from framelab.benchmarks.targets import ALL_TARGETS, FRAMED, FRAMED_ASYNCIO, PEER, RAW, Target
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    size: int  # payload bytes per frame
+    depth: int  # frames in flight per connection
+    connections: int
+
+    @property
+    def label(self) -> str:
+        return f"{human_size(self.size)} D={self.depth} C={self.connections}"
+
+
+def human_size(size: int) -> str:
+    if size >= MiB and size % MiB == 0:
+        return f"{size // MiB} MiB"
+    if size >= KiB and size % KiB == 0:
+        return f"{size // KiB} KiB"
+    return f"{size} B"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    cases: tuple[Case, ...]
+    targets: tuple[Target, ...]
+    warmup: float  # seconds, per measurement
+    duration: float  # seconds of the measuring window
+    rounds: int  # measurements per (case, target), interleaved; the median is kept
+
+    def with_timing(self, warmup: float | None, duration: float | None, rounds: int | None) -> Plan:
+        return dataclasses.replace(
+            self,
+            warmup=self.warmup if warmup is None else warmup,
+            duration=self.duration if duration is None else duration,
+            rounds=self.rounds if rounds is None else rounds,
+        )
+
+    @property
+    def measurements(self) -> int:
+        return len(self.cases) * len(self.targets) * self.rounds
+
+
+GRID_CASES = (
+    Case(64, 1, 10),
+    Case(64, 32, 10),
+    Case(1 * KiB, 1, 10),
+    Case(1 * KiB, 32, 10),
+    Case(64 * KiB, 1, 4),
+    Case(1 * MiB, 1, 2),
+)
+FULL = Plan("full", GRID_CASES, tuple(ALL_TARGETS), warmup=0.5, duration=1.5, rounds=3)
+QUICK = Plan(
+    "quick",
+    (Case(64, 32, 10), Case(1 * KiB, 1, 10), Case(1 * KiB, 32, 10), *GRID_CASES[4:]),
+    (RAW, FRAMED, FRAMED_ASYNCIO, PEER),
+    warmup=0.3,
+    duration=1.0,
+    rounds=1,
+)
+PLANS = {"full": FULL, "quick": QUICK}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """framed-protocol/uvloop must reach `at_least` x the other's rate in `case`."""
+
+    case_key: str
+    versus: str  # target name
+    at_least: float
+
+
+#: the issue's targets: framed echo (uvloop, protocol) against the raw echo
+#: and the Twisted peer, same run, same client
+THROUGHPUT_GOALS = (
+    Goal("64/32", RAW.name, 0.50),
+    Goal("64/32", PEER.name, 2.0),
+    Goal("1024/32", RAW.name, 0.60),
+    Goal("1024/32", PEER.name, 1.5),
+    Goal("65536/1", RAW.name, 0.85),
+    Goal("65536/1", PEER.name, 1.5),
+    Goal("1048576/1", RAW.name, 0.85),
+    Goal("1048576/1", PEER.name, 5.0),
+)
+#: p99 latency of the framed echo at 1 KiB, D = 1: at most this x the raw echo's
+P99_CASE = "1024/1"
+P99_AT_MOST = 1.3

@@ -1,0 +1,317 @@
+"""What a benchmark run means: ratios, goals, the machine, tables and JSON.
+
+Ratios compare targets measured in the same run by the same client:
+framed / raw (the cost of framing), uvloop / asyncio (what the loop buys),
+framed / Twisted peer, streams / protocol, and compiled / pure-Python codec.
+Goals (benchmarks.grid) are checked against those ratios, never against
+absolute rates, which say more about the machine than about the code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from framelab.benchmarks.grid import P99_AT_MOST, P99_CASE, THROUGHPUT_GOALS, Plan, human_size
+from framelab.benchmarks.runner import Summary
+from framelab.benchmarks.targets import FRAMED, FRAMED_ASYNCIO, FRAMED_PURE, PEER, RAW
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: (label, numerator target, denominator target)
+RATIOS = (
+    ("framed / raw", FRAMED.name, RAW.name),
+    ("uvloop / asyncio", FRAMED.name, FRAMED_ASYNCIO.name),
+    ("framed / peer", FRAMED.name, PEER.name),
+    ("streams / protocol", "framed-streams/uvloop", FRAMED.name),
+    ("compiled / pure", FRAMED.name, FRAMED_PURE.name),
+    ("msgpack / framed", "msgpack-protocol/uvloop", FRAMED.name),
+)
+
+
+#: how goals name the targets they compare framed-protocol/uvloop with
+SHORT = {RAW.name: "raw", PEER.name: "Twisted peer"}
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a run's numbers belong to."""
+    from framing._codec import ACCELERATED
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for package in ("uvloop", "msgpack", "twisted"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        **versions,
+        "compiled_codec": ACCELERATED,
+    }
+
+
+def by_case(summaries: list[Summary]) -> dict[str, dict[str, Summary]]:
+    table: dict[str, dict[str, Summary]] = {}
+    for s in summaries:
+        table.setdefault(s.case_key, {})[s.target] = s
+    return table
+
+
+def ratio(cases: dict[str, dict[str, Summary]], key: str, top: str, bottom: str) -> float | None:
+    a, b = cases.get(key, {}).get(top), cases.get(key, {}).get(bottom)
+    if a is None or b is None or not a.ok or not b.ok or b.frames_per_s <= 0:
+        return None
+    return a.frames_per_s / b.frames_per_s
+
+
+def ratios(summaries: list[Summary]) -> list[dict[str, Any]]:
+    cases = by_case(summaries)
+    rows = []
+    for key, targets in cases.items():
+        any_summary = next(iter(targets.values()))
+        row: dict[str, Any] = {
+            "case": key,
+            "size": any_summary.size,
+            "depth": any_summary.depth,
+        }
+        for label, top, bottom in RATIOS:
+            value = ratio(cases, key, top, bottom)
+            if value is not None:
+                row[label] = round(value, 3)
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class GoalResult:
+    case: str
+    what: str
+    goal: str
+    measured: float | None
+    met: bool | None  # None: not measured in this run
+
+
+def goals(summaries: list[Summary]) -> list[GoalResult]:
+    cases = by_case(summaries)
+    out = []
+    for goal in THROUGHPUT_GOALS:
+        value = ratio(cases, goal.case_key, FRAMED.name, goal.versus)
+        out.append(
+            GoalResult(
+                goal.case_key,
+                f"frames/s, framed / {SHORT.get(goal.versus, goal.versus)}",
+                f">= {goal.at_least}",
+                None if value is None else round(value, 3),
+                None if value is None else value >= goal.at_least,
+            )
+        )
+    framed, raw = cases.get(P99_CASE, {}).get(FRAMED.name), cases.get(P99_CASE, {}).get(RAW.name)
+    p99: float | None = None
+    if framed and raw and framed.latency and raw.latency and raw.latency["p99_us"] > 0:
+        p99 = framed.latency["p99_us"] / raw.latency["p99_us"]
+    out.append(
+        GoalResult(
+            P99_CASE,
+            "p99 latency, framed / raw",
+            f"<= {P99_AT_MOST}",
+            None if p99 is None else round(p99, 3),
+            None if p99 is None else p99 <= P99_AT_MOST,
+        )
+    )
+    return out
+
+
+def document(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> dict[str, Any]:
+    """The --json output."""
+    return {
+        "environment": env,
+        "plan": {
+            "name": plan.name,
+            "warmup_s": plan.warmup,
+            "duration_s": plan.duration,
+            "rounds": plan.rounds,
+            "targets": [t.name for t in plan.targets],
+            "cases": [asdict(c) for c in plan.cases],
+        },
+        "results": [asdict(s) for s in summaries],
+        "ratios": ratios(summaries),
+        "goals": [asdict(g) for g in goals(summaries)],
+        "errors": [f"{s.target} {s.case_key}: {e}" for s in summaries for e in s.errors],
+    }
+
+
+# -- tables ------------------------------------------------------------------
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def print_report(
+    console: Console, plan: Plan, summaries: list[Summary], env: dict[str, Any]
+) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"[bold]framelab bench[/] ({plan.name}: {plan.warmup:g} s warm-up, "
+        f"{plan.duration:g} s window, median of {plan.rounds}) on {env['cpu']}, "
+        f"{env['cores']} cores, {env['kernel']}, Python {env['python']}, "
+        f"uvloop {env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}"
+    )
+    cases = by_case(summaries)
+    for targets in cases.values():
+        first = next(iter(targets.values()))
+        latency = first.depth == 1
+        title = f"{human_size(first.size)}, D={first.depth}, C={first.connections}"
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for header in ("server", "frames/s", "MB/s", "vs raw", "server CPU", "peak RSS MiB"):
+            table.add_column(header, justify="left" if header == "server" else "right")
+        if latency:
+            for p in ("p50 µs", "p90 µs", "p99 µs", "p99.9 µs"):
+                table.add_column(p, justify="right")
+        raw = targets.get(RAW.name)
+        for s in targets.values():
+            if not s.ok:
+                table.add_row(s.target, f"[red]error: {'; '.join(s.errors)[:80]}[/]")
+                continue
+            vs_raw = s.frames_per_s / raw.frames_per_s if raw is not None and raw.ok else None
+            cells = [
+                s.target,
+                _num(s.frames_per_s),
+                _num(s.payload_mb_per_s, 1),
+                _num(vs_raw, 2),
+                "-" if s.server_cpu is None else f"{s.server_cpu:.0%}",
+                _num(s.peak_rss_mib, 1),
+            ]
+            if latency and s.latency is not None:
+                cells += [_num(s.latency[k], 0) for k in ("p50_us", "p90_us", "p99_us", "p99.9_us")]
+            table.add_row(*cells)
+        console.print(table)
+        console.print()
+    print_ratios(console, summaries)
+    print_goals(console, goals(summaries))
+
+
+def print_ratios(console: Console, summaries: list[Summary]) -> None:
+    from rich.table import Table
+
+    rows = ratios(summaries)
+    labels = [label for label, _, _ in RATIOS if any(label in r for r in rows)]
+    table = Table(title="ratios of frames/s (same run, same client)", title_justify="left")
+    table.add_column("case")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for r in rows:
+        table.add_row(
+            case_label(r["size"], r["depth"]), *(_num(r.get(label), 2) for label in labels)
+        )
+    console.print(table)
+
+
+def print_goals(console: Console, results: list[GoalResult]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"goals ({FRAMED.name}, same run)", title_justify="left")
+    for header in ("case", "measure", "goal", "measured", "met"):
+        table.add_column(header, justify="right" if header in ("measured", "met") else "left")
+    for g in results:
+        met = "[dim]not run[/]" if g.met is None else ("[green]yes[/]" if g.met else "[red]no[/]")
+        table.add_row(key_label(g.case), g.what, g.goal, _num(g.measured, 2), met)
+    console.print(table)
+
+
+# -- Markdown (for the README) ---------------------------------------------------
+def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
+    """Frames/s per server and case, latency at D = 1, ratios and goals."""
+    cases = by_case(summaries)
+    keys = list(cases)
+    labels = {k: key_label(k) for k in keys}
+    lines = [
+        f"`framelab bench` ({plan.name} grid: {plan.warmup:g} s warm-up, {plan.duration:g} s "
+        f"window, median of {plan.rounds}), {env['date'][:10]}, on {env['cpu']} "
+        f"({env['cores']} cores), {env['kernel']}, Python {env['python']}, uvloop "
+        f"{env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}.",
+        "",
+        "Frames/s echoed (server CPU share of one core in brackets):",
+        "",
+        "| server | " + " | ".join(labels[k] for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    targets = list(dict.fromkeys(s.target for s in summaries))
+    for target in targets:
+        cells = []
+        for k in keys:
+            s = cases[k].get(target)
+            if s is None or not s.ok:
+                cells.append("-")
+            else:
+                cpu = "" if s.server_cpu is None else f" ({s.server_cpu:.0%})"
+                cells.append(f"{_num(s.frames_per_s)}{cpu}")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    timed = [k for k in keys if next(iter(cases[k].values())).depth == 1]
+    lines += ["", "Latency at D = 1, p50 / p99 / p99.9 in µs:", ""]
+    lines += ["| server | " + " | ".join(labels[k] for k in timed) + " |"]
+    lines += ["|---|" + "---:|" * len(timed)]
+    for target in targets:
+        cells = []
+        for k in timed:
+            s = cases[k].get(target)
+            lat = s.latency if s is not None and s.ok else None
+            cells.append(
+                "-"
+                if lat is None
+                else " / ".join(_num(lat[p]) for p in ("p50_us", "p99_us", "p99.9_us"))
+            )
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    rows = ratios(summaries)
+    names = [label for label, _, _ in RATIOS if any(label in r for r in rows)]
+    lines += ["", "Ratios of frames/s:", "", "| case | " + " | ".join(names) + " |"]
+    lines += ["|---|" + "---:|" * len(names)]
+    for r in rows:
+        lines.append(
+            f"| {case_label(r['size'], r['depth'])} | "
+            + " | ".join(_num(r.get(n), 2) for n in names)
+            + " |"
+        )
+    lines += [
+        "",
+        "Goals (framed-protocol/uvloop):",
+        "",
+        "| case | measure | goal | measured | met |",
+    ]
+    lines += ["|---|---|---|---:|---|"]
+    for g in goals(summaries):
+        met = "not run" if g.met is None else ("yes" if g.met else "**no**")
+        lines.append(
+            f"| {key_label(g.case)} | {g.what} | {g.goal} | {_num(g.measured, 2)} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def case_label(size: int, depth: int) -> str:
+    """'64 KiB D=1': how a case is named in every table."""
+    return f"{human_size(size)} D={depth}"
+
+
+def key_label(key: str) -> str:
+    """case_label() of a 'SIZE/DEPTH' key (Summary.case_key, GoalResult.case)."""
+    size, depth = key.split("/")
+    return case_label(int(size), int(depth))

@@ -1,0 +1,71 @@
+"""The servers a benchmark measures, each started in a process of its own.
+
+A target is a command line that prints `listening on HOST:PORT` once it
+accepts connections: `framelab serve` in one of its modes, or the Twisted
+peer. Its process is the server itself (no shell in between), so its CPU
+time and peak RSS can be read from /proc (servers.process).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from framelab.servers.process import ServerProcess
+
+#: the frame limit every server gets: above the largest payload measured
+MAX_FRAME = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server configuration: a stable name, what it is, how to start it."""
+
+    name: str  # e.g. "framed-protocol/uvloop"
+    kind: str  # raw | framed | msgpack | peer
+    loop: str  # uvloop | asyncio | twisted
+    io: str  # protocol | streams | "-"
+    env: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def message(self) -> str:
+        """What the load generator sends: plain payloads or msgpack echo requests."""
+        return "msgpack" if self.kind == "msgpack" else "bytes"
+
+    def server(self) -> ServerProcess:
+        """The server, to start with `with` (started on entry, killed on exit)."""
+        if self.kind == "peer":
+            peer = [sys.executable, "-m", "framelab.benchmarks.twisted_echo", "--port", "0"]
+            return ServerProcess([], command=peer, env=self.env)
+        options = ["--mode", self.kind, "--io", self.io, "--loop", self.loop, "--quiet"]
+        options += ["--max-frame", str(MAX_FRAME), "--log-level", "WARNING"]
+        return ServerProcess(options, env=self.env)  # `framelab serve --port 0` + options
+
+
+def framelab_target(kind: str, io: str, loop: str) -> Target:
+    name = f"{kind}/{loop}" if kind == "raw" else f"{kind}-{io}/{loop}"
+    return Target(name, kind, loop, io if kind != "raw" else "protocol")
+
+
+RAW = framelab_target("raw", "protocol", "uvloop")
+FRAMED = framelab_target("framed", "protocol", "uvloop")
+FRAMED_ASYNCIO = framelab_target("framed", "protocol", "asyncio")
+#: the framed echo without the compiled codec loops (framing/_codec.py)
+FRAMED_PURE = Target(
+    "framed-protocol-pure/uvloop", "framed", "uvloop", "protocol", {"FRAMELAB_PURE_PYTHON": "1"}
+)
+PEER = Target("twisted-peer", "peer", "twisted", "-")
+
+ALL_TARGETS: list[Target] = [
+    RAW,
+    framelab_target("raw", "protocol", "asyncio"),
+    FRAMED,
+    FRAMED_ASYNCIO,
+    framelab_target("framed", "streams", "uvloop"),
+    framelab_target("framed", "streams", "asyncio"),
+    FRAMED_PURE,
+    framelab_target("msgpack", "protocol", "uvloop"),
+    framelab_target("msgpack", "protocol", "asyncio"),
+    PEER,
+]
+BY_NAME = {t.name: t for t in ALL_TARGETS}

@@ -1,0 +1,346 @@
+"""`framelab soak`: many connections, random frame sizes, every reply checked.
+
+A bounded load (N connections for S seconds) against a framed or msgpack echo
+server, started here as a child process (`framelab serve`) unless --connect
+names one. Each connection keeps --depth frames in flight; every payload
+carries (connection, sequence number, CRC-32 of its body), so each reply is
+checked to be the very next one expected, complete and intact:
+- lost: a sequence number skipped, or no reply by the end (after a drain
+  period once the time is up);
+- duplicated: a sequence number already answered;
+- corrupted: wrong length, checksum or connection id, or not the echo at all;
+- errors: connections the server closed or reset during the run.
+Sizes are log-uniform from 0 to --max-size bytes (mostly small, some large
+enough for the decoder's large-frame path). Afterwards the server's
+descriptor count must return to its baseline, its peak RSS is reported, and
+it must shut down with exit status 0 on SIGTERM.
+
+Cost: one event loop in this process; memory about connections x depth x
+max-size for the frames in flight, plus one random block of max-size bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import json
+import random
+import signal
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from framelab.servers.process import ServerProcess, process_stats, raise_fd_limit, wait_for_stats
+from framing.decoder import Payload
+from framing.protocol import FramedProtocol
+
+#: connection id, sequence number, CRC-32 of the body, then the body
+PROBE = struct.Struct(">IQI")
+CONNECT_BATCH = 64  # connections opened at a time (stays under listen backlogs)
+DRAIN_SECONDS = 10.0  # once time is up, how long replies still in flight may take
+
+
+@dataclass
+class SoakOptions:
+    connections: int = 500
+    seconds: float = 10.0
+    max_size: int = 256 * 1024
+    depth: int = 4
+    mode: str = "framed"
+    server_loop: str = "uvloop"
+    io: str = "protocol"
+    connect: tuple[str, int] | None = None  # an external server; else one is started
+    server_pid: int | None = None  # the external server's pid, for its figures
+    seed: int = 1
+
+
+@dataclass
+class SoakResult:
+    connections: int
+    seconds: float
+    frames: int = 0  # replies received intact and in order
+    payload_bytes: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    corrupted: int = 0
+    errors: int = 0  # connections closed or reset by the server mid-run
+    largest_frame: int = 0
+    frames_per_second: float = 0.0
+    mib_per_second: float = 0.0
+    server_fds_before: int | None = None
+    server_fds_after: int | None = None
+    server_rss_before: int | None = None
+    server_peak_rss: int | None = None
+    server_exit: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Probes:
+    """Builds payloads and checks replies for one connection."""
+
+    def __init__(self, conn_id: int, options: SoakOptions, block: bytes) -> None:
+        self.conn_id = conn_id
+        self.block = block
+        self.max_body = max(options.max_size - PROBE.size, 0)
+        self.msgpack = options.mode == "msgpack"
+        self.random = random.Random(options.seed * 1_000_003 + conn_id)
+        self.next_seq = 0
+
+    def make(self) -> tuple[bytes, tuple[int, int]]:
+        """(frame payload, (sequence number, payload length))."""
+        size = int((self.max_body + 1) ** self.random.random()) - 1  # log-uniform 0..max
+        start = self.random.randrange(len(self.block) - size + 1)
+        body = self.block[start : start + size]
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        probe = PROBE.pack(self.conn_id, seq, zlib.crc32(body)) + body
+        if self.msgpack:
+            return msgpack.packb({"op": "echo", "id": seq, "args": probe}), (seq, len(probe))
+        return probe, (seq, len(probe))
+
+    def read(self, reply: Payload) -> tuple[int, int] | None:
+        """(sequence number, probe length) if the reply is an intact echo, else None."""
+        probe: Any = reply
+        if self.msgpack:
+            try:
+                message = msgpack.unpackb(reply)
+                probe = message["result"] if message.get("ok") else None
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+        if not isinstance(probe, bytes | bytearray) or len(probe) < PROBE.size:
+            return None
+        conn_id, seq, crc = PROBE.unpack_from(probe)
+        if conn_id != self.conn_id or zlib.crc32(memoryview(probe)[PROBE.size :]) != crc:
+            return None
+        return seq, len(probe)
+
+
+class SoakConnection(FramedProtocol):
+    """One closed-loop client: `depth` frames in flight until the deadline."""
+
+    def __init__(self, probes: Probes, depth: int, deadline: float, result: SoakResult) -> None:
+        super().__init__(frame_timeout=None)
+        self.probes = probes
+        self.depth = depth
+        self.deadline = deadline
+        self.result = result
+        self.in_flight: collections.deque[tuple[int, int]] = collections.deque()
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._send(self.depth)
+
+    def frames_received(self, frames: list[Payload]) -> None:
+        result = self.result
+        for reply in frames:
+            got = self.probes.read(reply)
+            if got is None:
+                result.corrupted += 1
+                if self.in_flight:
+                    self.in_flight.popleft()
+                continue
+            seq, length = got
+            while self.in_flight and self.in_flight[0][0] < seq:  # skipped: lost
+                self.in_flight.popleft()
+                result.lost += 1
+            if not self.in_flight or self.in_flight[0][0] != seq:
+                result.duplicated += 1
+                continue
+            expected_length = self.in_flight.popleft()[1]
+            if length != expected_length:
+                result.corrupted += 1
+                continue
+            result.frames += 1
+            result.payload_bytes += length
+            result.largest_frame = max(result.largest_frame, length)
+        if self._loop.time() < self.deadline:
+            self._send(self.depth - len(self.in_flight))
+        elif not self.in_flight and not self.finished.done():
+            self.finished.set_result(None)
+
+    def _send(self, count: int) -> None:
+        payloads = []
+        for _ in range(count):
+            payload, expected = self.probes.make()
+            payloads.append(payload)
+            self.in_flight.append(expected)
+        self.send_frames(payloads)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.finished.done():  # the server ended it before we were done
+            self.result.errors += 1
+            self.finished.set_result(None)
+
+
+async def drive(options: SoakOptions, address: tuple[str, int], result: SoakResult) -> None:
+    """Open the connections, run them until the deadline, drain, close."""
+    loop = asyncio.get_running_loop()
+    block = random.Random(options.seed).randbytes(max(options.max_size, 1))
+    deadline = loop.time() + options.seconds  # provisional, set again once all are open
+    conns: list[SoakConnection] = []
+
+    def factory(conn_id: int) -> SoakConnection:
+        probes = Probes(conn_id, options, block)
+        return SoakConnection(probes, options.depth, deadline, result)
+
+    for first in range(0, options.connections, CONNECT_BATCH):
+        ids = range(first, min(first + CONNECT_BATCH, options.connections))
+        opened = await asyncio.gather(
+            *(loop.create_connection(functools.partial(factory, i), *address) for i in ids)
+        )
+        conns += [protocol for _, protocol in opened]
+    started = loop.time()
+    for conn in conns:
+        conn.deadline = started + options.seconds
+    await asyncio.wait([c.finished for c in conns], timeout=options.seconds + DRAIN_SECONDS)
+    elapsed = loop.time() - started
+    for conn in conns:
+        result.lost += len(conn.in_flight)  # no reply by the end of the drain period
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.wait([c.closed for c in conns], timeout=DRAIN_SECONDS)
+    result.frames_per_second = result.frames / elapsed
+    result.mib_per_second = result.payload_bytes / elapsed / (1 << 20)
+
+
+def soak(options: SoakOptions) -> SoakResult:
+    """Run one soak; the result lists every problem found (empty: passed)."""
+    from framelab.servers.runner import run_on_loop  # imports uvloop: only when running
+
+    raise_fd_limit(2 * options.connections + 256)  # client and server (inherited)
+    result = SoakResult(options.connections, options.seconds)
+    server: ServerProcess | None = None
+    if options.connect is None:
+        server = ServerProcess(
+            [
+                *("--mode", options.mode, "--loop", options.server_loop, "--io", options.io),
+                *("--max-connections", str(options.connections + 16)),
+                *("--backlog", str(max(options.connections, 128))),
+                *("--max-frame", str(max(options.max_size + 64, 1024))),
+                *("--log-level", "WARNING"),
+            ]
+        )
+        server.start()
+    pid = server.pid if server is not None else options.server_pid
+    address = server.address if server is not None else options.connect
+    assert address is not None
+    try:
+        if pid is not None:
+            before = process_stats(pid)
+            result.server_fds_before, result.server_rss_before = before.fds, before.rss
+        run_on_loop("uvloop", drive(options, address, result))
+        if pid is not None:
+            # the server closes its ends a moment after we do
+            after = wait_for_stats(pid, lambda s: s.fds <= before.fds, timeout=5.0)
+            result.server_fds_after, result.server_peak_rss = after.fds, after.peak_rss
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            result.server_exit = server.wait(timeout=30)
+    finally:
+        if server is not None:
+            server.kill()
+    _judge(result)
+    return result
+
+
+def _judge(result: SoakResult) -> None:
+    for name in ("lost", "duplicated", "corrupted", "errors"):
+        if getattr(result, name):
+            result.problems.append(f"{getattr(result, name)} {name}")
+    if result.frames == 0:
+        result.problems.append("no reply at all")
+    if result.server_fds_before is not None and result.server_fds_after != result.server_fds_before:
+        result.problems.append(
+            f"server descriptors {result.server_fds_before} before, {result.server_fds_after} after"
+        )
+    if result.server_exit not in (None, 0):
+        result.problems.append(f"server exit status {result.server_exit} after SIGTERM")
+
+
+# -- command line ------------------------------------------------------------
+def configure(parser: argparse.ArgumentParser) -> None:
+    d = SoakOptions()
+    a = parser.add_argument
+    a("--connections", type=int, default=d.connections, help="concurrent connections")
+    a("--seconds", type=float, default=d.seconds, help="how long to send")
+    a("--max-size", type=int, default=d.max_size, metavar="BYTES", help="largest payload")
+    a("--depth", type=int, default=d.depth, help="frames in flight per connection")
+    a("--mode", choices=["framed", "msgpack"], default=d.mode, help="server mode")
+    a("--server-loop", choices=["uvloop", "asyncio"], default=d.server_loop)
+    a("--io", choices=["protocol", "streams"], default=d.io, help="server I/O style")
+    a("--connect", metavar="HOST:PORT", help="soak a running server instead of starting one")
+    a("--server-pid", type=int, help="with --connect: its pid, for descriptors and RSS")
+    a("--seed", type=int, default=d.seed, help="random seed for sizes and contents")
+    a(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="write the result as JSON to PATH (no PATH: to stdout instead of the summary)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> SoakOptions:
+    connect = None
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        connect = (host.strip("[]") or "127.0.0.1", int(port))
+    return SoakOptions(
+        connections=args.connections,
+        seconds=args.seconds,
+        max_size=args.max_size,
+        depth=args.depth,
+        mode=args.mode,
+        server_loop=args.server_loop,
+        io=args.io,
+        connect=connect,
+        server_pid=args.server_pid,
+        seed=args.seed,
+    )
+
+
+def summary(result: SoakResult) -> str:
+    mib = 1 << 20
+    lines = [
+        f"connections {result.connections}, {result.seconds:g} s: "
+        f"{result.frames} replies verified ({result.frames_per_second:,.0f}/s, "
+        f"{result.mib_per_second:.1f} MiB/s, largest {result.largest_frame} bytes)",
+        f"lost {result.lost}, duplicated {result.duplicated}, corrupted {result.corrupted}, "
+        f"connection errors {result.errors}",
+    ]
+    if result.server_fds_before is not None:
+        lines.append(
+            f"server descriptors {result.server_fds_before} before, {result.server_fds_after} after"
+        )
+    if result.server_peak_rss is not None and result.server_rss_before is not None:
+        lines.append(
+            f"server RSS {result.server_rss_before / mib:.1f} MiB before, "
+            f"peak {result.server_peak_rss / mib:.1f} MiB"
+        )
+    if result.server_exit is not None:
+        lines.append(f"server exit status after SIGTERM: {result.server_exit}")
+    lines.append("PASS" if result.ok else "FAIL: " + "; ".join(result.problems))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = soak(options_from_args(args))
+    document = json.dumps({**asdict(result), "ok": result.ok}, indent=2)
+    if args.json == "-":
+        print(document)
+    else:
+        print(summary(result))
+        if args.json:
+            with open(args.json, "w") as out:
+                out.write(document + "\n")
+    return 0 if result.ok else 1

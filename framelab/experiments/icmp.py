@@ -1,0 +1,167 @@
+"""C05: ping is ICMP echo; traceroute reads ICMP errors; ping can be ignored.
+
+Three namespaces, a - r - b, with r routing between two links
+(experiments/netns.RoutedPath). From a:
+- ping: an ICMP echo request (type 8) to b, answered by an echo reply
+  (type 0) with the same identifier and sequence number;
+- traceroute: UDP probes to an unused port of b with TTL 1, 2, ...: the
+  router answers TTL 1 with time exceeded (type 11 code 0), and b answers
+  the probe that reaches it with port unreachable (type 3 code 3), which
+  is how traceroute knows it has arrived;
+- b with net.ipv4.icmp_echo_ignore_all=1 (a per-namespace sysctl) no
+  longer answers ping, though it still routes and answers UDP probes.
+ICMP is read with a raw socket in a's namespace; the capture on a's link
+shows the same exchange. Needs root; the namespaces go away on any exit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import Host, RoutedPath, socket_in
+from framelab.experiments.packets import icmp_echo_request
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+
+NAME = "icmp"
+PROBE_PORT = 33434  # traceroute's first port
+WAIT_S = 1.0
+ECHO_REPLY, UNREACHABLE, TIME_EXCEEDED = 0, 3, 11
+
+
+@dataclass(frozen=True)
+class IcmpSeen:
+    """An ICMP message that answered us: who sent it, type, code, and when."""
+
+    source: str
+    type: int
+    code: int
+    ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.source, "type": self.type, "code": self.code, "ms": self.ms}
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    if not ctx.root:
+        return [skipped(NAME, "C05", "needs root: three hosts in network namespaces, raw sockets")]
+    with RoutedPath() as path, Capture(path.a.ifname, netns=path.a.netns) as cap:
+        echo = ping(path.a, path.b.address, sequence=1)
+        hops = traceroute(path.a, path.b.address, max_ttl=4)
+        path.b.set_sysctl("net.ipv4.icmp_echo_ignore_all", 1)
+        ignored = ping(path.a, path.b.address, sequence=2)
+        probe_after = traceroute(path.a, path.b.address, max_ttl=4)
+        cap.stop()
+        trace = cap.lines()
+        router, target = path.r_a.address, path.b.address
+    observed = {
+        "ping": echo.to_json() if echo else None,
+        "traceroute": [h.to_json() if h else None for h in hops],
+        "ping_with_icmp_echo_ignore_all": ignored.to_json() if ignored else None,
+        "traceroute_with_icmp_echo_ignore_all": [h.to_json() if h else None for h in probe_after],
+        "router": router,
+        "target": target,
+    }
+    route = [(h.source, h.type, h.code) if h else None for h in hops]
+    holds = (
+        echo is not None
+        and echo.type == ECHO_REPLY
+        and route[:2] == [(router, TIME_EXCEEDED, 0), (target, UNREACHABLE, 3)]
+        and ignored is None
+        and probe_after[-1:] != [None]
+    )
+    rtt = f"{echo.ms:.3f} ms" if echo else "no reply"
+    return [
+        judge(
+            NAME,
+            "C05",
+            holds,
+            observed,
+            confirmed=(
+                f"ping: echo request answered by an echo reply from {target} in {rtt}; "
+                f"traceroute: TTL 1 drew time exceeded (11/0) from the router {router}, "
+                f"TTL 2 port unreachable (3/3) from {target}, the end; with "
+                "icmp_echo_ignore_all=1 the same host ignored ping but still routed and "
+                "answered the UDP probe"
+            ),
+            differs=f"ping: {observed['ping']}; hops: {route}; ignoring: {observed}",
+            trace=trace,
+        )
+    ]
+
+
+def ping(host: Host, destination: str, sequence: int) -> IcmpSeen | None:
+    """One echo request from `host`; the matching echo reply, or None."""
+    ident = os.getpid() & 0xFFFF
+    with socket_in(host.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw:
+        sent = time.monotonic()
+        raw.sendto(icmp_echo_request(ident, sequence, b"framelab"), (destination, 0))
+
+        def matches(icmp: bytes) -> bool:
+            return icmp[0] == ECHO_REPLY and struct.unpack_from("!HH", icmp, 4) == (
+                ident,
+                sequence,
+            )
+
+        return receive(raw, sent, matches)
+
+
+def traceroute(host: Host, destination: str, max_ttl: int) -> list[IcmpSeen | None]:
+    """UDP probes with growing TTL until the destination says port unreachable."""
+    hops: list[IcmpSeen | None] = []
+    with (
+        socket_in(host.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw,
+        socket_in(host.netns, socket.AF_INET, socket.SOCK_DGRAM) as udp,
+    ):
+        udp.bind((host.address, 0))
+        source_port = udp.getsockname()[1]
+        for ttl in range(1, max_ttl + 1):
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            sent = time.monotonic()
+            udp.sendto(b"probe", (destination, PROBE_PORT))
+
+            def quotes_our_probe(icmp: bytes) -> bool:
+                if icmp[0] not in (TIME_EXCEEDED, UNREACHABLE) or len(icmp) < 8 + 20 + 4:
+                    return False
+                inner = icmp[8:]
+                ihl = (inner[0] & 0x0F) * 4
+                return struct.unpack_from("!HH", inner, ihl) == (source_port, PROBE_PORT)
+
+            hop = receive(raw, sent, quotes_our_probe)
+            hops.append(hop)
+            if hop is not None and hop.type == UNREACHABLE:
+                break
+    return hops
+
+
+def receive(raw: socket.socket, sent: float, wanted: Callable[[bytes], bool]) -> IcmpSeen | None:
+    """The first ICMP message `wanted(icmp_bytes)` accepts within WAIT_S."""
+    deadline = sent + WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        raw.settimeout(left)
+        try:
+            packet, (source, _) = raw.recvfrom(2048)
+        except TimeoutError:
+            return None
+        icmp = packet[(packet[0] & 0x0F) * 4 :]
+        if len(icmp) >= 8 and wanted(icmp):
+            ms = round((time.monotonic() - sent) * 1000, 3)
+            return IcmpSeen(source, icmp[0], icmp[1], ms)
+    return None
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C05",),
+    needs_root="yes",
+    description="ping and traceroute across a router namespace; a host that ignores ping",
+    run=run,
+)

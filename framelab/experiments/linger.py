@@ -1,0 +1,340 @@
+"""SO_LINGER on Linux: what close() sends, and how long it blocks (claim C29).
+
+The notes say: with SO_LINGER on and a timeout, close() tries to send what is
+buffered within the timeout and then closes normally; if it could not, it
+resets; with timeout 0 it resets at once. Four loopback cases, one listener:
+
+(a) default close(): FIN, the active closer ends in TIME_WAIT, the peer reads EOF.
+(b) SO_LINGER(1, 0): RST at once, no TIME_WAIT, the peer's recv fails ECONNRESET.
+(c) SO_LINGER(1, N) with data the peer is not reading (its window is full):
+    how long close() blocks on a non-blocking socket, what it returns, and
+    whether anything is reset at the timeout. The peer then reads: if the data
+    still arrives, followed by EOF, nothing was reset.
+(d) SO_LINGER(1, N) with a peer that reads: close() returns once data and FIN
+    are acknowledged, long before N seconds.
+
+The "if it could not, it resets" part is what (c) checks; the verdict follows
+what is seen (a capture when root, the peer's recv and /proc/net/tcp always).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.observe import counter_delta, netstat_counters, sysctls
+from framelab.experiments.pairs import (
+    Pair,
+    Stopwatch,
+    address_of,
+    connect_to,
+    drain,
+    endpoint_state,
+    fill_send_queue,
+    fin_rst_sent,
+    flags_sent,
+    listening_socket,
+    maybe_capture,
+    median_ms,
+    recv_outcome,
+    set_linger,
+    short_trace,
+    tcp_entry,
+    timing_rounds,
+    titled,
+    wait_for_flag,
+    wait_for_state,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge
+
+NAME = "linger"
+#: small buffers so that filling the peer's window takes a few hundred KiB, not MiBs
+BUFFER_BYTES = 65536
+#: how long a recv may wait for an event that should come at once (seconds)
+EVENT_TIMEOUT = 2.0
+#: how long after close() returned an RST would still count as "sent at the timeout"
+RST_GRACE = 0.2
+
+
+@dataclass
+class CaseRun:
+    """One round of one case: facts that every round should repeat, details
+    that may vary (first round kept), close()'s duration, and the trace."""
+
+    facts: dict[str, Any]
+    close_s: float
+    details: dict[str, Any] = field(default_factory=dict)
+    trace: list[str] = field(default_factory=list)
+
+
+def client_sent(cap: Capture | None, pair: Pair, since: float) -> dict[str, bool | None]:
+    """client_sent_fin / client_sent_rst after `since` (None: not captured)."""
+    sent = fin_rst_sent(cap, pair.client_port, pair.server_port, since)
+    return {"client_sent_fin": sent["fin"], "client_sent_rst": sent["rst"]}
+
+
+def default_close(listener: socket.socket, cap: Capture | None) -> CaseRun:
+    """(a) close() with no linger: FIN, peer EOF, active closer in TIME_WAIT."""
+    pair = connect_to(listener)
+    try:
+        started = time.monotonic()
+        with Stopwatch() as sw:
+            pair.client.close()
+        peer_recv = recv_outcome(pair.server, EVENT_TIMEOUT)
+        fin_acked = wait_for_state(
+            pair.server_port, {"FIN_WAIT2"}, EVENT_TIMEOUT, local_port=pair.client_port
+        )
+        peer_state = endpoint_state(pair.server_address, pair.client_address)
+        pair.server.close()  # the passive close completes the four-segment close
+        time_wait = wait_for_state(
+            pair.server_port, {"TIME_WAIT"}, EVENT_TIMEOUT, local_port=pair.client_port
+        )
+        wait_for_flag(cap, pair.client_port, "F", EVENT_TIMEOUT, started)
+        facts = {
+            "peer_recv": peer_recv,
+            "closer_state_after_fin_acked": fin_acked.state if fin_acked else None,
+            "peer_state_after_close": peer_state,
+            "closer_state_after_peer_close": time_wait.state if time_wait else None,
+            **client_sent(cap, pair, started),
+        }
+        details = {"time_wait_timer_s": round(time_wait.timer_seconds) if time_wait else None}
+        trace = short_trace(cap, pair.client_port, started, 6)
+        return CaseRun(facts, sw.seconds, details, trace)
+    finally:
+        pair.close()
+
+
+def linger_zero(listener: socket.socket, cap: Capture | None) -> CaseRun:
+    """(b) SO_LINGER(1, 0): close() aborts with RST; nothing lingers in TIME_WAIT."""
+    pair = connect_to(listener)
+    try:
+        set_linger(pair.client, True, 0)
+        started = time.monotonic()
+        with Stopwatch() as sw:
+            pair.client.close()
+        wait_for_flag(cap, pair.client_port, "R", EVENT_TIMEOUT, started)
+        facts = {
+            "closer_state_after_close": endpoint_state(pair.client_address, pair.server_address),
+            "peer_recv": recv_outcome(pair.server, EVENT_TIMEOUT),
+            "peer_state_after_recv": endpoint_state(pair.server_address, pair.client_address),
+            **client_sent(cap, pair, started),
+        }
+        return CaseRun(facts, sw.seconds, trace=short_trace(cap, pair.client_port, started, 3))
+    finally:
+        pair.close()
+
+
+def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
+    """(c) SO_LINGER(1, N) while the peer reads nothing: data cannot leave in time."""
+    pair = connect_to(listener, sndbuf=BUFFER_BYTES)
+    try:
+        queued = fill_send_queue(pair.client)
+        before = tcp_entry(pair.client_address, pair.server_address)
+        set_linger(pair.client, True, seconds)
+        pair.client.setblocking(False)
+        counters = netstat_counters()
+        started = time.monotonic()
+        close_error: str | None = None
+        with Stopwatch() as sw:
+            try:
+                pair.client.close()
+            except OSError as exc:  # pragma: no cover - Linux returns 0
+                close_error = type(exc).__name__
+        # An RST at the timeout would leave right away: give it a short grace.
+        rst = wait_for_flag(cap, pair.client_port, "R", RST_GRACE, started)
+        resets = counter_delta(counters, netstat_counters())
+        sent_by_timeout = flags_sent(cap, pair.client_port, pair.server_port, started)
+        orphan = tcp_entry(pair.client_address, pair.server_address)
+        peer_bytes, peer_end = drain(pair.server, EVENT_TIMEOUT)
+        facts = {
+            "nonblocking_socket": True,
+            "linger_s": seconds,
+            "bytes_queued": queued,
+            "close_raised": close_error,
+            "closer_state_after_close": orphan.state if orphan else None,
+            "rst_at_timeout": None if cap is None else rst is not None,
+            "fin_sent_by_timeout": None
+            if sent_by_timeout is None
+            else any("F" in f for f in sent_by_timeout),
+            "peer_bytes_read_later": peer_bytes,
+            "peer_read_end": peer_end,
+        }
+        details = {
+            "queued_bytes_at_close": before.tx_queue if before else None,
+            "queued_bytes_after_close": orphan.tx_queue if orphan else None,
+            "client_flags_by_timeout": sent_by_timeout,
+            # machine-wide counters: other traffic may add to them, never subtract
+            "reset_counters_delta": {
+                k: v for k, v in resets.items() if k == "Tcp.OutRsts" or "Abort" in k
+            },
+        }
+        trace = short_trace(cap, pair.client_port, started, 10)
+        return CaseRun(facts, sw.seconds, details, trace)
+    finally:
+        pair.close()
+
+
+def linger_peer_reads(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
+    """(d) SO_LINGER(1, N) with queued data and a peer that starts reading."""
+    pair = connect_to(listener, sndbuf=BUFFER_BYTES)
+    received: list[tuple[int, str]] = []
+    reader = threading.Thread(target=lambda: received.append(drain(pair.server, EVENT_TIMEOUT)))
+    try:
+        queued = fill_send_queue(pair.client)
+        set_linger(pair.client, True, seconds)
+        before = tcp_entry(pair.client_address, pair.server_address)
+        reader.start()
+        started = time.monotonic()
+        with Stopwatch() as sw:
+            pair.client.close()
+        after_close = endpoint_state(pair.client_address, pair.server_address)
+        reader.join(EVENT_TIMEOUT * 3)
+        peer_bytes, peer_end = received[0] if received else (0, "no result")
+        facts = {
+            "linger_s": seconds,
+            "closer_state_after_close": after_close,
+            "all_bytes_read": peer_bytes == queued,
+            "peer_read_end": peer_end,
+            **client_sent(cap, pair, started),
+        }
+        details = {
+            "bytes_queued": queued,
+            "queued_bytes_when_peer_started_reading": before.tx_queue if before else None,
+        }
+        trace = short_trace(cap, pair.client_port, started, 4)
+        return CaseRun(facts, sw.seconds, details, trace)
+    finally:
+        if reader.is_alive():
+            pair.server.shutdown(socket.SHUT_RDWR)
+            reader.join()
+        pair.close()
+
+
+def repeat(case: Callable[[], CaseRun], rounds: int) -> tuple[dict[str, Any], list[str]]:
+    """Run a case `rounds` times: first round's facts, median close() time, consistency."""
+    runs = [case() for _ in range(rounds)]
+    observed = {**runs[0].facts, **runs[0].details}
+    observed["close_ms_median"] = median_ms([r.close_s for r in runs])
+    observed["rounds"] = rounds
+    observed["same_every_round"] = all(r.facts == runs[0].facts for r in runs)
+    return observed, runs[0].trace
+
+
+def _rst_not_fin(case: dict[str, Any]) -> bool:
+    """The capture shows an RST and no FIN from the closer (True without a capture)."""
+    return case["client_sent_rst"] in (True, None) and case["client_sent_fin"] in (False, None)
+
+
+def decide(
+    default: dict[str, Any], zero: dict[str, Any], stuck: dict[str, Any], reads: dict[str, Any]
+) -> tuple[bool, list[str], list[str]]:
+    """(claim holds, what matched, what did not), from the four cases' facts."""
+    n = stuck["linger_s"]
+    default_ok = (
+        default["peer_recv"] == "EOF" and default["closer_state_after_peer_close"] == "TIME_WAIT"
+    )
+    zero_ok = (
+        zero["peer_recv"] == "ECONNRESET"
+        and zero["closer_state_after_close"] is None
+        and zero["close_ms_median"] < 100
+        and _rst_not_fin(zero)
+    )
+    reads_ok = (
+        reads["peer_read_end"] == "EOF"
+        and reads["all_bytes_read"]
+        and reads["close_ms_median"] < n * 1000 / 2
+    )
+    checks = {
+        "default close: FIN, peer EOF, closer in TIME_WAIT": default_ok,
+        "linger 0: RST at once, peer ECONNRESET, no TIME_WAIT": zero_ok,
+        f"linger {n} with a reading peer: close() returns once data+FIN are acked": reads_ok,
+        f"linger {n} with unsendable data: close() blocks ~{n} s": stuck["close_ms_median"]
+        >= n * 1000 * 0.8,
+        f"linger {n} with unsendable data: reset at the timeout": _reset_at_timeout(stuck),
+    }
+    held = [name for name, ok in checks.items() if ok]
+    failed = [name for name, ok in checks.items() if not ok]
+    return not failed, held, failed
+
+
+def _reset_at_timeout(stuck: dict[str, Any]) -> bool:
+    """An RST in the capture; without one, a peer that could not read its data."""
+    if stuck["rst_at_timeout"] is not None:
+        return bool(stuck["rst_at_timeout"])
+    delivered = stuck["peer_bytes_read_later"] == stuck["bytes_queued"]
+    return stuck["peer_read_end"] == "ECONNRESET" or not delivered
+
+
+def seen(stuck: dict[str, Any], zero: dict[str, Any]) -> str:
+    """What linger N with unsendable data and linger 0 did, in one sentence each."""
+    outcome = (
+        "returned normally" if stuck["close_raised"] is None else f"raised {stuck['close_raised']}"
+    )
+    rst = {
+        True: "an RST was sent",
+        False: "no RST was sent",
+        None: "(uncaptured, judged by the peer's reads)",
+    }[stuck["rst_at_timeout"]]
+    return (
+        f"With unsendable data close() blocked {stuck['close_ms_median']:.0f} ms on a "
+        f"non-blocking socket and {outcome}; at the timeout {rst}; the socket "
+        f"stayed {stuck['closer_state_after_close']} with "
+        f"{stuck['queued_bytes_after_close']} bytes queued; the peer later read "
+        f"{stuck['peer_bytes_read_later']} of {stuck['bytes_queued']} bytes, then "
+        f"{stuck['peer_read_end']}. Linger 0: peer {zero['peer_recv']}, closer state "
+        f"{zero['closer_state_after_close']}."
+    )
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    rounds = timing_rounds(ctx)
+    seconds = 1 if ctx.quick else 2
+    listener = listening_socket(rcvbuf=BUFFER_BYTES)
+    try:
+        with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
+            default, t_default = repeat(lambda: default_close(listener, cap), rounds)
+            zero, t_zero = repeat(lambda: linger_zero(listener, cap), rounds)
+            stuck, t_stuck = repeat(lambda: linger_timeout_unsent(listener, cap, seconds), 1)
+            reads, t_reads = repeat(lambda: linger_peer_reads(listener, cap, seconds), rounds)
+    finally:
+        listener.close()
+    holds, held, failed = decide(default, zero, stuck, reads)
+    observed = {
+        "default_close": default,
+        "linger_0": zero,
+        "linger_n_unsendable": stuck,
+        "linger_n_peer_reads": reads,
+        "matched": held,
+        "not_matched": failed,
+        "captured": ctx.can_capture,
+        "sysctls": sysctls(["net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_orphan_retries"]),
+    }
+    trace = [
+        *titled("(a) default close()", t_default),
+        *titled("(b) SO_LINGER(1, 0)", t_zero),
+        *titled(f"(c) SO_LINGER(1, {seconds}), peer not reading", t_stuck),
+        *titled(f"(d) SO_LINGER(1, {seconds}), peer reading", t_reads),
+    ]
+    confirmed = (
+        f"Linger 0 resets at once (peer {zero['peer_recv']}, no TIME_WAIT); linger {seconds} "
+        f"returns in {reads['close_ms_median']} ms once data+FIN are acked, and when the data "
+        f"cannot go out close() blocks {stuck['close_ms_median']:.0f} ms and then resets."
+    )
+    differs = "Not as the notes say: " + "; ".join(failed) + f" did not hold. {seen(stuck, zero)}"
+    return [judge(NAME, "C29", holds, observed, confirmed=confirmed, differs=differs, trace=trace)]
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C29",),
+    needs_root="no",
+    description="SO_LINGER: default close, linger 0 (RST), linger N with stuck and with read data",
+    run=run,
+)

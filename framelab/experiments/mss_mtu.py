@@ -1,0 +1,730 @@
+"""C01-C04, C07, C12, C13, C19: MTU, MSS, IP limits and fragmentation.
+
+Loopback has a 65536-byte MTU and no Ethernet, so the Ethernet claims run
+between two hosts in network namespaces joined by a veth pair with MTU 1500
+and segmentation offloads off (experiments/netns.py), captured on a's end
+(and on b's, to see what arrived):
+- C12: the MSS option in the SYN and TCP_MAXSEG after connect, against the
+  MTU minus the IP and TCP headers; timestamps take 12 more bytes of every
+  segment, so a second connection runs with them off (a's tcp_timestamps).
+- C19: one send() of SEND_SIZE bytes leaves as several segments <= MSS.
+- C01: the largest frame captured (a full segment or datagram): 14 + 1500.
+- C02: the smallest frames (bare ACKs, a 1-byte UDP datagram) are shorter
+  than Ethernet's 60-byte minimum, since padding happens after the capture
+  point; b receives the 43-byte frame unchanged (a veth never pads).
+- C07: UDP with DF (IP_PMTUDISC_DO): 1472 bytes go out in one frame, 1473
+  fail with EMSGSIZE; IP_MTU says 1500.
+- C04: a 4000-byte datagram without DF leaves as fragments sharing one IP
+  id and is delivered whole; one sent raw without its middle fragment is
+  never delivered: b gives up when the reassembly timer (set to
+  1 s in b) fires, counts ReasmFails and says so with an ICMP time exceeded.
+- C13 (as root): a SYN built by hand without an MSS option gets 536, the
+  RFC 879 default; it comes from an address no namespace owns (b reaches it
+  by a static neighbour entry), so no kernel answers b's SYN-ACK with a RST.
+On loopback, for everyone:
+- C03: the largest UDP payload is 65535 - 20 - 8 = 65507 bytes (65508:
+  EMSGSIZE); IP options make the header longer, up to 60 bytes (40 bytes of
+  options accepted, 44 refused) and the payload shorter by as much; as root
+  the capture shows the header lengths and a total length of 65535.
+- C13: the MSS in use is derived from the route's MTU (loopback and veth),
+  not 536; TCP_MAXSEG set before connect lowers what is advertised and sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import VethLink, socket_in
+from framelab.experiments.observe import (
+    errno_name,
+    netstat_counters,
+    selected_delta,
+    sysctl,
+    sysctls,
+    tcp_info,
+)
+from framelab.experiments.packets import (
+    ACK,
+    DONT_FRAGMENT,
+    ETHERNET_HEADER,
+    IPV4_HEADER,
+    SYN,
+    TCP_HEADER,
+    UDP_HEADER,
+    Packet,
+    format_trace,
+    ipv4_header,
+    tcp_segment,
+    udp_fragments,
+)
+from framelab.experiments.pairs import (
+    address_of,
+    connect_to,
+    listening_socket,
+    maybe_capture,
+    set_linger,
+    truncate_lines,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.sockio import data_segments_out, segments_since
+
+NAME = "mss_mtu"
+# linux/in.h (the socket module of Python 3.11 lacks them)
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_DO = 2
+IP_MTU = 14
+ETHERNET_MIN_FRAME = 60  # without the FCS
+MTU = 1500
+TIMESTAMP_OPTION = 12  # 10 bytes and 2 NOPs, in every segment once both agreed
+RFC_DEFAULT_MSS = 536
+TCP_PORT, TCP_NO_TS_PORT, NO_MSS_PORT = 7012, 7013, 7536
+UDP_PORT, FRAG_PORT = 7007, 7004
+SEND_SIZE = 10_000
+NO_MSS_SEND = 1200
+LOWERED_SEND = 4000
+BIG_DATAGRAM = 4000
+FRAGMENT_DATA = MTU - IPV4_HEADER  # 1480: a multiple of 8, as fragment offsets must be
+STRANGER = "10.231.0.3"  # on the link's subnet, owned by no namespace
+STRANGER_PORT = 40000
+MARKER = b"after the fragments"
+RAW_ID = 0x4242  # the IP id of the fragments sent raw
+NETNS_CLAIMS = ("C01", "C02", "C04", "C07", "C12", "C19")
+REASSEMBLY = ("Ip.ReasmReqds", "Ip.ReasmOKs", "Ip.ReasmFails", "Ip.ReasmTimeout")
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    wire: Wire | None = None
+    if ctx.root:
+        wire = observe_veth()
+        results = [
+            judge_largest_frame(wire),
+            judge_small_frames(wire),
+            judge_fragmentation(wire),
+            judge_udp_with_df(wire),
+            judge_mss_from_mtu(wire),
+            judge_segmentation(wire),
+        ]
+    else:
+        why = "needs root: two hosts in network namespaces (veth, MTU 1500)"
+        results = [skipped(NAME, claim, why) for claim in NETNS_CLAIMS]
+    results += [check_ip_limits(ctx), check_default_mss(ctx, wire)]
+    return sorted(results, key=lambda r: r.claim)
+
+
+# -- across a veth with MTU 1500 ----------------------------------------------------
+@dataclass
+class Wire:
+    """What the sockets said and what crossed the veth (seen at a's end; at b's too)."""
+
+    packets: list[Packet]
+    at_b: list[Packet]
+    started: float
+    sockets: dict[str, dict[str, Any]]
+    sysctl: dict[str, str | None]
+    _lines: dict[int, str] = field(default_factory=dict)
+
+    def on(self, port: int, proto: str = "tcp") -> list[Packet]:
+        return [p for p in self.packets if p.proto == proto and port in (p.sport, p.dport)]
+
+    def data_to(self, port: int) -> list[int]:
+        """Payload sizes of the TCP segments sent to `port`, in order."""
+        return [p.payload_len for p in self.on(port) if p.dport == port and p.payload_len]
+
+    def data_from(self, port: int) -> list[int]:
+        return [p.payload_len for p in self.on(port) if p.sport == port and p.payload_len]
+
+    def first(self, port: int, flags: str) -> Packet | None:
+        return next((p for p in self.on(port) if p.flags == flags), None)
+
+    def bare_ack(self, port: int) -> int | None:
+        """Frame length of a bare ACK (no data, no SYN/FIN) on `port`'s connection."""
+        sizes = [p.frame_len for p in self.on(port) if p.flags == "." and not p.payload_len]
+        return min(sizes, default=None)
+
+    def trace(self, packets: list[Packet], limit: int = 16) -> list[str]:
+        """tcpdump-like lines for `packets`, numbered against the whole capture."""
+        if not self._lines:
+            whole = format_trace(self.packets, self.started)
+            self._lines = {id(p): line for p, line in zip(self.packets, whole, strict=True)}
+        return truncate_lines([self._lines[id(p)] for p in packets], limit)
+
+
+def observe_veth() -> Wire:
+    ports = [TCP_PORT, TCP_NO_TS_PORT, NO_MSS_PORT, UDP_PORT, FRAG_PORT]
+    with (
+        VethLink(mtu=MTU) as link,
+        Capture(link.a.ifname, ports=ports, netns=link.a.netns) as cap,
+        Capture(link.b.ifname, ports=[UDP_PORT], netns=link.b.netns) as at_b,
+    ):
+        settings = sysctls(["net.ipv4.tcp_timestamps", "net.ipv4.ip_no_pmtu_disc"], link.a.netns)
+        sockets = {
+            "tcp": tcp_over_veth(link, TCP_PORT, SEND_SIZE),
+            "tcp_no_timestamps": tcp_without_timestamps(link),
+            "udp_df": udp_with_df(link, cap),
+            "fragments": fragmentation(link, cap),
+            "lost_fragment": lost_middle_fragment(link, cap),
+            "no_mss_option": peer_without_mss_option(link, cap),
+        }
+        at_b.wait_for(lambda p: p.proto == "udp" and p.payload_len == 1, timeout=1.0)
+    return Wire(list(cap.packets), list(at_b.packets), cap.started, sockets, settings)
+
+
+def tcp_over_veth(link: VethLink, port: int, size: int) -> dict[str, Any]:
+    """Connect a to b, read TCP_MAXSEG, and send `size` bytes in one send()."""
+    listener = link.b.socket()
+    client = link.a.socket()
+    with listener, client:
+        listener.bind((link.b.address, port))
+        listener.listen(1)
+        listener.settimeout(2)
+        client.settimeout(2)
+        client.connect((link.b.address, port))
+        server, _ = listener.accept()
+        with server:
+            maxseg = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            sent = client.send(bytes(size))
+            received = 0
+            server.settimeout(2)
+            while received < sent:
+                received += len(server.recv(65536))
+    return {"tcp_maxseg_after_connect": maxseg, "sent_in_one_send": sent, "received": received}
+
+
+def tcp_without_timestamps(link: VethLink) -> dict[str, Any]:
+    """The same, with a's net.ipv4.tcp_timestamps 0 (a per-namespace setting)."""
+    link.a.set_sysctl("net.ipv4.tcp_timestamps", 0)
+    result = tcp_over_veth(link, TCP_NO_TS_PORT, 2 * (MTU - IPV4_HEADER - TCP_HEADER))
+    return {"tcp_timestamps": sysctl("net.ipv4.tcp_timestamps", link.a.netns), **result}
+
+
+def udp_with_df(link: VethLink, cap: Capture) -> dict[str, Any]:
+    receiver = link.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = link.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind((link.b.address, UDP_PORT))
+        sender.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        sender.connect((link.b.address, UDP_PORT))
+        results: dict[str, Any] = {"ip_mtu": sender.getsockopt(socket.IPPROTO_IP, IP_MTU)}
+        for size in (1472, 1473):
+            try:
+                sender.send(bytes(size))
+                results[f"send_{size}"] = "ok"
+            except OSError as exc:
+                results[f"send_{size}"] = errno_name(exc)
+        sender.send(b"x")  # the smallest datagram: 14 + 20 + 8 + 1 = 43 bytes on the wire
+        receiver.settimeout(1)
+        results["received_sizes"] = [len(receiver.recv(65536)) for _ in range(2)]
+        frame = cap.wait_for(lambda p: p.proto == "udp" and p.payload_len == 1472)
+        results["frame_of_1472"] = frame.frame_len if frame else None
+        results["df_set"] = frame.dont_fragment if frame else None
+        results["fragments_of_1472"] = frame.more_fragments if frame else None
+    return results
+
+
+def fragmentation(link: VethLink, cap: Capture) -> dict[str, Any]:
+    """A 4000-byte datagram, DF off: the kernel fragments it, b reassembles it."""
+    receiver = link.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = link.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind((link.b.address, FRAG_PORT))
+        receiver.settimeout(1)
+        sender.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        before = netstat_counters(link.b.netns)
+        sender.sendto(bytes(BIG_DATAGRAM), (link.b.address, FRAG_PORT))
+        whole = len(receiver.recv(65536))
+        after = netstat_counters(link.b.netns)
+        cap.wait_for(lambda p: p.proto == "ip-fragment" and not p.more_fragments)
+    return {
+        "datagram": BIG_DATAGRAM,
+        "received_whole": whole,
+        "counters_at_b": selected_delta(before, after, REASSEMBLY),
+    }
+
+
+def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
+    """A 4000-byte datagram's fragments sent raw, all but the middle one: is anything delivered?
+
+    Without netem or a firewall nothing on the path can drop a fragment, so
+    the sender leaves it out. A datagram sent after them shows they have been
+    taken in; b's reassembly timer (1 s here, 30 s by default) decides the rest.
+    """
+    default_wait = sysctl("net.ipv4.ipfrag_time", link.b.netns)
+    link.b.set_sysctl("net.ipv4.ipfrag_time", 1)
+    receiver = link.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = link.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw = socket_in(link.a.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with receiver, sender, raw:
+        receiver.bind((link.b.address, FRAG_PORT))
+        receiver.settimeout(2)
+        before = netstat_counters(link.b.netns)
+        pieces = udp_fragments(
+            (link.a.address, STRANGER_PORT),
+            (link.b.address, FRAG_PORT),
+            bytes(BIG_DATAGRAM),
+            RAW_ID,
+        )
+        for piece in (pieces[0], pieces[-1]):
+            raw.sendto(piece, (link.b.address, 0))
+        sender.sendto(MARKER, (link.b.address, FRAG_PORT))
+        delivered = []
+        with contextlib.suppress(TimeoutError):
+            delivered.append(receiver.recv(65536))
+        expired = cap.wait_for(
+            lambda p: p.proto == "icmp" and p.icmp_type == 11 and p.icmp_code == 1, timeout=3.0
+        )
+        receiver.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                delivered.append(receiver.recv(65536))
+        after = netstat_counters(link.b.netns)
+    return {
+        "fragments_sent": f"first and last of {len(pieces)}",
+        "offsets_sent": [0, FRAGMENT_DATA * (len(pieces) - 1)],
+        "delivered": ["the marker" if d == MARKER else f"{len(d)} bytes" for d in delivered],
+        "ipfrag_time": {"default": default_wait, "set in b": 1},
+        "icmp_from_b": "time exceeded: fragment reassembly" if expired else None,
+        "counters_at_b": selected_delta(before, after, REASSEMBLY),
+    }
+
+
+def peer_without_mss_option(link: VethLink, cap: Capture) -> dict[str, Any]:
+    """A handshake whose SYN has no options at all: which MSS does b use, and send?
+
+    The SYN and the ACK are built by hand and come from STRANGER, which b
+    reaches through a static neighbour entry (a's MAC): a's kernel drops b's
+    replies (not its address, no forwarding) instead of resetting them.
+    """
+    mac = link.a.run("cat", f"/sys/class/net/{link.a.ifname}/address").stdout.strip()
+    link.b.run("ip", "neigh", "replace", STRANGER, "lladdr", mac, "dev", link.b.ifname)
+    listener = link.b.socket()
+    raw = socket_in(link.a.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with listener, raw:
+        listener.bind((link.b.address, NO_MSS_PORT))
+        listener.listen(1)
+        listener.settimeout(2)
+        isn = 1000
+        raw.sendto(segment_to(link.b.address, isn, 0, SYN), (link.b.address, 0))
+        synack = cap.wait_for(lambda p: p.sport == NO_MSS_PORT and p.flags == "S.")
+        if synack is None:
+            return {"syn_ack": None}
+        ack = (synack.seq + 1) & 0xFFFFFFFF
+        raw.sendto(segment_to(link.b.address, isn + 1, ack, ACK), (link.b.address, 0))
+        try:
+            server, _ = listener.accept()
+        except TimeoutError:
+            return {"b_syn_ack_mss_option": synack.mss_option, "accept": "timed out"}
+        with server:
+            maxseg = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            server.send(bytes(NO_MSS_SEND))
+            cap.wait_for(lambda p: p.sport == NO_MSS_PORT and p.has("P"))
+            set_linger(server, True, 0)  # never acknowledged: reset rather than retransmit
+    return {
+        "syn_options": "none",
+        "b_syn_ack_mss_option": synack.mss_option,
+        "b_tcp_maxseg": maxseg,
+        "b_sent_in_one_send": NO_MSS_SEND,
+    }
+
+
+def segment_to(dst: str, seq: int, ack: int, flags: int) -> bytes:
+    """A bare TCP segment from STRANGER, without options (so without an MSS option)."""
+    segment = tcp_segment((STRANGER, STRANGER_PORT), (dst, NO_MSS_PORT), seq, ack, flags)
+    return ipv4_header(STRANGER, dst, socket.IPPROTO_TCP, len(segment), 0, DONT_FRAGMENT) + segment
+
+
+def judge_largest_frame(wire: Wire) -> ClaimResult:
+    largest = max(p.frame_len for p in wire.packets)
+    by_kind = {
+        "tcp": max((p.frame_len for p in wire.packets if p.proto == "tcp"), default=None),
+        "udp": max((p.frame_len for p in wire.packets if p.proto == "udp"), default=None),
+    }
+    full = [p for p in wire.packets if p.frame_len == largest]
+    return judge(
+        NAME,
+        "C01",
+        largest == ETHERNET_HEADER + MTU,
+        {"mtu": MTU, "largest_frame": largest, "largest_tcp_frame": by_kind["tcp"],
+         "largest_udp_frame": by_kind["udp"], "frames_of_that_size": len(full)},
+        confirmed=(
+            f"largest captured frame {largest} bytes = 6 + 6 + 2 + MTU {MTU} (TCP "
+            f"{by_kind['tcp']}, UDP {by_kind['udp']}): no preamble, SFD or FCS in a capture"
+        ),
+        differs=f"largest captured frame {largest} bytes, not {ETHERNET_HEADER + MTU}",
+        trace=wire.trace(full, limit=4),
+    )  # fmt: skip
+
+
+def judge_small_frames(wire: Wire) -> ClaimResult:
+    def udp_1_byte(packets: list[Packet]) -> int | None:
+        return next((p.frame_len for p in packets if p.proto == "udp" and p.payload_len == 1), None)
+
+    observed = {
+        "ethernet_minimum": ETHERNET_MIN_FRAME,
+        "udp_1_byte_sent": udp_1_byte(wire.packets),
+        "udp_1_byte_received_at_b": udp_1_byte(wire.at_b),
+        "bare_ack": wire.bare_ack(TCP_PORT),
+        "bare_ack_without_timestamps": wire.bare_ack(TCP_NO_TS_PORT),
+    }
+    sizes = [v for k, v in observed.items() if k != "ethernet_minimum" and v is not None]
+    small = sorted({s for s in sizes if s < ETHERNET_MIN_FRAME})
+    sent, got = observed["udp_1_byte_sent"], observed["udp_1_byte_received_at_b"]
+    veth = (
+        "b received it unpadded too: a veth never pads"
+        if got == sent
+        else f"b received it as {got} bytes"
+    )
+    examples = [p for p in wire.packets if p.proto == "udp" and p.payload_len == 1][:1]
+    examples += [p for p in wire.on(TCP_NO_TS_PORT) if p.flags == "." and not p.payload_len][:1]
+    examples.sort(key=lambda p: p.time)
+    return judge(
+        NAME,
+        "C02",
+        bool(small),
+        observed,
+        confirmed=(
+            f"frames of {small} bytes captured, under the 60-byte minimum (1-byte UDP: "
+            f"{sent}, bare ACK: {observed['bare_ack_without_timestamps']}, with timestamps "
+            f"{observed['bare_ack']}): capture sees frames before any padding; {veth}"
+        ),
+        differs=f"no frame under 60 bytes captured: {observed}",
+        trace=wire.trace(examples, limit=4),
+    )
+
+
+def judge_fragmentation(wire: Wire) -> ClaimResult:
+    frag, lost = wire.sockets["fragments"], wire.sockets["lost_fragment"]
+    kernel_made = [
+        p
+        for p in wire.packets
+        if p.ip_id != RAW_ID and (p.more_fragments or p.proto == "ip-fragment")
+    ]
+    ids = sorted({p.ip_id for p in kernel_made})
+    frag = {
+        **frag,
+        "fragments": [
+            {"id": p.ip_id, "offset": p.fragment_offset, "more": p.more_fragments,
+             "bytes": p.ip_total_len - p.ip_header_len, "frame": p.frame_len}
+            for p in kernel_made
+        ],
+        "ids": ids,
+    }  # fmt: skip
+    nothing_lost = len(kernel_made) > 1 and len(ids) == 1 and frag["received_whole"] == BIG_DATAGRAM
+    lost_is_lost = lost["delivered"] == ["the marker"] and lost["counters_at_b"]["Ip.ReasmOKs"] == 0
+    told = "; b said so with an ICMP time exceeded" if lost["icmp_from_b"] else ""
+    raw = [p for p in wire.packets if p.ip_id == RAW_ID or p.proto == "icmp"]
+    return judge(
+        NAME,
+        "C04",
+        nothing_lost and lost_is_lost,
+        {"whole": frag, "middle_fragment_lost": lost},
+        confirmed=(
+            f"{BIG_DATAGRAM} bytes left as {len(kernel_made)} fragments, all with IP id "
+            f"{ids[0] if ids else None}, reassembled and delivered whole; sent without its middle "
+            f"fragment, nothing was delivered: the reassembly timed out (ReasmFails "
+            f"+{lost['counters_at_b']['Ip.ReasmFails']}){told}"
+        ),
+        differs=(
+            f"fragments {frag['fragments']}, received {frag['received_whole']}; without the "
+            f"middle fragment b delivered {lost['delivered']}"
+        ),
+        trace=wire.trace(kernel_made + raw, limit=10),
+    )
+
+
+def judge_udp_with_df(wire: Wire) -> ClaimResult:
+    udp = wire.sockets["udp_df"]
+    largest = MTU - IPV4_HEADER - UDP_HEADER
+    return judge(
+        NAME,
+        "C07",
+        udp["send_1472"] == "ok"
+        and udp["send_1473"] == "EMSGSIZE"
+        and udp["frame_of_1472"] == ETHERNET_HEADER + MTU
+        and udp["fragments_of_1472"] is False,
+        {**udp, "ip_no_pmtu_disc": wire.sysctl["net.ipv4.ip_no_pmtu_disc"]},
+        confirmed=(
+            f"with DF, {largest} bytes (1500 - 20 - 8) went out unfragmented in one "
+            f"{udp['frame_of_1472']}-byte frame and {largest + 1} failed with "
+            f"{udp['send_1473']} (IP_MTU {udp['ip_mtu']})"
+        ),
+        differs=f"with DF: 1472 -> {udp['send_1472']}, 1473 -> {udp['send_1473']}",
+        trace=wire.trace(wire.on(UDP_PORT, "udp"), limit=4),
+    )
+
+
+def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
+    seen: dict[str, Any] = {"mtu": MTU}
+    handshakes: list[Packet] = []
+    holds = True
+    connections = (
+        ("timestamps_on", TCP_PORT, "tcp"),
+        ("timestamps_off", TCP_NO_TS_PORT, "tcp_no_timestamps"),
+    )
+    for label, port, key in connections:
+        syn, synack = wire.first(port, "S"), wire.first(port, "S.")
+        stamps = bool(synack and any(o.startswith("TS") for o in synack.options))
+        maxseg = wire.sockets[key]["tcp_maxseg_after_connect"]
+        seen[label] = {
+            "syn_mss_option": syn.mss_option if syn else None,
+            "timestamps_agreed": stamps,
+            "tcp_maxseg_after_connect": maxseg,
+            "data_segments": wire.data_to(port),
+        }
+        expected = MTU - IPV4_HEADER - TCP_HEADER
+        holds = holds and seen[label]["syn_mss_option"] == expected
+        holds = holds and maxseg == expected - (TIMESTAMP_OPTION if stamps else 0)
+        handshakes += [p for p in (syn, synack) if p is not None]
+    seen["tcp_timestamps_sysctl"] = {
+        "default": wire.sysctl["net.ipv4.tcp_timestamps"],
+        "second connection": wire.sockets["tcp_no_timestamps"]["tcp_timestamps"],
+    }
+    on, off = seen["timestamps_on"], seen["timestamps_off"]
+    return judge(
+        NAME,
+        "C12",
+        holds,
+        seen,
+        confirmed=(
+            f"MSS option {on['syn_mss_option']} = MTU {MTU} - 20 (IP) - 20 (TCP); "
+            f"TCP_MAXSEG {on['tcp_maxseg_after_connect']} with timestamps (12 bytes of "
+            f"options per segment), {off['tcp_maxseg_after_connect']} without"
+        ),
+        differs=(
+            f"MSS option {on['syn_mss_option']}, TCP_MAXSEG {on['tcp_maxseg_after_connect']} "
+            f"(without timestamps: {off['tcp_maxseg_after_connect']}) with MTU {MTU}"
+        ),
+        trace=wire.trace(handshakes, limit=4),
+    )
+
+
+def judge_segmentation(wire: Wire) -> ClaimResult:
+    tcp = wire.sockets["tcp"]
+    segments = wire.data_to(TCP_PORT)
+    mss = tcp["tcp_maxseg_after_connect"]
+    data = [p for p in wire.on(TCP_PORT) if p.sport != TCP_PORT and p.payload_len]
+    return judge(
+        NAME,
+        "C19",
+        len(segments) > 1
+        and max(segments) <= mss
+        and sum(segments) == SEND_SIZE == tcp["received"],
+        {"one_send": SEND_SIZE, "segments": segments, "mss": mss, **tcp},
+        confirmed=(
+            f"one send() of {SEND_SIZE} bytes left as {len(segments)} segments of at most "
+            f"{max(segments, default=0)} bytes (MSS {mss}); b received {tcp['received']}"
+        ),
+        differs=f"one send() of {SEND_SIZE} bytes left as segments {segments}",
+        trace=wire.trace(data, limit=10),
+    )
+
+
+# -- on loopback ------------------------------------------------------------------
+def check_ip_limits(ctx: RunContext) -> ClaimResult:
+    observed: dict[str, Any] = {}
+    trace: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        target = address_of(receiver)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+            maybe_capture(ctx.can_capture, [target[1]]) as cap,
+        ):
+            try_sizes(sender, target, (65507, 65508), observed, "udp_{}")
+            for size in (40, 44):
+                try:
+                    sender.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options(size))
+                    observed[f"ip_options_{size}"] = "ok"
+                except OSError as exc:
+                    observed[f"ip_options_{size}"] = errno_name(exc)
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options(40))
+            try_sizes(sender, target, (65467, 65468), observed, "udp_{}_with_40_option_bytes")
+            if cap is not None:
+                trace = captured_headers(cap, observed)
+    expected = {
+        "udp_65507": "ok",
+        "udp_65508": "EMSGSIZE",
+        "ip_options_40": "ok",
+        "udp_65467_with_40_option_bytes": "ok",
+        "udp_65468_with_40_option_bytes": "EMSGSIZE",
+        "captured": {"plain_header": 20, "header_with_options": 60, "largest_total_length": 65535},
+    }
+    holds = observed["ip_options_44"] != "ok" and all(
+        observed.get(key, want) == want for key, want in expected.items()
+    )
+    seen = observed.get("captured")
+    return judge(
+        NAME,
+        "C03",
+        holds,
+        observed,
+        confirmed=(
+            "a UDP payload of 65507 bytes (65535 - 20 - 8) is sent, 65508 fails with "
+            f"{observed['udp_65508']}; 40 bytes of IP options are accepted, 44 refused "
+            f"({observed['ip_options_44']}), and with them the payload limit drops by 40"
+            + (
+                f"; captured: headers of {seen['plain_header']} and "
+                f"{seen['header_with_options']} bytes, total length {seen['largest_total_length']}"
+                if seen
+                else ""
+            )
+        ),
+        differs=f"limits seen: {observed}",
+        trace=trace,
+    )
+
+
+def try_sizes(
+    sender: socket.socket,
+    target: tuple[str, int],
+    sizes: tuple[int, ...],
+    observed: dict[str, Any],
+    key: str,
+) -> None:
+    for size in sizes:
+        try:
+            sender.sendto(bytes(size), target)
+            observed[key.format(size)] = "ok"
+        except OSError as exc:
+            observed[key.format(size)] = errno_name(exc)
+
+
+def captured_headers(cap: Capture, observed: dict[str, Any]) -> list[str]:
+    """IP header and total lengths of the datagrams that went out, as captured."""
+    cap.wait_for(lambda p: p.proto == "udp" and p.payload_len == 65467)
+    packets = [p for p in list(cap.packets) if p.proto == "udp"]
+    if not packets:
+        return []
+    observed["captured"] = {
+        "plain_header": min(p.ip_header_len for p in packets),
+        "header_with_options": max(p.ip_header_len for p in packets),
+        "largest_total_length": max(p.ip_total_len for p in packets),
+    }
+    lines = format_trace(packets, cap.started)
+    return [
+        f"{line} (IP header {p.ip_header_len}, total length {p.ip_total_len})"
+        for p, line in zip(packets, lines, strict=True)
+    ]
+
+
+def ip_options(size: int) -> bytes:
+    """`size` bytes of IP options: NOPs, then end-of-options."""
+    return b"\x01" * (size - 1) + b"\x00"
+
+
+@contextlib.contextmanager
+def lowered_mss_connection(
+    listener: socket.socket, mss: int
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connection whose client set TCP_MAXSEG before connect()."""
+    client = socket.socket()
+    with client:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+        client.settimeout(2)
+        client.connect(address_of(listener))
+        server, _ = listener.accept()
+        with server:
+            yield client, server
+
+
+def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
+    lo_mtu = int(Path("/sys/class/net/lo/mtu").read_text())
+    observed: dict[str, Any] = {"loopback_mtu": lo_mtu}
+    with (
+        listening_socket() as listener,
+        maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap,
+    ):
+        with connect_to(listener) as pair:
+            info = tcp_info(pair.client)
+            observed["loopback_tcp_maxseg"] = pair.client.getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_MAXSEG
+            )
+            observed["loopback_tcp_info"] = {k: info[k] for k in ("pmtu", "advmss", "snd_mss")}
+            client_port = pair.client_port
+        with lowered_mss_connection(listener, 1000) as (lowered, server):
+            observed["maxseg_1000_before_connect"] = lowered.getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_MAXSEG
+            )
+            observed["peer_maxseg"] = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            before = data_segments_out(lowered)
+            lowered.sendall(bytes(LOWERED_SEND))
+            server.settimeout(2)
+            got = 0
+            while got < LOWERED_SEND:
+                got += len(server.recv(65536))
+            observed["segments_for_4000_bytes"] = segments_since(lowered, before)
+            lowered_port = address_of(lowered)[1]
+        if cap is not None:
+            cap.wait_for(lambda p: p.dport == lowered_port and p.has("F"))
+            syns = {p.sport: p for p in cap.tcp() if p.flags == "S"}
+            synack = next(
+                (p for p in cap.tcp() if p.flags == "S." and p.dport == client_port), None
+            )
+            observed["loopback_syn_mss"] = syns[client_port].mss_option
+            observed["loopback_syn_ack_window"] = synack.window if synack else None
+            observed["syn_mss_after_maxseg_1000"] = syns[lowered_port].mss_option
+    if wire is not None:
+        syn = wire.first(TCP_PORT, "S")
+        observed["veth_syn_mss"] = syn.mss_option if syn else None
+        observed["peer_without_mss_option"] = {
+            **wire.sockets["no_mss_option"],
+            "b_segments": wire.data_from(NO_MSS_PORT),
+        }
+    observed["sysctl"] = sysctls(["net.ipv4.tcp_base_mss", "net.ipv4.route.min_adv_mss"])
+    used = [observed["loopback_tcp_maxseg"], observed.get("veth_syn_mss")]
+    holds = all(mss in (None, RFC_DEFAULT_MSS) for mss in used)
+    return judge(
+        NAME,
+        "C13",
+        holds,
+        observed,
+        confirmed=f"the MSS in use was {RFC_DEFAULT_MSS}",
+        differs=default_mss_summary(observed),
+        trace=wire.trace(wire.on(NO_MSS_PORT), limit=8) if wire else [],
+    )
+
+
+def default_mss_summary(seen: dict[str, Any]) -> str:
+    """Why 536 is not what Linux uses, with the numbers seen here."""
+    text = f"the MSS follows the route's MTU: loopback (MTU {seen['loopback_mtu']})"
+    if "loopback_syn_mss" in seen:
+        text += f" advertises {seen['loopback_syn_mss']}"
+    text += f", TCP_MAXSEG {seen['loopback_tcp_maxseg']}"
+    window = seen.get("loopback_syn_ack_window")
+    if window and seen["loopback_tcp_maxseg"] == window // 2:
+        text += f" (Linux also caps it at half the peer's window, {window})"
+    if "veth_syn_mss" in seen:
+        text += f"; a 1500-byte veth advertises {seen['veth_syn_mss']}"
+    no_mss = seen.get("peer_without_mss_option")
+    if no_mss and "b_tcp_maxseg" in no_mss:
+        text += (
+            f"; {RFC_DEFAULT_MSS} is the fallback for a SYN without an MSS option: "
+            f"TCP_MAXSEG {no_mss['b_tcp_maxseg']}, segments {no_mss['b_segments']}"
+        )
+    else:
+        text += f"; {RFC_DEFAULT_MSS} is only the fallback for a peer that sends no MSS option"
+    text += "; TCP_MAXSEG 1000 set before connect"
+    if "syn_mss_after_maxseg_1000" in seen:
+        text += f": the SYN advertises {seen['syn_mss_after_maxseg_1000']}"
+    text += (
+        f", {seen['maxseg_1000_before_connect']} in use (peer {seen['peer_maxseg']}), "
+        f"{LOWERED_SEND} bytes left as {seen['segments_for_4000_bytes']} segments"
+    )
+    return text
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C01", "C02", "C03", "C04", "C07", "C12", "C13", "C19"),
+    needs_root="partly",
+    description="MTU and MSS on a 1500-byte veth and on loopback; IP limits; fragmentation",
+    run=run,
+)

@@ -1,0 +1,417 @@
+"""Nagle's algorithm and TCP_NODELAY on loopback (claims C18, C36).
+
+A request is a 10-byte header written, then a 100-byte body written; the
+server answers only once the whole request is in (as a framed server does).
+With Nagle on, the body waits in the client's kernel until the header is
+ACKed, and the server delays that ACK (Linux: at least 40 ms) because it has
+nothing to send yet: every round trip stalls. The cases, each on a fresh
+connection, timed as the median of several rounds after warm-up rounds (a new
+connection ACKs at once for its first segments, "quick ACK mode"):
+
+- nagle:     TCP_NODELAY 0 (the kernel's default), write, write, read
+- nodelay:   TCP_NODELAY 1, write, write, read
+- one_write: Nagle on, header and body in one write
+- quickack:  Nagle on, the server sets TCP_QUICKACK before each recv()
+- cork:      Nagle on, TCP_CORK around the two writes, cleared after them
+- three writes (10 + 50 + 50) with and without Nagle: how many data
+  segments left (TCP_INFO's data segment counter, no root needed) shows
+  whether the held-back writes were combined.
+
+asyncio and uvloop set TCP_NODELAY on their TCP transports; both the
+accepted and the connected transport's socket are read back, and clearing
+the option through `transport.get_extra_info("socket")` is shown to bring
+the stall back in asyncio code. As root, a capture of one Nagle round shows
+the body leaving only after the server's ACK of the header.
+
+Cost: about 20 stalled round trips of ~40 ms, under 2 s in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from framelab.clients.harness import SocketOptions, corked, loopback_pair, set_quickack
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.packets import format_trace
+from framelab.experiments.pairs import LOOPBACK, maybe_capture, median_ms, timing_rounds, titled
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.sockio import (
+    close_writer,
+    data_segments_out,
+    nodelay,
+    on_each_loop,
+    segments_since,
+)
+
+NAME = "nagle"
+HEADER = b"h" * 10
+BODY = b"b" * 100
+REQUEST_SIZE = len(HEADER) + len(BODY)
+REPLY = b"r" * 10
+#: first rounds of a connection are ACKed at once (quick ACK mode): not timed
+WARMUP_ROUNDS = 2
+#: rounds for cases that do not stall are cheap: this many times ctx's rounds
+FAST_ROUNDS_FACTOR = 10
+#: Nagle counts as having held the body back when its round trip is this many times slower
+STALL_RATIO = 10
+#: ...and at least this slow in absolute terms (the kernel's delayed ACK is 40 ms)
+STALL_FLOOR_MS = 5.0
+TIMEOUT = 5.0
+
+Pattern = Callable[[socket.socket], None]
+
+
+def two_writes(sock: socket.socket) -> None:
+    sock.sendall(HEADER)
+    sock.sendall(BODY)
+
+
+def one_write(sock: socket.socket) -> None:
+    sock.sendall(HEADER + BODY)
+
+
+def three_writes(sock: socket.socket) -> None:
+    sock.sendall(HEADER)
+    sock.sendall(BODY[:50])
+    sock.sendall(BODY[50:])
+
+
+def corked_writes(sock: socket.socket) -> None:
+    with corked(sock):  # clearing TCP_CORK sends what is queued at once
+        two_writes(sock)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way to send a request: the client's Nagle setting, the server's ACK policy."""
+
+    name: str
+    pattern: Pattern
+    nodelay: bool = False
+    quickack: bool = False
+    stalls: bool = False  # expected to cost ~40 ms per round: give it few rounds
+
+
+CASES = (
+    Case("nagle", two_writes, stalls=True),
+    Case("nodelay", two_writes, nodelay=True),
+    Case("one_write", one_write),
+    Case("quickack", two_writes, quickack=True),
+    Case("cork", corked_writes),
+    Case("nagle_3_writes", three_writes, stalls=True),
+    Case("nodelay_3_writes", three_writes, nodelay=True),
+)
+
+
+class ReplyServer(threading.Thread):
+    """Answers every complete request of REQUEST_SIZE bytes with REPLY, until EOF.
+
+    With `quickack`, TCP_QUICKACK is set before every recv(): the kernel
+    clears it again on its own, so it has to be re-armed each time.
+    """
+
+    def __init__(self, sock: socket.socket, quickack: bool) -> None:
+        super().__init__(name="nagle-server", daemon=True)
+        self.sock = sock
+        self.quickack = quickack
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        pending = 0
+        try:
+            while True:
+                if self.quickack:
+                    set_quickack(self.sock)
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                pending += len(data)
+                while pending >= REQUEST_SIZE:
+                    pending -= REQUEST_SIZE
+                    self.sock.sendall(REPLY)
+        except OSError as exc:
+            self.error = exc
+
+
+def read_reply(sock: socket.socket) -> None:
+    received = 0
+    while received < len(REPLY):
+        chunk = sock.recv(len(REPLY) - received)
+        if not chunk:
+            raise ConnectionError("server closed before replying")
+        received += len(chunk)
+
+
+def round_trip(sock: socket.socket, pattern: Pattern) -> float:
+    """Seconds from the first write of a request to the end of its reply."""
+    started = time.perf_counter()
+    pattern(sock)
+    read_reply(sock)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    rounds: int
+    segments_per_request: float | None
+    client_port: int
+    server_port: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "median_ms": self.median_ms,
+            "rounds": self.rounds,
+            "data_segments_per_request": self.segments_per_request,
+        }
+
+
+def time_case(case: Case, rounds: int, cap: Capture | None = None) -> Timing:
+    client, server = loopback_pair(SocketOptions(nodelay=case.nodelay), timeout=TIMEOUT)
+    replier = ReplyServer(server, case.quickack)
+    replier.start()
+    try:
+        if cap is not None:
+            cap.add_port(server.getsockname()[1])
+        for _ in range(WARMUP_ROUNDS):
+            round_trip(client, case.pattern)
+        before = data_segments_out(client)
+        samples = [round_trip(client, case.pattern) for _ in range(rounds)]
+        sent = segments_since(client, before)
+        per_request = None if sent is None else sent / rounds
+        timing = Timing(
+            median_ms(samples),
+            rounds,
+            per_request,
+            client.getsockname()[1],
+            server.getsockname()[1],
+        )
+    finally:
+        client.close()
+        replier.join(TIMEOUT)
+        server.close()
+    if replier.error is not None:  # pragma: no cover - only a broken server gets here
+        raise replier.error
+    return timing
+
+
+def held_back_evidence(cap: Capture, timing: Timing) -> tuple[dict[str, Any], list[str]]:
+    """From the last captured Nagle round: did the body leave only after the header's ACK?"""
+    # the client's FIN comes last: once it is in, the capture holds the whole connection
+    cap.wait_for(lambda p: p.sport == timing.client_port and p.has("F"), TIMEOUT)
+    packets = [
+        p for p in cap.tcp(timing.server_port) if p.payload_len or p.sport == timing.server_port
+    ]
+    bodies = [
+        i
+        for i, p in enumerate(packets)
+        if p.sport == timing.client_port and p.payload_len == len(BODY)
+    ]
+    if not bodies:
+        return {"body_segment_seen": False}, []
+    body_at = bodies[-1]
+    headers = [
+        i
+        for i, p in enumerate(packets[:body_at])
+        if p.sport == timing.client_port and p.payload_len == len(HEADER)
+    ]
+    if not headers:
+        return {"body_segment_seen": True, "header_segment_seen": False}, []
+    header_at = headers[-1]
+    header = packets[header_at]
+    acked = header.seq + len(HEADER)
+    acks = [
+        p
+        for p in packets[header_at + 1 : body_at]
+        if p.sport == timing.server_port and p.payload_len == 0 and p.ack == acked
+    ]
+    body = packets[body_at]
+    evidence = {
+        "header_ack_before_body": bool(acks),
+        "body_held_ms": round((body.time - header.time) * 1000, 1),
+        "ack_delay_ms": round((acks[0].time - header.time) * 1000, 1) if acks else None,
+    }
+    lines = format_trace(packets[header_at : body_at + 3], cap.started)
+    return evidence, titled("one Nagle round: header, delayed ACK, body, ACK, reply", lines)
+
+
+# -- asyncio and uvloop ---------------------------------------------------------------------
+async def asyncio_nagle(rounds: int) -> dict[str, Any]:
+    """TCP_NODELAY on both transports by default; clearing it brings the stall back."""
+    accepted_nodelay: list[bool | None] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted_nodelay.append(nodelay(writer.get_extra_info("socket")))
+        try:
+            while True:
+                await reader.readexactly(REQUEST_SIZE)
+                writer.write(REPLY)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    sock = writer.get_extra_info("socket")
+
+    async def timed() -> float:
+        for _ in range(WARMUP_ROUNDS):
+            await asyncio_round_trip(reader, writer)
+        return median_ms([await asyncio_round_trip(reader, writer) for _ in range(rounds)])
+
+    try:
+        connected_nodelay = nodelay(sock)
+        default_ms = await timed()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        nagle_ms = await timed()
+    finally:
+        await close_writer(writer)
+        server.close()
+        await server.wait_closed()
+    return {
+        "connected_nodelay": connected_nodelay,
+        "accepted_nodelay": accepted_nodelay[0] if accepted_nodelay else None,
+        "default_median_ms": default_ms,
+        "nodelay_cleared_median_ms": nagle_ms,
+        "rounds": rounds,
+    }
+
+
+async def asyncio_round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
+    started = time.perf_counter()
+    writer.write(HEADER)  # the buffer is empty: each write() is a send() right away
+    writer.write(BODY)
+    await reader.readexactly(len(REPLY))
+    return time.perf_counter() - started
+
+
+# -- the claims -----------------------------------------------------------------------------
+def stalled(slow: Timing | float, fast: Timing | float) -> bool:
+    """Is `slow` at least STALL_RATIO times `fast` and over STALL_FLOOR_MS?"""
+    slow_ms = slow.median_ms if isinstance(slow, Timing) else slow
+    fast_ms = fast.median_ms if isinstance(fast, Timing) else fast
+    return slow_ms >= STALL_FLOOR_MS and slow_ms >= STALL_RATIO * max(fast_ms, 0.001)
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    slow_rounds = timing_rounds(ctx, quick_rounds=3)
+    fast_rounds = max(slow_rounds, ctx.rounds) * FAST_ROUNDS_FACTOR
+    timings: dict[str, Timing] = {}
+    evidence: dict[str, Any] = {}
+    trace: list[str] = []
+    for case in CASES:
+        rounds = slow_rounds if case.stalls else fast_rounds
+        if case.name == "nagle":
+            with maybe_capture(ctx.can_capture, ports=()) as cap:
+                timings[case.name] = time_case(case, rounds, cap)
+                if cap is not None:
+                    evidence, trace = held_back_evidence(cap, timings[case.name])
+        else:
+            timings[case.name] = time_case(case, rounds)
+    loops = on_each_loop(lambda: asyncio_nagle(slow_rounds))
+    return [c18(timings, evidence, trace), c36(timings, loops)]
+
+
+def c18(timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]) -> ClaimResult:
+    nagle, fast = timings["nagle"], timings["nodelay"]
+    three = timings["nagle_3_writes"].segments_per_request
+    combined = three is not None and three < 3
+    held = stalled(nagle, fast)
+    captured = evidence.get("header_ack_before_body", True)  # no capture: timing decides
+    observed: dict[str, Any] = {
+        "nagle": nagle.summary(),
+        "nodelay": fast.summary(),
+        "ratio": round(nagle.median_ms / max(fast.median_ms, 0.001)),
+        "three_writes_nagle_segments": three,
+        "three_writes_nodelay_segments": timings["nodelay_3_writes"].segments_per_request,
+    }
+    if evidence:
+        observed["capture"] = evidence
+    return judge(
+        NAME,
+        "C18",
+        held and combined and bool(captured),
+        observed,
+        confirmed=(
+            f"with Nagle on, write-write-read took {nagle.median_ms:g} ms per round trip vs "
+            f"{fast.median_ms:g} ms with TCP_NODELAY: the body waited for the delayed ACK of "
+            f"the header; three writes left as {three:g} segments (the last two combined)"
+        ),
+        differs=(
+            f"Nagle {nagle.median_ms:g} ms vs nodelay {fast.median_ms:g} ms per round trip; "
+            f"three writes left as {three} segments; ACK before body in capture: {captured}"
+        ),
+        trace=trace,
+    )
+
+
+def c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimResult:
+    nagle, fast = timings["nagle"], timings["nodelay"]
+    each_at_once = fast.segments_per_request == 2 and (
+        timings["nodelay_3_writes"].segments_per_request == 3
+    )
+    remedies = {
+        name: not stalled(timings[name], fast) and stalled(nagle, timings[name])
+        for name in ("one_write", "quickack", "cork")
+    }
+    loops_nodelay = {
+        name: bool(seen["connected_nodelay"] and seen["accepted_nodelay"])
+        for name, seen in loops.items()
+    }
+    loops_stall_back = {
+        name: stalled(seen["nodelay_cleared_median_ms"], seen["default_median_ms"])
+        for name, seen in loops.items()
+    }
+    observed: dict[str, Any] = {
+        name: timings[name].summary() for name in ("nodelay", "nagle", *remedies)
+    }
+    observed["nodelay_3_writes"] = timings["nodelay_3_writes"].summary()
+    observed["other_remedies_avoid_stall"] = remedies
+    observed["event_loops"] = loops
+    observed["event_loops_nodelay_by_default"] = loops_nodelay
+    observed["event_loops_stall_when_cleared"] = loops_stall_back
+    holds = stalled(nagle, fast) and each_at_once
+    loop_note = ", ".join(
+        f"{name}: TCP_NODELAY {'on' if loops_nodelay[name] else 'OFF'} by default, "
+        f"{seen['default_median_ms']:g} ms -> {seen['nodelay_cleared_median_ms']:g} ms "
+        "with it cleared"
+        for name, seen in loops.items()
+    )
+    remedy_note = ", ".join(f"{name} {timings[name].median_ms:g} ms" for name in remedies)
+    return judge(
+        NAME,
+        "C36",
+        holds,
+        observed,
+        confirmed=(
+            f"TCP_NODELAY sent every write as its own segment at once: {fast.median_ms:g} ms "
+            f"per round trip vs {nagle.median_ms:g} ms with Nagle; also without the stall: "
+            f"{remedy_note}. {loop_note}"
+        ),
+        differs=(
+            f"TCP_NODELAY: {fast.median_ms:g} ms vs Nagle {nagle.median_ms:g} ms, "
+            f"{fast.segments_per_request} segments per 2 writes; {loop_note}"
+        ),
+    )
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C18", "C36"),
+    needs_root="partly",
+    description=(
+        "write-write-read stalls ~40 ms with Nagle on (delayed ACK); TCP_NODELAY, one write,"
+        " TCP_QUICKACK and TCP_CORK avoid it; asyncio and uvloop set TCP_NODELAY"
+    ),
+    run=run,
+)

@@ -1,0 +1,387 @@
+"""Who answers with RST (or ICMP), and what the program sees (C27, C30, C38, C39).
+
+- C27/C38: connect() to a loopback port where nothing listens is answered
+  with RST at once: ECONNREFUSED. For UDP the kernel answers a datagram to an
+  unbound port with ICMP port unreachable; only a *connected* UDP socket hears
+  about it (ECONNREFUSED on its next call), an unconnected one sees nothing.
+- C30: a selector watching the server side reports "readable" both when the
+  peer closes (FIN: recv returns b"") and when it aborts (RST: recv fails
+  ECONNRESET): readability says "look", the read says which.
+- C39 (root): a segment that belongs to no connection, forged with a raw
+  socket (our own checksum over the pseudo-header), is answered with RST.
+
+Counters from /proc/net/snmp (Tcp.OutRsts, Icmp.OutDestUnreachs, Udp.NoPorts)
+are evidence without root; with root the capture shows the segments.
+"""
+
+from __future__ import annotations
+
+import random
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.observe import counter_delta, errno_name, netstat_counters
+from framelab.experiments.packets import ACK, PSH, Packet, tcp_segment
+from framelab.experiments.pairs import (
+    LOOPBACK,
+    Stopwatch,
+    address_of,
+    connect_to,
+    fin_rst_sent,
+    flags_sent,
+    listening_socket,
+    maybe_capture,
+    median_ms,
+    recv_outcome,
+    reserved_port,
+    send_error,
+    set_linger,
+    short_trace,
+    timing_rounds,
+    titled,
+    unused_port,
+    wait_for_flag,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+
+NAME = "reset"
+#: how long to wait for an event that should come at once (seconds)
+EVENT_TIMEOUT = 2.0
+
+
+# --- C27 / C38 (TCP): connect() to a port without a listener --------------------------
+
+
+def refused_connect(port: int) -> tuple[str | None, float, int]:
+    """One connect() to `port`: (errno name or None, seconds taken, our port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+        client.settimeout(EVENT_TIMEOUT * 2)
+        error: str | None = None
+        with Stopwatch() as sw:
+            try:
+                client.connect((LOOPBACK, port))
+            except OSError as exc:
+                error = errno_name(exc) or type(exc).__name__
+        return error, sw.seconds, address_of(client)[1]
+
+
+def connection_refused(cap: Capture | None, port: int, rounds: int) -> dict[str, Any]:
+    """connect() to a bound port that is not listening, `rounds` times."""
+    before = netstat_counters()
+    runs = [refused_connect(port) for _ in range(rounds)]
+    wait_for_flag(cap, port, "R", EVENT_TIMEOUT)
+    delta = counter_delta(before, netstat_counters())
+    first_port = runs[0][2]
+    return {
+        "errors": sorted({error or "connected" for error, _, _ in runs}),
+        "connect_ms_median": median_ms([seconds for _, seconds, _ in runs]),
+        "rounds": rounds,
+        "client_sent": flags_sent(cap, first_port, port),
+        "port_answered": flags_sent(cap, port, first_port),
+        "tcp_out_rsts_delta": delta.get("Tcp.OutRsts", 0),
+        "tcp_attempt_fails_delta": delta.get("Tcp.AttemptFails", 0),
+    }
+
+
+def c27(tcp: dict[str, Any], trace: list[str]) -> ClaimResult:
+    answered = tcp["port_answered"]
+    rsts = (
+        ", ".join(f"[{flags}]" for flags in answered)
+        if answered
+        else f"an RST (Tcp.OutRsts +{tcp['tcp_out_rsts_delta']})"
+    )
+    rst_seen = (
+        any("R" in f for f in answered)
+        if answered is not None
+        else tcp["tcp_out_rsts_delta"] >= tcp["rounds"]  # without a capture: the kernel's count
+    )
+    holds = tcp["errors"] == ["ECONNREFUSED"] and rst_seen
+    return judge(
+        NAME,
+        "C27",
+        holds,
+        tcp,
+        confirmed=(
+            f"connect() to a port with no listener failed ECONNREFUSED in "
+            f"{tcp['connect_ms_median']} ms (median of {tcp['rounds']}); "
+            f"the port answered the SYN with {rsts}."
+        ),
+        differs=f"connect() to a closed port gave {tcp['errors']}, port answered {answered}",
+        trace=trace,
+    )
+
+
+# --- C38 (UDP): ICMP port unreachable --------------------------------------------------
+
+
+def udp_to_unbound_port(cap: Capture | None, port: int, quiet: float) -> dict[str, Any]:
+    """Datagrams to a port nothing is bound to, from a connected and an unconnected socket."""
+    before = netstat_counters()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as connected:
+        connected.connect((LOOPBACK, port))
+        connected.send(b"anyone there?")
+        icmp = _wait_for_icmp(cap, address_of(connected)[1])
+        recv_error = recv_outcome(connected, EVENT_TIMEOUT, 2048)
+        connected.send(b"and now?")
+        _wait_for_icmp(cap, address_of(connected)[1], after=icmp)
+        next_send = send_error(connected, b"third") or "sent"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unconnected:
+        unconnected.bind((LOOPBACK, 0))
+        unconnected.sendto(b"anyone there?", (LOOPBACK, port))
+        unconnected_icmp = _wait_for_icmp(cap, address_of(unconnected)[1])
+        unconnected_error = recv_outcome(unconnected, quiet, 2048)
+    delta = counter_delta(before, netstat_counters())
+    return {
+        "connected_recv": recv_error,
+        "connected_next_send": next_send,
+        "unconnected_recvfrom": unconnected_error,
+        "icmp_to_connected": _icmp_text(icmp, cap),
+        "icmp_to_unconnected": _icmp_text(unconnected_icmp, cap),
+        "icmp_out_dest_unreachs_delta": delta.get("Icmp.OutDestUnreachs", 0),
+        "udp_no_ports_delta": delta.get("Udp.NoPorts", 0),
+    }
+
+
+def _wait_for_icmp(
+    cap: Capture | None, src_port: int, after: Packet | None = None
+) -> Packet | None:
+    """The ICMP error quoting a datagram from `src_port` (a later one than `after`)."""
+    if cap is None:
+        return None
+    return cap.wait_for(
+        lambda p: (
+            p.proto == "icmp"
+            and p.sport == src_port
+            and p is not after
+            and (after is None or p.time >= after.time)
+        ),
+        EVENT_TIMEOUT,
+    )
+
+
+def _icmp_text(pkt: Packet | None, cap: Capture | None) -> str | None:
+    if cap is None:
+        return None
+    if pkt is None:
+        return "none captured"
+    return f"type {pkt.icmp_type} code {pkt.icmp_code}"
+
+
+def c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> ClaimResult:
+    icmp_seen = udp["icmp_to_connected"] in (None, "type 3 code 3")
+    holds = (
+        tcp["errors"] == ["ECONNREFUSED"]
+        and udp["connected_recv"] == "ECONNREFUSED"
+        and udp["icmp_out_dest_unreachs_delta"] >= 1
+        and icmp_seen
+    )
+    icmp = udp["icmp_to_connected"] or (
+        f"Icmp.OutDestUnreachs +{udp['icmp_out_dest_unreachs_delta']}"
+    )
+    observed = {"tcp": tcp, "udp": udp}
+    return judge(
+        NAME,
+        "C38",
+        holds,
+        observed,
+        confirmed=(
+            f"TCP: SYN answered by RST (connect ECONNREFUSED). UDP: ICMP port unreachable "
+            f"({icmp}); a connected socket gets ECONNREFUSED on its next recv "
+            f"(next send: {udp['connected_next_send']}); an unconnected one is not told "
+            f"(recvfrom: {udp['unconnected_recvfrom']})."
+        ),
+        differs=f"closed-port answers were otherwise: {observed}",
+        trace=trace,
+    )
+
+
+# --- C30: selector readable on FIN and on RST ------------------------------------------
+
+
+def selector_on_close(
+    listener: socket.socket, cap: Capture | None, abort: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """The peer closes (FIN) or aborts (linger 0 -> RST) while we select() for read."""
+    pair = connect_to(listener)
+    with selectors.DefaultSelector() as selector, pair:
+        pair.server.setblocking(False)
+        selector.register(pair.server, selectors.EVENT_READ)
+        if abort:
+            set_linger(pair.client, True, 0)
+        started = time.monotonic()
+        pair.client.close()
+        with Stopwatch() as sw:
+            events = selector.select(EVENT_TIMEOUT)
+        readable = any(
+            key.fileobj is pair.server and mask & selectors.EVENT_READ for key, mask in events
+        )
+        try:
+            outcome = "EOF" if pair.server.recv(1024) == b"" else "data"
+        except BlockingIOError:
+            outcome = "nothing to read"
+        except OSError as exc:
+            outcome = errno_name(exc) or type(exc).__name__
+        wait_for_flag(cap, pair.client_port, "RF", EVENT_TIMEOUT, started)
+        observed = {
+            "selector": type(selector).__name__,
+            "readable": readable,
+            "select_ms": sw.ms,
+            "recv": outcome,
+            "peer_sent": fin_rst_sent(cap, pair.client_port, pair.server_port, started),
+        }
+        return observed, short_trace(cap, pair.client_port, started, 4)
+
+
+def c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
+    aborted, t_aborted = selector_on_close(listener, cap, abort=True)
+    closed, t_closed = selector_on_close(listener, cap, abort=False)
+    holds = aborted["readable"] and aborted["recv"] == "ECONNRESET"
+    observed = {"peer_aborts": aborted, "peer_closes": closed}
+    return judge(
+        NAME,
+        "C30",
+        holds,
+        observed,
+        confirmed=(
+            f"{aborted['selector']} reported the socket readable when the peer aborted and "
+            f"recv() failed {aborted['recv']}; on a graceful close it was readable too and recv() "
+            f"returned {closed['recv']}."
+        ),
+        differs=(
+            f"peer abort: readable={aborted['readable']}, recv {aborted['recv']}; "
+            f"graceful close: readable={closed['readable']}, recv {closed['recv']}"
+        ),
+        trace=[*titled("peer aborts (SO_LINGER 0)", t_aborted), *titled("peer closes", t_closed)],
+    )
+
+
+# --- C39: a segment for no connection ---------------------------------------------------
+
+
+@dataclass
+class Forged:
+    """What we sent with the raw socket and what came back."""
+
+    description: str
+    seq: int
+    ack: int
+    flags: int
+    payload: bytes
+
+
+def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> dict[str, Any]:
+    """Send one made-up segment to 127.0.0.1:dst_port and await the kernel's answer."""
+    segment = tcp_segment(
+        (LOOPBACK, src_port),
+        (LOOPBACK, dst_port),
+        forged.seq,
+        forged.ack,
+        forged.flags,
+        forged.payload,
+        window=1024,
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+        raw.sendto(segment, (LOOPBACK, 0))
+    reply = cap.wait_for(
+        lambda p: p.proto == "tcp" and p.sport == dst_port and p.dport == src_port,
+        EVENT_TIMEOUT,
+    )
+    return {
+        "sent": forged.description,
+        "reply_flags": reply.flags if reply else None,
+        "reply_seq_is_our_ack": reply.seq == forged.ack if reply else None,
+    }
+
+
+def c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
+    if not ctx.can_capture:
+        return skipped(
+            NAME, "C39", "needs root: a raw socket to forge the segment, a capture to see the RST"
+        )
+    listen_port = address_of(listener)[1]
+    source = reserved_port()  # our made-up sender: bound, so no one else uses the port
+    closed = reserved_port()  # a port with a socket that neither listens nor connects
+    try:
+        src_port, closed_port = address_of(source)[1], address_of(closed)[1]
+        rng = random.Random()
+        before = netstat_counters()
+        with Capture("lo", ports=[src_port]) as cap:
+            bare_ack = Forged(
+                "bare ACK to a listening port, no connection",
+                rng.getrandbits(32),
+                rng.getrandbits(32),
+                ACK,
+                b"",
+            )
+            data = Forged(
+                "data segment to a port with no listener",
+                rng.getrandbits(32),
+                rng.getrandbits(32),
+                PSH | ACK,
+                b"hello",
+            )
+            to_listener = send_forged(cap, src_port, listen_port, bare_ack)
+            to_closed = send_forged(cap, src_port, closed_port, data)
+            trace = short_trace(cap, src_port)
+        delta = counter_delta(before, netstat_counters())
+    finally:
+        source.close()
+        closed.close()
+    cases = [to_listener, to_closed]
+    holds = all(c["reply_flags"] is not None and "R" in c["reply_flags"] for c in cases)
+    observed = {"cases": cases, "tcp_out_rsts_delta": delta.get("Tcp.OutRsts", 0)}
+    return judge(
+        NAME,
+        "C39",
+        holds,
+        observed,
+        confirmed=(
+            "Forged segments for no known connection were answered with "
+            + ", ".join(f"[{c['reply_flags']}] ({c['sent']})" for c in cases)
+            + "; the RST's seq is the ACK number we sent."
+        ),
+        differs=f"forged segments got: {cases}",
+        trace=trace,
+    )
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    rounds = timing_rounds(ctx)
+    quiet = ctx.quiet
+    listener = listening_socket()
+    closed_tcp = reserved_port()
+    udp_port = unused_port(socket.SOCK_DGRAM)
+    tcp_port = address_of(closed_tcp)[1]
+    ports = [address_of(listener)[1], tcp_port, udp_port]
+    try:
+        with maybe_capture(ctx.can_capture, ports) as cap:
+            tcp = connection_refused(cap, tcp_port, rounds)
+            tcp_lines = short_trace(cap, tcp_port, limit=6)
+            tcp_trace = titled("connect() to a port without a listener", tcp_lines)
+            udp = udp_to_unbound_port(cap, udp_port, quiet)
+            udp_trace = titled("UDP to an unbound port", short_trace(cap, udp_port, limit=6))
+            results = [
+                c27(tcp, tcp_trace),
+                c38(tcp, udp, tcp_trace + udp_trace),
+                c30(listener, cap),
+            ]
+        results.append(c39(ctx, listener))
+    finally:
+        listener.close()
+        closed_tcp.close()
+    return results
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C27", "C30", "C38", "C39"),
+    needs_root="partly",
+    description="RST for closed ports, ICMP for UDP, selector on abort, RST for stray segments",
+    run=run,
+)

@@ -1,0 +1,490 @@
+"""close() versus shutdown(), and closing with unread data (claims C21-C24, C28).
+
+What the notes say, checked on loopback with plain sockets:
+
+- C21: shutdown(SHUT_WR) ends one direction (the peer reads EOF, yet can still
+  send to us) and keeps the descriptor; close() releases the descriptor.
+- C22: with two descriptors for one socket (dup), close() of one sends nothing;
+  shutdown() on one sends FIN for every holder (the other's send then fails).
+- C23: send() after shutdown(SHUT_WR) fails with EPIPE ("Broken pipe").
+- C24: recv() on a closed Python socket fails (OSError, EBADF).
+- C28: close() with unread data in the receive buffer sends RST, not FIN
+  (TcpExt.TCPAbortOnClose counts it; the peer's recv fails ECONNRESET).
+
+asyncio changes C28 for its users: it reads eagerly into its own buffer, so
+when a handler that never read calls writer.close() the kernel's queue is
+already empty and FIN goes out. That is observed on the default loop and on
+uvloop, and against a handler that paused reading (data left in the kernel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import signal
+import socket
+import time
+from typing import Any, cast
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.observe import (
+    ProcTcpEntry,
+    counter_delta,
+    errno_name,
+    netstat_counters,
+    tcp_state,
+)
+from framelab.experiments.pairs import (
+    LOOPBACK,
+    POLL_INTERVAL,
+    TRACE_LIMIT,
+    Address,
+    address_of,
+    connect_to,
+    endpoint_state,
+    fin_rst_sent,
+    listening_socket,
+    maybe_capture,
+    recv_outcome,
+    send_error,
+    short_trace,
+    tcp_entry,
+    titled,
+    wait_for_flag,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.sockio import event_loops
+
+NAME = "shutdown_close"
+#: how long a recv waits for an event that should come at once (seconds)
+EVENT_TIMEOUT = 2.0
+UNREAD = b"data the server never reads\n" * 8
+
+
+# --- C21: half-close, descriptor kept; close releases it ------------------------------
+
+
+def descriptor_usable(sock: socket.socket) -> tuple[bool, str | None]:
+    """(getsockname works, errno name when it does not)."""
+    try:
+        sock.getsockname()
+    except OSError as exc:
+        return False, errno_name(exc)
+    return True, None
+
+
+def half_close(listener: socket.socket, cap: Capture | None) -> tuple[dict[str, Any], list[str]]:
+    """shutdown(SHUT_WR): the peer reads EOF and still sends; close() frees the fd."""
+    pair = connect_to(listener)
+    try:
+        started = time.monotonic()
+        pair.client.shutdown(socket.SHUT_WR)
+        wait_for_flag(cap, pair.client_port, "F", EVENT_TIMEOUT, started)
+        peer_recv = recv_outcome(pair.server, EVENT_TIMEOUT)
+        reply = b"sent after reading EOF"
+        pair.server.sendall(reply)
+        pair.client.settimeout(EVENT_TIMEOUT)
+        got = pair.client.recv(len(reply) * 2)
+        usable, _ = descriptor_usable(pair.client)
+        observed: dict[str, Any] = {
+            "peer_recv_after_shut_wr": peer_recv,
+            "reverse_data_received": got == reply,
+            "fileno_after_shutdown": pair.client.fileno(),
+            "getsockname_after_shutdown": usable,
+            "state_after_shutdown": tcp_state(pair.client),
+            "client_sent_after_shutdown": fin_rst_sent(
+                cap, pair.client_port, pair.server_port, started
+            ),
+        }
+        pair.client.close()
+        usable, error = descriptor_usable(pair.client)
+        observed |= {
+            "fileno_after_close": pair.client.fileno(),
+            "getsockname_after_close": usable,
+            "getsockname_error_after_close": error,
+        }
+        return observed, short_trace(cap, pair.client_port, started, 8)
+    finally:
+        pair.close()
+
+
+def shutdown_both(listener: socket.socket) -> dict[str, Any]:
+    """shutdown(SHUT_RDWR): both directions end, the descriptor stays."""
+    pair = connect_to(listener)
+    try:
+        pair.client.shutdown(socket.SHUT_RDWR)
+        usable, _ = descriptor_usable(pair.client)
+        return {
+            "peer_recv": recv_outcome(pair.server, EVENT_TIMEOUT),
+            "own_recv": recv_outcome(pair.client, EVENT_TIMEOUT),
+            "fileno": pair.client.fileno(),
+            "getsockname": usable,
+        }
+    finally:
+        pair.close()
+
+
+def c21(listener: socket.socket, cap: Capture | None) -> ClaimResult:
+    half, trace = half_close(listener, cap)
+    both = shutdown_both(listener)
+    holds = (
+        half["peer_recv_after_shut_wr"] == "EOF"
+        and half["reverse_data_received"]
+        and half["fileno_after_shutdown"] >= 0
+        and half["getsockname_after_shutdown"]
+        and half["fileno_after_close"] == -1
+        and not half["getsockname_after_close"]
+        and both["peer_recv"] == "EOF"
+        and both["own_recv"] == "EOF"
+        and both["getsockname"]
+    )
+    observed = {"shut_wr_then_close": half, "shut_rdwr": both}
+    return judge(
+        NAME,
+        "C21",
+        holds,
+        observed,
+        confirmed=(
+            "After shutdown(SHUT_WR) the peer read EOF and could still send to us "
+            f"(we are {half['state_after_shutdown']}, fd {half['fileno_after_shutdown']} still "
+            f"valid); after close() fileno() is -1 and getsockname() fails "
+            f"{half['getsockname_error_after_close']}; SHUT_RDWR ends both ways, fd kept."
+        ),
+        differs=f"shutdown/close did not behave as described: {observed}",
+        trace=titled("shutdown(SHUT_WR), peer replies, close()", trace),
+    )
+
+
+# --- C22: two descriptors, one socket ------------------------------------------------
+
+
+def shared_socket(
+    listener: socket.socket, cap: Capture | None, quiet: float
+) -> tuple[dict[str, Any], list[str]]:
+    """close() one of two dup'ed descriptors, then shutdown() through another."""
+    pair = connect_to(listener)
+    other = pair.client.dup()
+    third: socket.socket | None = None
+    try:
+        started = time.monotonic()
+        pair.client.close()
+        peer_after_close = recv_outcome(pair.server, quiet)
+        observed: dict[str, Any] = {
+            "peer_recv_after_one_close": peer_after_close,
+            "client_state_after_one_close": endpoint_state(
+                pair.client_address, pair.server_address
+            ),
+            "client_sent_after_one_close": fin_rst_sent(
+                cap, pair.client_port, pair.server_port, started
+            ),
+        }
+        third = other.dup()
+        shut = time.monotonic()
+        third.shutdown(socket.SHUT_WR)
+        wait_for_flag(cap, pair.client_port, "F", EVENT_TIMEOUT, shut)
+        observed |= {
+            "peer_recv_after_shutdown_via_another_fd": recv_outcome(pair.server, EVENT_TIMEOUT),
+            "send_error_on_other_fd": send_error(other),
+            "client_sent_after_shutdown": fin_rst_sent(
+                cap, pair.client_port, pair.server_port, shut
+            ),
+        }
+        return observed, short_trace(cap, pair.client_port, started, 8)
+    finally:
+        other.close()
+        if third is not None:
+            third.close()
+        pair.close()
+
+
+def c22(listener: socket.socket, cap: Capture | None, quiet: float) -> ClaimResult:
+    observed, trace = shared_socket(listener, cap, quiet)
+    silent = observed["client_sent_after_one_close"]
+    holds = (
+        observed["peer_recv_after_one_close"] == "timeout"
+        and observed["client_state_after_one_close"] == "ESTABLISHED"
+        and silent["fin"] in (False, None)
+        and silent["rst"] in (False, None)
+        and observed["peer_recv_after_shutdown_via_another_fd"] == "EOF"
+        and observed["send_error_on_other_fd"] == "EPIPE"
+    )
+    observed["quiet_window_s"] = quiet
+    return judge(
+        NAME,
+        "C22",
+        holds,
+        observed,
+        confirmed=(
+            f"close() of one of two descriptors sent nothing (peer recv: timeout after {quiet} s, "
+            "still ESTABLISHED); shutdown(SHUT_WR) through a third dup sent FIN (peer EOF) and "
+            "the remaining descriptor's send failed EPIPE."
+        ),
+        differs=f"closing one of two descriptors or shutting one down did otherwise: {observed}",
+        trace=titled("dup(); close() one; shutdown() another", trace),
+    )
+
+
+# --- C23, C24: errors after shutdown and close ----------------------------------------
+
+
+def c23(listener: socket.socket) -> ClaimResult:
+    """send() after shutdown(SHUT_WR): EPIPE, not a signal (Python ignores SIGPIPE)."""
+    pair = connect_to(listener)
+    try:
+        pair.client.shutdown(socket.SHUT_WR)
+        error: OSError | None = None
+        try:
+            pair.client.send(b"too late")
+        except OSError as exc:
+            error = exc
+    finally:
+        pair.close()
+    sigpipe = signal.getsignal(signal.SIGPIPE)
+    observed = {
+        "exception": type(error).__name__ if error else None,
+        "errno": errno_name(error),
+        "strerror": error.strerror if error else None,
+        "sigpipe_disposition": getattr(sigpipe, "name", str(sigpipe)),
+    }
+    return judge(
+        NAME,
+        "C23",
+        observed["errno"] == "EPIPE",
+        observed,
+        confirmed=(
+            f"send() after shutdown(SHUT_WR) raised {observed['exception']} "
+            f"({observed['errno']}, '{observed['strerror']}')."
+        ),
+        differs=f"send() after shutdown(SHUT_WR) gave {observed['exception']} {observed['errno']}",
+    )
+
+
+def c24(listener: socket.socket) -> ClaimResult:
+    """recv() on a closed Python socket."""
+    pair = connect_to(listener)
+    try:
+        pair.client.close()
+        error: OSError | None = None
+        try:
+            pair.client.recv(1)
+        except OSError as exc:
+            error = exc
+    finally:
+        pair.close()
+    observed = {
+        "exception": type(error).__name__ if error else None,
+        "errno": errno_name(error),
+        "message": str(error) if error else None,
+        "fileno_after_close": pair.client.fileno(),
+    }
+    return judge(
+        NAME,
+        "C24",
+        error is not None,
+        observed,
+        confirmed=(
+            f"recv() after close() raised {observed['exception']} {observed['errno']} "
+            f"('{observed['message']}')."
+        ),
+        differs="recv() after close() did not fail",
+    )
+
+
+# --- C28: close() with unread data ---------------------------------------------------
+
+
+def close_with_unread(
+    listener: socket.socket, cap: Capture | None, read_first: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """The server closes with our data unread (or, as a control, after reading it)."""
+    pair = connect_to(listener)
+    try:
+        pair.client.sendall(UNREAD)
+        readable, _, _ = select.select([pair.server], [], [], EVENT_TIMEOUT)
+        if read_first:
+            pair.server.recv(len(UNREAD) * 2)
+        queued = tcp_entry(pair.server_address, pair.client_address)
+        before = netstat_counters()
+        started = time.monotonic()
+        pair.server.close()
+        after = netstat_counters()
+        wait_for_flag(cap, pair.server_port, "F" if read_first else "R", EVENT_TIMEOUT, started)
+        delta = counter_delta(before, after)
+        observed = {
+            "server_readable_before_close": bool(readable),
+            "unread_bytes_at_close": queued.rx_queue if queued else None,
+            "client_recv": recv_outcome(pair.client, EVENT_TIMEOUT),
+            "server_state_after_close": endpoint_state(pair.server_address, pair.client_address),
+            "abort_on_close_delta": delta.get("TcpExt.TCPAbortOnClose", 0),
+            "server_sent": fin_rst_sent(cap, pair.server_port, pair.client_port, started),
+        }
+        return observed, short_trace(cap, pair.client_port, started, 4)
+    finally:
+        pair.close()
+
+
+async def asyncio_close_unread(
+    can_capture: bool, pause_reading: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """An asyncio streams server that never reads our data calls writer.close()."""
+    loop = asyncio.get_running_loop()
+    server_ready = asyncio.Event()
+    client_sent = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if pause_reading:
+            cast(asyncio.Transport, writer.transport).pause_reading()
+        server_ready.set()
+        await client_sent.wait()
+        local = _address(writer.get_extra_info("sockname"))
+        remote = _address(writer.get_extra_info("peername"))
+        entry = await _kernel_queues_settled(local, remote, len(UNREAD) if pause_reading else 0)
+        seen["kernel_unread_bytes_at_close"] = entry.rx_queue if entry else None
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, LOOPBACK, 0)
+    port = address_of(server.sockets[0])[1]
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setblocking(False)
+    try:
+        with maybe_capture(can_capture, [port]) as cap:
+            await loop.sock_connect(client, (LOOPBACK, port))
+            await asyncio.wait_for(server_ready.wait(), EVENT_TIMEOUT)
+            started = time.monotonic()
+            await loop.sock_sendall(client, UNREAD)
+            client_sent.set()
+            # longer than the handler may wait for the queues, so its close is seen
+            seen["client_recv"] = await _async_recv_outcome(client, 2 * EVENT_TIMEOUT)
+            client_port = address_of(client)[1]
+            await asyncio.to_thread(wait_for_flag, cap, port, "FR", EVENT_TIMEOUT, started)
+            seen["server_sent"] = fin_rst_sent(cap, port, client_port, started)
+            trace = short_trace(cap, client_port, started, limit=100)[-3:]  # data, ack, close
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+    return seen, trace
+
+
+def _address(name: Any) -> Address:
+    return str(name[0]), int(name[1])
+
+
+async def _kernel_queues_settled(
+    local: Address, remote: Address, unread: int
+) -> ProcTcpEntry | None:
+    """Poll /proc until our data left the client's queue and `unread` bytes stay in
+    the kernel's receive queue (0: the event loop has read it all into its buffer)."""
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:
+        server_end = tcp_entry(local, remote)
+        client_end = tcp_entry(remote, local)
+        settled = server_end is not None and server_end.rx_queue == unread
+        if settled and client_end is not None and client_end.tx_queue == 0:
+            return server_end
+        if time.monotonic() >= deadline:
+            return server_end
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _async_recv_outcome(sock: socket.socket, timeout: float) -> str:
+    loop = asyncio.get_running_loop()
+    try:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 65536), timeout)
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return errno_name(exc) or type(exc).__name__
+    return "data" if data else "EOF"
+
+
+def asyncio_observations(can_capture: bool) -> tuple[dict[str, Any], list[str]]:
+    observed: dict[str, Any] = {}
+    trace: list[str] = []
+    for name, factory in event_loops().items():
+        for paused in (False, True):
+            with asyncio.Runner(loop_factory=factory) as runner:
+                seen, lines = runner.run(asyncio_close_unread(can_capture, paused))
+            label = f"{name}_{'paused_reading' if paused else 'reading'}"
+            observed[label] = seen
+            trace += titled(f"{label}: writer.close() with data never read by the app", lines)
+    return observed, trace
+
+
+def asyncio_meaning(reading: set[str], paused: set[str]) -> str:
+    """What the asyncio outcomes say, worded from what they were."""
+    if reading == {"EOF"} and paused == {"ECONNRESET"}:
+        return (
+            "the loop had already read the data into its buffer, so writer.close() sent FIN; "
+            "with reading paused the data stayed in the kernel and it sent RST."
+        )
+    return "asyncio did not hide the unread data the way its eager reading suggests."
+
+
+def c28(listener: socket.socket, cap: Capture | None, can_capture: bool) -> ClaimResult:
+    unread, t_unread = close_with_unread(listener, cap, read_first=False)
+    control, t_control = close_with_unread(listener, cap, read_first=True)
+    streams, t_streams = asyncio_observations(can_capture)
+    sent = unread["server_sent"]
+    holds = (
+        unread["client_recv"] == "ECONNRESET"
+        and unread["server_state_after_close"] is None
+        and unread["abort_on_close_delta"] >= 1
+        and sent["rst"] in (True, None)
+        and sent["fin"] in (False, None)
+    )
+    observed = {"unread_close": unread, "read_then_close": control, "asyncio_streams": streams}
+    loops = ", ".join(f"{k}: client {v['client_recv']}" for k, v in streams.items())
+    asyncio_reading = {v["client_recv"] for k, v in streams.items() if "paused" not in k}
+    asyncio_paused = {v["client_recv"] for k, v in streams.items() if k.endswith("_paused_reading")}
+    return judge(
+        NAME,
+        "C28",
+        holds,
+        observed,
+        confirmed=(
+            f"close() with {unread['unread_bytes_at_close']} unread bytes sent RST: client "
+            f"{unread['client_recv']}, no TIME_WAIT, TCPAbortOnClose +"
+            f"{unread['abort_on_close_delta']} (after reading: client {control['client_recv']}). "
+            f"asyncio streams ({loops}): {asyncio_meaning(asyncio_reading, asyncio_paused)}"
+        ),
+        differs=(
+            f"close() with unread data: client {unread['client_recv']}, server end "
+            f"{unread['server_state_after_close']}, TCPAbortOnClose +"
+            f"{unread['abort_on_close_delta']}, flags {sent}; asyncio: {loops}"
+        ),
+        trace=[
+            *titled("close() with unread data", t_unread),
+            *titled("read, then close()", t_control),
+            *t_streams,
+        ][:TRACE_LIMIT],
+    )
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    listener = listening_socket()
+    try:
+        with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
+            results = [
+                c21(listener, cap),
+                c22(listener, cap, ctx.quiet),
+                c23(listener),
+                c24(listener),
+                c28(listener, cap, ctx.can_capture),
+            ]
+    finally:
+        listener.close()
+    return results
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C21", "C22", "C23", "C24", "C28"),
+    needs_root="no",
+    description="shutdown vs close, dup'ed descriptors, EPIPE/EBADF, close with unread data",
+    run=run,
+)

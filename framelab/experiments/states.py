@@ -1,0 +1,358 @@
+"""C08, C09, C10, C14: the handshake, the teardown, and every TCP state.
+
+Every state of the state machine is made to last long enough to be read,
+on loopback and without privileges, from TCP_INFO (our end) or
+/proc/net/tcp (an end with no descriptor left, or the server's half of a
+handshake):
+- CLOSE: a socket not connected yet (and one whose connection has ended).
+- LISTEN: a listener.
+- SYN_SENT: a connect() to a listener whose accept queue is full: the
+  kernel drops the SYN, the client waits to retransmit it.
+- SYN_RECV: a listener with TCP_DEFER_ACCEPT: the handshake's last ACK
+  carries no data, so the server keeps the connection half-open.
+- ESTABLISHED.
+- FIN_WAIT1 and LAST_ACK: a FIN cannot leave while data queued before it
+  is stuck behind a peer's full receive window, so the closer waits in
+  FIN_WAIT1 (active close) or LAST_ACK (passive close) until the peer reads.
+- FIN_WAIT2, CLOSE_WAIT, TIME_WAIT: an orderly close, step by step.
+- CLOSING (simultaneous close): both sides shut down with data queued; one
+  reads everything, and receives the other's FIN while its own is still
+  unacknowledged.
+As root, a capture of one ordinary connection gives the segments: the
+three-way handshake (C09), the teardown's FIN/ACK pairs (C10), the TCP
+header lengths (C08) and where the MSS option appears (C14).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.observe import tcp_state
+from framelab.experiments.packets import Packet
+from framelab.experiments.pairs import (
+    Pair,
+    address_of,
+    connect_to,
+    drain,
+    endpoint_state,
+    fill_send_queue,
+    listening_socket,
+    poll,
+    short_trace,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+
+NAME = "states"
+#: every state include/net/tcp_states.h has, as /proc/net/tcp names them
+ALL_STATES = (
+    "CLOSE",
+    "LISTEN",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "CLOSE_WAIT",
+    "CLOSING",
+    "LAST_ACK",
+    "TIME_WAIT",
+)
+SMALL_BUFFER = 16 * 1024  # send/receive buffers that fill after little data
+#: the data-offset field is 4 bits, counting 32-bit words
+MAX_TCP_HEADER = 15 * 4
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    walk = StateWalk()
+    walk.run()
+    if not ctx.can_capture:
+        why = "needs root: packet capture (AF_PACKET) on lo"
+        results = [judge_states(walk, None)]
+        results += [skipped(NAME, claim, why) for claim in ("C08", "C09", "C14")]
+        return sorted(results, key=lambda r: r.claim)
+    segments, trace = capture_connections()
+    packets = segments["prompt"] + segments["later"]
+    results = [judge_states(walk, {name: teardown_flags(p) for name, p in segments.items()})]
+    results[0].trace = trace
+    results += [judge_header_length(packets, trace), judge_handshake(segments["prompt"], trace)]
+    results += [judge_mss_option(packets, trace)]
+    return sorted(results, key=lambda r: r.claim)
+
+
+# -- C10: the states ------------------------------------------------------------
+class StateWalk:
+    """Makes each state observable and records where it was seen and how."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}  # state -> how it was observed
+        self.active: list[str] = []  # the active closer's states, in order
+        self.passive: list[str] = []  # the passive closer's states, in order
+        self.simultaneous: list[str] = []
+
+    def note(self, state: str | None, how: str, path: list[str] | None = None) -> None:
+        if state is None:
+            return
+        self.seen.setdefault(state, how)
+        if path is not None and (not path or path[-1] != state):
+            path.append(state)
+
+    def run(self) -> None:
+        with contextlib.ExitStack() as stack:
+            fresh = stack.enter_context(socket.socket())
+            self.note(tcp_state(fresh), "a new socket, not connected (TCP_INFO)")
+            self.syn_sent(stack)
+            self.syn_recv(stack)
+        self.orderly_close_with_waits()
+        self.simultaneous_close()
+
+    def syn_sent(self, stack: contextlib.ExitStack) -> None:
+        listener = stack.enter_context(listening_socket(backlog=0))
+        self.note(tcp_state(listener), "a listener (TCP_INFO)")
+        # listen(0) queues one connection; this one is never accepted: the queue is full
+        stack.enter_context(socket.create_connection(address_of(listener), timeout=2))
+        client = stack.enter_context(socket.socket())
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            client.connect(address_of(listener))
+        state = poll(lambda: tcp_state(client), "SYN_SENT", timeout=0.5)
+        self.note(state, "connect() to a listener with a full accept queue (TCP_INFO)")
+
+    def syn_recv(self, stack: contextlib.ExitStack) -> None:
+        listener = stack.enter_context(listening_socket())
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+        client = stack.enter_context(socket.create_connection(address_of(listener), timeout=2))
+        self.note(tcp_state(client), "the client once connect() returned (TCP_INFO)")
+        server_end = poll(
+            lambda: endpoint_state(address_of(listener), address_of(client)), "SYN_RECV"
+        )
+        self.note(server_end, "the server's end under TCP_DEFER_ACCEPT (/proc/net/tcp)")
+
+    def orderly_close_with_waits(self) -> None:
+        """Client closes first with data queued; then the server, likewise."""
+        listener = listening_socket(rcvbuf=SMALL_BUFFER)
+        try:
+            with connect_to(listener, sndbuf=SMALL_BUFFER) as pair:
+                self._orderly_close(pair)
+        finally:
+            listener.close()
+
+    def _orderly_close(self, pair: Pair) -> None:
+        client, server = pair.client, pair.server
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+        self.note(tcp_state(client), "both ends of a connected pair (TCP_INFO)", self.active)
+        self.note(tcp_state(server), "both ends of a connected pair (TCP_INFO)", self.passive)
+        fill_send_queue(client)  # the server does not read yet: the window closes
+        client.shutdown(socket.SHUT_WR)  # FIN queued behind unsent data
+        how = "shutdown(SHUT_WR) with data stuck behind a full window (TCP_INFO)"
+        self.note(tcp_state(client), how, self.active)
+        drain(server, timeout=1.0)  # reads the data, then the FIN
+        self.note(tcp_state(server), "after reading the peer's FIN (TCP_INFO)", self.passive)
+        state = poll(lambda: tcp_state(client), "FIN_WAIT2")
+        self.note(state, "the closer once its FIN was acknowledged (TCP_INFO)", self.active)
+        fill_send_queue(server)  # the client does not read: its window closes
+        server.shutdown(socket.SHUT_WR)
+        how = "the passive closer's shutdown with data stuck behind a full window (TCP_INFO)"
+        self.note(tcp_state(server), how, self.passive)
+        drain(client, timeout=1.0)  # the client reads it all, and the FIN
+        state = poll(lambda: endpoint_state(pair.client_address, pair.server_address), "TIME_WAIT")
+        self.note(state, "the active closer after the last ACK (/proc/net/tcp)", self.active)
+        state = poll(lambda: tcp_state(server), "CLOSE")
+        self.note(
+            state, "the passive closer once its FIN was acknowledged (TCP_INFO)", self.passive
+        )
+
+    def simultaneous_close(self) -> None:
+        """Both ends shut down with data queued; a reads first, and gets b's FIN
+        while its own is still unsent: CLOSING."""
+        listener = listening_socket(rcvbuf=SMALL_BUFFER)
+        try:
+            with connect_to(listener, sndbuf=SMALL_BUFFER) as pair:
+                a, b = pair.client, pair.server
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+                a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+                fill_send_queue(a)
+                fill_send_queue(b)
+                a.shutdown(socket.SHUT_WR)
+                b.shutdown(socket.SHUT_WR)
+                self.note(tcp_state(a), "", self.simultaneous)
+                drain(a, timeout=1.0)  # b's data, then b's FIN; a's FIN is still queued
+                how = "the FINs crossed: FIN received while ours was unacknowledged (TCP_INFO)"
+                self.note(poll(lambda: tcp_state(a), "CLOSING"), how, self.simultaneous)
+                drain(b, timeout=1.0)
+                state = poll(
+                    lambda: endpoint_state(pair.client_address, pair.server_address), "TIME_WAIT"
+                )
+                self.note(state, "after a simultaneous close (/proc/net/tcp)", self.simultaneous)
+        finally:
+            listener.close()
+
+
+FOUR_WAY = ["client [F.]", "server [.]", "server [F.]", "client [.]"]
+
+
+def judge_states(walk: StateWalk, teardowns: dict[str, list[str]] | None) -> ClaimResult:
+    """C10: the closers' paths, every state, and (captured) the four segments."""
+    missing = [s for s in ALL_STATES if s not in walk.seen]
+    active_ok = walk.active == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+    passive_ok = walk.passive == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+    observed: dict[str, Any] = {
+        "states_seen": {s: walk.seen[s] for s in ALL_STATES if s in walk.seen},
+        "states_missing": missing,
+        "active_closer": walk.active,
+        "passive_closer": walk.passive,
+        "simultaneous_close": walk.simultaneous,
+        "teardown": teardowns,
+    }
+    four = teardowns is None or teardowns.get("later") == FOUR_WAY
+    holds = active_ok and passive_ok and not missing and four
+    if teardowns is None:
+        wire = "teardown not captured (needs root)"
+    else:
+        wire = (
+            f"on the wire {len(teardowns['later'])} segments when the passive side closes "
+            f"later, {len(teardowns['prompt'])} when it closes at once (its ACK rides on its FIN)"
+        )
+    return judge(
+        NAME,
+        "C10",
+        holds,
+        observed,
+        confirmed=(
+            f"all {len(ALL_STATES)} states observed; active closer "
+            f"{' > '.join(walk.active)}, passive closer {' > '.join(walk.passive)}, "
+            f"simultaneous close {' > '.join(walk.simultaneous)}; {wire}"
+        ),
+        differs=(
+            f"active closer {walk.active}, passive closer {walk.passive}; "
+            f"not observed: {missing or 'none'}; {wire}"
+        ),
+    )
+
+
+# -- C08, C09, C14: one connection on the wire -------------------------------------
+def capture_connections() -> tuple[dict[str, list[Packet]], list[str]]:
+    """Two connections on the wire, each: connect, a little data, the client
+    closes first. "prompt": the server closes as soon as it reads the FIN;
+    "later": only once the client's FIN was acknowledged on its own."""
+    segments: dict[str, list[Packet]] = {}
+    with listening_socket() as listener, Capture("lo", ports=[address_of(listener)[1]]) as cap:
+        for name in ("prompt", "later"):
+            with connect_to(listener) as pair:
+                pair.client.sendall(b"ping")
+                pair.server.recv(16)
+                pair.server.sendall(b"pong")
+                pair.client.recv(16)
+                pair.client.shutdown(socket.SHUT_WR)
+                drain(pair.server, timeout=1.0)
+                if name == "later":
+                    poll(functools.partial(tcp_state, pair.client), "FIN_WAIT2")
+                pair.server.shutdown(socket.SHUT_WR)
+                drain(pair.client, timeout=1.0)
+                wait_for_last_ack(cap, pair)
+                segments[name] = [p for p in cap.tcp(pair.client_port)]
+        cap.stop()
+        return segments, short_trace(cap, address_of(listener)[1], limit=40)
+
+
+def wait_for_last_ack(cap: Capture, pair: Pair) -> None:
+    """Until the client's ACK of the server's FIN is captured (the capture
+    thread runs slightly behind the kernel)."""
+    fin = cap.wait_for(lambda p: p.sport == pair.server_port and p.has("F"))
+    if fin is not None:
+        last = (fin.seq + 1) & 0xFFFFFFFF
+        cap.wait_for(lambda p: p.sport == pair.client_port and p.flags == "." and p.ack == last)
+
+
+def judge_header_length(packets: list[Packet], trace: list[str]) -> ClaimResult:
+    lengths = sorted({p.tcp_header_len for p in packets})
+    observed = {
+        "header_lengths_seen": lengths,
+        "syn_header_length": next((p.tcp_header_len for p in packets if p.flags == "S"), None),
+        "field_maximum": MAX_TCP_HEADER,
+        "segments": len(packets),
+    }
+    holds = bool(lengths) and max(lengths) <= MAX_TCP_HEADER and min(lengths) >= 20
+    return judge(
+        NAME,
+        "C08",
+        holds,
+        observed,
+        confirmed=(
+            f"header lengths seen {lengths} bytes: 20 plus options, the SYN's the longest; "
+            f"the 4-bit data offset allows at most {MAX_TCP_HEADER}"
+        ),
+        differs=f"header lengths {lengths} outside 20..{MAX_TCP_HEADER}",
+        trace=trace,
+    )
+
+
+def judge_handshake(packets: list[Packet], trace: list[str]) -> ClaimResult:
+    first = [p.flags for p in packets[:3]]
+    observed = {
+        "first_three_segments": first,
+        "payload_in_handshake": [p.payload_len for p in packets[:3]],
+    }
+    holds = first == ["S", "S.", "."] and not any(p.payload_len for p in packets[:3])
+    return judge(
+        NAME,
+        "C09",
+        holds,
+        observed,
+        confirmed="the connection opened with [S], [S.], [.] (no data in any of them)",
+        differs=f"the connection opened with {first}",
+        trace=trace,
+    )
+
+
+def judge_mss_option(packets: list[Packet], trace: list[str]) -> ClaimResult:
+    with_mss = [p.flags for p in packets if p.mss_option is not None]
+    syns = [p for p in packets if p.has("S")]
+    observed = {
+        "segments_with_mss_option": with_mss,
+        "mss_values": [p.mss_option for p in syns],
+        "segments_without": len(packets) - len(with_mss),
+    }
+    holds = (
+        bool(syns)
+        and all(p.mss_option is not None for p in syns)
+        and all("S" in f for f in with_mss)
+    )
+    return judge(
+        NAME,
+        "C14",
+        holds,
+        observed,
+        confirmed=(
+            f"the MSS option ({observed['mss_values']}) is in the SYN and SYN+ACK only; "
+            f"none of the other {observed['segments_without']} segments carries it"
+        ),
+        differs=f"the MSS option appeared in {with_mss}",
+        trace=trace,
+    )
+
+
+def teardown_flags(packets: list[Packet]) -> list[str]:
+    """The segments from the first FIN on, as 'client [F.]' / 'server [.]'."""
+    start = next((i for i, p in enumerate(packets) if p.has("F")), len(packets))
+    if start == len(packets):
+        return []
+    client_port = packets[start].sport
+    return [
+        f"{'client' if p.sport == client_port else 'server'} [{p.flags}]" for p in packets[start:]
+    ]
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C08", "C09", "C10", "C14"),
+    needs_root="partly",
+    description="every TCP state made to last (incl. CLOSING); handshake and teardown on the wire",
+    run=run,
+)

@@ -1,0 +1,672 @@
+"""TIME_WAIT on Linux: which side holds it, for how long, and the knobs around it.
+
+C32  K connections closed server-first leave K TIME_WAIT rows on the server's
+     port in /proc/net/tcp; closed client-first, the rows move to the clients'
+     ephemeral ports. While such rows hold the server's port, a new listener
+     needs SO_REUSEADDR to bind it (and the old listener must have had it too).
+C11  How long: the timer of a fresh TIME_WAIT row (type 3) shows Linux's fixed
+     TCP_TIMEWAIT_LEN, compared with 2*MSL for an MSL of 2 min or of 30 s.
+     tcp_fin_timeout is shown to be the orphaned FIN_WAIT2 timer instead; as
+     root a namespace with another tcp_fin_timeout proves TIME_WAIT ignores it.
+C33  tcp_tw_recycle: whether the sysctl exists at all (removed in Linux 4.12).
+C34  tcp_tw_reuse: whether connect() may take a local port whose 4-tuple is
+     in TIME_WAIT. A socket option (IP_LOCAL_PORT_RANGE, Linux 6.3+) narrows
+     the kernel's port choice to that one port, so the sysctl is what decides.
+     As root, namespaces compare 0 / 1 / 2, timestamps off, an explicit bind()
+     and a SYN arriving at the server's TIME_WAIT, without touching the host.
+C35  tcp_max_tw_buckets: in a namespace capped at a few buckets, more active
+     closes leave at most the cap in TIME_WAIT; TcpExt.TCPTimeWaitOverflow
+     counts the surplus the kernel destroyed.
+
+TIME_WAIT is observed, never waited out: every check reads the timer and moves on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from framelab.experiments.capture import Capture
+from framelab.experiments.context import RunContext
+from framelab.experiments.netns import VethLink
+from framelab.experiments.observe import (
+    ProcTcpEntry,
+    errno_name,
+    netstat_counters,
+    proc_net_tcp,
+    selected_delta,
+    sysctl,
+    sysctls,
+)
+from framelab.experiments.pairs import (
+    maybe_capture,
+    recv_outcome,
+    set_linger,
+    short_trace,
+    wait_for_entry,
+)
+from framelab.experiments.queues import (
+    LOOPBACK,
+    Address,
+    address_of,
+    client_in,
+    close_all,
+    listener_in,
+    poll_until,
+)
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+
+NAME = "time_wait"
+
+#: /proc/net/tcp timer type of a TIME_WAIT (and orphaned FIN_WAIT2) row
+TIMER_TIME_WAIT = 3
+#: the claim's two readings of MSL, seconds
+RFC_MSL_S = 120
+PRACTICAL_MSL_S = 30
+#: how far a timer may be from the expected length (jiffies, slow /proc reads)
+TIMER_TOLERANCE_S = 2.0
+#: tcp_fin_timeout given to a namespace, different from the default 60 s
+PROBE_FIN_TIMEOUT_S = 7
+#: IP_LOCAL_PORT_RANGE from linux/in.h (not in Python's socket module)
+IP_LOCAL_PORT_RANGE = 51
+#: TIME_WAIT bucket cap given to a namespace for C35
+TIME_WAIT_CAP = 5
+CAPPED_CONNECTIONS = 20
+RECYCLE_PATH = "/proc/sys/net/ipv4/tcp_tw_recycle"
+
+
+# --- small socket moves ------------------------------------------------------------
+
+
+def open_pair(netns: str | None, listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """(client, server) of a new blocking connection to `listener`, client in `netns`."""
+    client = client_in(netns)
+    try:
+        client.settimeout(2.0)
+        client.connect(address_of(listener))
+        listener.settimeout(2.0)
+        server, _ = listener.accept()
+        server.settimeout(2.0)
+    except BaseException:
+        client.close()
+        raise
+    return client, server
+
+
+def close_first(active: socket.socket, passive: socket.socket) -> str:
+    """The active side closes, the passive side reads the FIN and closes too."""
+    active.close()
+    outcome = recv_outcome(passive, timeout=2.0)
+    passive.close()
+    return outcome
+
+
+def time_wait_row(
+    local: Address, remote: Address, netns: str | None = None, timeout: float = 1.0
+) -> ProcTcpEntry | None:
+    """The TIME_WAIT row of exactly this 4-tuple, once the kernel shows it."""
+    return wait_for_entry(
+        lambda e: e.state == "TIME_WAIT" and e.local == local and e.remote == remote,
+        timeout,
+        netns,
+    )
+
+
+def try_listen(port: int, reuse_address: bool) -> str:
+    """Bind and listen on 127.0.0.1:`port`: "ok" or the errno name."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((LOOPBACK, port))
+        sock.listen(1)
+    except OSError as exc:
+        return errno_name(exc) or type(exc).__name__
+    finally:
+        sock.close()
+    return "ok"
+
+
+# --- C32: who holds TIME_WAIT ------------------------------------------------------
+
+
+@dataclass
+class CloseOrder:
+    """Where the TIME_WAIT rows of K connections closed in one order ended up."""
+
+    server_port: int
+    client_ports: list[int]
+    on_server_port: int = 0
+    on_client_ports: int = 0
+    passive_reads: str = ""
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "time_wait_on_server_port": self.on_server_port,
+            "time_wait_on_client_ports": self.on_client_ports,
+            "passive_side_read": self.passive_reads,
+        }
+
+
+def count_time_wait(order: CloseOrder) -> tuple[int, int]:
+    """TIME_WAIT rows local to the server's port vs local to the clients' ports."""
+    clients = set(order.client_ports)
+    on_server = on_clients = 0
+    for entry in proc_net_tcp():
+        if entry.state != "TIME_WAIT":
+            continue
+        if entry.local[1] == order.server_port and entry.remote[1] in clients:
+            on_server += 1
+        elif entry.local[1] in clients and entry.remote[1] == order.server_port:
+            on_clients += 1
+    return on_server, on_clients
+
+
+def close_connections(listener: socket.socket, count: int, server_first: bool) -> CloseOrder:
+    """Open and close `count` connections, the server or the client closing first."""
+    order = CloseOrder(address_of(listener)[1], [])
+    reads = set()
+    for _ in range(count):
+        client, server = open_pair(None, listener)
+        order.client_ports.append(address_of(client)[1])
+        active, passive = (server, client) if server_first else (client, server)
+        reads.add(close_first(active, passive))
+    order.passive_reads = ",".join(sorted(reads))
+
+    def all_counted() -> tuple[int, int] | None:
+        counts = count_time_wait(order)
+        return counts if sum(counts) >= count else None
+
+    order.on_server_port, order.on_client_ports = poll_until(all_counted, 2.0) or count_time_wait(
+        order
+    )
+    return order
+
+
+def rebind_while_time_wait(port: int) -> dict[str, str]:
+    """A new listener on a port whose old connections are in TIME_WAIT."""
+    return {
+        "without SO_REUSEADDR": try_listen(port, reuse_address=False),
+        "with SO_REUSEADDR": try_listen(port, reuse_address=True),
+    }
+
+
+def rebind_after_listener_without_reuse() -> dict[str, str]:
+    """The same, when the old listener (so its TIME_WAIT rows) lacked SO_REUSEADDR."""
+    listener = listener_in(None, LOOPBACK, 1, reuse_address=False)
+    port = address_of(listener)[1]
+    try:
+        client, server = open_pair(None, listener)
+        local, remote = address_of(server), address_of(client)
+        close_first(server, client)
+    finally:
+        listener.close()
+    time_wait_row(local, remote)
+    return rebind_while_time_wait(port)
+
+
+def check_c32(ctx: RunContext) -> ClaimResult:
+    count = 8 if ctx.quick else 20
+    server_first_listener = listener_in(None, LOOPBACK, count)
+    client_first_listener = listener_in(None, LOOPBACK, count)
+    listeners = [server_first_listener, client_first_listener]
+    try:
+        ports = [address_of(sock)[1] for sock in listeners]
+        with maybe_capture(ctx.can_capture, ports) as cap:
+            server_first = close_connections(server_first_listener, count, server_first=True)
+            client_first = close_connections(client_first_listener, count, server_first=False)
+        server_first_listener.close()
+        rebind = {
+            "old listener had SO_REUSEADDR": rebind_while_time_wait(server_first.server_port),
+            "old listener lacked SO_REUSEADDR": rebind_after_listener_without_reuse(),
+        }
+    finally:
+        close_all(listeners)
+    trace = [
+        *short_trace(cap, server_first.client_ports[0])[:12],
+        *short_trace(cap, client_first.client_ports[0])[:12],
+    ]
+    holds = (
+        server_first.on_server_port == count
+        and server_first.on_client_ports == 0
+        and client_first.on_client_ports == count
+        and client_first.on_server_port == 0
+    )
+    observed = {
+        "connections": count,
+        "server_closes_first": server_first.observed(),
+        "client_closes_first": client_first.observed(),
+        "rebind_while_server_port_in_time_wait": rebind,
+    }
+    return judge(
+        NAME,
+        "C32",
+        holds,
+        observed,
+        confirmed=(
+            f"server closing first left {server_first.on_server_port}/{count} TIME_WAIT rows on"
+            f" the server's port; client closing first left {client_first.on_client_ports}/"
+            f"{count} on the clients' ports and none on the server's; meanwhile a new listener"
+            " gets EADDRINUSE without SO_REUSEADDR"
+        ),
+        differs=(
+            f"server-first: {server_first.on_server_port} on server port,"
+            f" {server_first.on_client_ports} on client ports; client-first:"
+            f" {client_first.on_server_port} on server port, {client_first.on_client_ports}"
+            f" on client ports (of {count})"
+        ),
+        trace=trace,
+    )
+
+
+# --- C11: how long -----------------------------------------------------------------
+
+
+def timer_reading(entry: ProcTcpEntry | None, started: float) -> dict[str, Any]:
+    """A row's state and timer, and the full length it implies (timer + age)."""
+    if entry is None:
+        return {"state": None}
+    age = time.monotonic() - started
+    return {
+        "state": entry.state,
+        "timer_type": entry.timer,
+        "timer_seconds": entry.timer_seconds,
+        "length_seconds": round(entry.timer_seconds + age, 2),
+    }
+
+
+def fresh_time_wait(netns: str | None) -> dict[str, Any]:
+    """The timer of a TIME_WAIT row read right after the active close."""
+    listener = listener_in(netns, LOOPBACK, 1)
+    try:
+        client, server = open_pair(netns, listener)
+        local, remote = address_of(client), address_of(server)
+        closed_at = time.monotonic()
+        close_first(client, server)
+        return timer_reading(time_wait_row(local, remote, netns), closed_at)
+    finally:
+        listener.close()
+
+
+def orphaned_fin_wait2(netns: str | None) -> dict[str, Any]:
+    """The timer of a FIN_WAIT2 whose owner closed while the peer never closes."""
+    listener = listener_in(netns, LOOPBACK, 1)
+    client: socket.socket | None = None
+    try:
+        client, server = open_pair(netns, listener)
+        local, remote = address_of(server), address_of(client)
+        closed_at = time.monotonic()
+        server.close()
+        entry = wait_for_entry(
+            lambda e: e.state == "FIN_WAIT2" and e.local == local and e.remote == remote,
+            1.0,
+            netns,
+        )
+        return timer_reading(entry, closed_at)
+    finally:
+        if client is not None:
+            set_linger(client, True, 0)  # RST: the orphan goes away now, not in 60 s
+            client.close()
+        listener.close()
+
+
+def in_namespace_with_short_fin_timeout() -> dict[str, Any]:
+    """Both timers again where tcp_fin_timeout is not 60 s: which one follows it?"""
+    with VethLink() as link:
+        host = link.a
+        host.set_sysctl("net.ipv4.tcp_fin_timeout", PROBE_FIN_TIMEOUT_S)
+        return {
+            "net.ipv4.tcp_fin_timeout": sysctl("net.ipv4.tcp_fin_timeout", host.netns),
+            "time_wait": fresh_time_wait(host.netns),
+            "orphaned_fin_wait2": orphaned_fin_wait2(host.netns),
+        }
+
+
+def lasts_two_practical_msl(reading: dict[str, Any]) -> bool:
+    length = reading.get("length_seconds")
+    return (
+        reading.get("timer_type") == TIMER_TIME_WAIT
+        and length is not None
+        and abs(length - 2 * PRACTICAL_MSL_S) <= TIMER_TOLERANCE_S
+    )
+
+
+def check_c11(ctx: RunContext) -> ClaimResult:
+    time_wait = fresh_time_wait(None)
+    fin_wait2 = orphaned_fin_wait2(None)
+    observed: dict[str, Any] = {
+        "time_wait": time_wait,
+        "orphaned_fin_wait2": fin_wait2,
+        "two_msl_if_rfc_msl_s": 2 * RFC_MSL_S,
+        "two_msl_if_practical_msl_s": 2 * PRACTICAL_MSL_S,
+        **sysctls(["net.ipv4.tcp_fin_timeout"]),
+    }
+    readings = [time_wait]
+    if ctx.root:
+        namespace = in_namespace_with_short_fin_timeout()
+        observed["namespace"] = namespace
+        readings.append(namespace["time_wait"])
+    holds = all(lasts_two_practical_msl(r) for r in readings)
+    length = time_wait.get("length_seconds")
+    fin_note = (
+        f"; tcp_fin_timeout ({observed['net.ipv4.tcp_fin_timeout']} s) is the orphaned"
+        f" FIN_WAIT2 timer ({fin_wait2.get('timer_seconds')} s)"
+    )
+    if ctx.root:
+        ns = observed["namespace"]
+        fin_note += (
+            f"; with tcp_fin_timeout={PROBE_FIN_TIMEOUT_S} FIN_WAIT2 read"
+            f" {ns['orphaned_fin_wait2'].get('timer_seconds')} s and TIME_WAIT still"
+            f" {ns['time_wait'].get('length_seconds')} s"
+        )
+    return judge(
+        NAME,
+        "C11",
+        holds,
+        observed,
+        confirmed=(
+            f"a fresh TIME_WAIT row's timer implies {length} s: Linux's fixed 60 s"
+            f" (TCP_TIMEWAIT_LEN) = 2 x the practical 30 s MSL, not 2 x the RFC's 2 min"
+            f" ({2 * RFC_MSL_S} s), and no sysctl changes it{fin_note}"
+        ),
+        differs=(
+            f"a fresh TIME_WAIT row's timer implies {length} s, not 2 x {PRACTICAL_MSL_S} s"
+            f" (nor 2 x the RFC's 2 min = {2 * RFC_MSL_S} s){fin_note}"
+        ),
+    )
+
+
+# --- C33: tcp_tw_recycle -----------------------------------------------------------
+
+
+def check_c33(ctx: RunContext) -> ClaimResult:
+    exists = os.path.exists(RECYCLE_PATH)
+    observed = {
+        "kernel": os.uname().release,
+        "tcp_tw_recycle_exists": exists,
+        **sysctls(["net.ipv4.tcp_tw_recycle", "net.ipv4.tcp_timestamps"]),
+    }
+    return judge(
+        NAME,
+        "C33",
+        exists,
+        observed,
+        confirmed=(
+            f"net.ipv4.tcp_tw_recycle exists on {observed['kernel']}"
+            f" (value {observed['net.ipv4.tcp_tw_recycle']})"
+        ),
+        differs=(
+            f"obsolete: there is no net.ipv4.tcp_tw_recycle on {observed['kernel']}"
+            " (removed in Linux 4.12), so TIME_WAIT cannot be recycled that way;"
+            " the NAT breakage it caused is why it went"
+        ),
+    )
+
+
+# --- C34: tcp_tw_reuse -------------------------------------------------------------
+
+
+def pin_local_port(sock: socket.socket, port: int) -> None:
+    """Let the kernel's ephemeral-port choice at connect() pick only `port`."""
+    sock.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", port << 16 | port))
+
+
+@dataclass(frozen=True)
+class ReuseCase:
+    """One way of connecting again to a 4-tuple that is in TIME_WAIT."""
+
+    label: str
+    tw_reuse: int | None  # None: leave the namespace's setting alone
+    timestamps: int = 1
+    over_veth: bool = True
+    explicit_bind: bool = False
+    server_closes_first: bool = False
+
+
+ROOT_REUSE_CASES = [
+    ReuseCase("tw_reuse=0", 0),
+    ReuseCase("tw_reuse=1", 1),
+    ReuseCase("tw_reuse=1, timestamps=0", 1, timestamps=0),
+    ReuseCase("tw_reuse=2 over veth", 2),
+    ReuseCase("tw_reuse=2 over loopback", 2, over_veth=False),
+    ReuseCase("tw_reuse=0, explicit bind() with SO_REUSEADDR", 0, explicit_bind=True),
+    ReuseCase("tw_reuse=0, TIME_WAIT on the server (incoming SYN)", 0, server_closes_first=True),
+]
+
+
+@dataclass
+class Endpoints:
+    """Where a reuse trial runs: client and server namespaces, server address."""
+
+    client_netns: str | None
+    server_netns: str | None
+    server_host: str
+
+
+def connect_again(
+    where: Endpoints, local: Address, remote: Address, explicit_bind: bool
+) -> tuple[socket.socket | None, str]:
+    """A second connection from `local` to `remote`: (socket, "connected") or (None, errno)."""
+    sock = client_in(where.client_netns)
+    try:
+        sock.settimeout(2.0)
+        if explicit_bind:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(local)
+        else:
+            pin_local_port(sock, local[1])
+        sock.connect(remote)
+    except OSError as exc:
+        sock.close()
+        return None, errno_name(exc) or type(exc).__name__
+    return sock, "connected"
+
+
+def reuse_trial(
+    where: Endpoints, case: ReuseCase, retry_for: float = 0.0, cap: Capture | None = None
+) -> dict[str, Any]:
+    """Close a connection (leaving TIME_WAIT), then connect again on the same 4-tuple.
+
+    `retry_for`: keep trying (a new socket each time) for that many seconds.
+    """
+    listener = listener_in(where.server_netns, where.server_host, 4)
+    opened: list[socket.socket] = [listener]
+    if cap is not None:
+        cap.add_port(address_of(listener)[1])
+    try:
+        first = client_in(where.client_netns)
+        opened.append(first)
+        if case.explicit_bind:
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # a port of its own: connect() may pick one that other connections'
+            # TIME_WAITs also hold, and theirs (no SO_REUSEADDR) fail bind() again
+            first.bind(("", 0))
+        first.settimeout(2.0)
+        first.connect(address_of(listener))
+        server, _ = listener.accept()
+        opened.append(server)
+        local, remote = address_of(first), address_of(listener)
+        active, passive = (server, first) if case.server_closes_first else (first, server)
+        close_first(active, passive)
+        closed_at = time.monotonic()
+        holder = (
+            (remote, local, where.server_netns)
+            if case.server_closes_first
+            else (local, remote, where.client_netns)
+        )
+        held = time_wait_row(*holder) is not None
+        attempts: list[str] = []
+
+        def attempt() -> socket.socket | None:
+            sock, outcome = connect_again(where, local, remote, case.explicit_bind)
+            attempts.append(outcome)
+            return sock
+
+        again = poll_until(attempt, retry_for)
+        reused_after = time.monotonic() - closed_at
+        if again is not None:
+            opened.append(again)
+        return {
+            "server_port": remote[1],
+            "time_wait_held_before": held,
+            "time_wait_side": "server" if case.server_closes_first else "client",
+            "first_attempt": attempts[0],
+            "outcome": attempts[-1],
+            "attempts": len(attempts),
+            "same_4_tuple": again is not None and address_of(again) == local,
+            "connected_after_ms": round(reused_after * 1000, 1) if again is not None else None,
+        }
+    finally:
+        close_all(opened)
+
+
+def host_reuse(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
+    """On this host's loopback, with its own settings (no sysctl written)."""
+    settings = sysctls(
+        ["net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_tw_reuse_delay", "net.ipv4.tcp_timestamps"]
+    )
+    delay_ms = int(settings["net.ipv4.tcp_tw_reuse_delay"] or 1000)
+    where = Endpoints(None, None, LOOPBACK)
+    # port 0 matches nothing: the capture keeps only the ports the trial adds
+    with maybe_capture(ctx.can_capture, [0]) as cap:
+        port_choice = reuse_trial(
+            where, ReuseCase("host", None), retry_for=delay_ms / 1000 + 1.0, cap=cap
+        )
+    explicit = reuse_trial(where, ReuseCase("host explicit bind", None, explicit_bind=True))
+    observed = {
+        **settings,
+        "kernel_port_choice": port_choice,
+        "explicit_bind_with_SO_REUSEADDR": explicit,
+    }
+    return observed, short_trace(cap, port_choice["server_port"])
+
+
+def namespace_reuse() -> dict[str, Any]:
+    """Every ReuseCase in two fresh namespaces, sysctls set there only."""
+    results: dict[str, Any] = {}
+    with VethLink() as link:
+        for host in (link.a, link.b):
+            host.set_sysctl("net.ipv4.tcp_tw_reuse_delay", 1)
+        for case in ROOT_REUSE_CASES:
+            for host in (link.a, link.b):
+                host.set_sysctl("net.ipv4.tcp_tw_reuse", case.tw_reuse or 0)
+                host.set_sysctl("net.ipv4.tcp_timestamps", case.timestamps)
+            server = link.b if case.over_veth else link.a
+            server_host = server.address if case.over_veth else LOOPBACK
+            where = Endpoints(link.a.netns, server.netns, server_host)
+            results[case.label] = reuse_trial(where, case)
+    return results
+
+
+def reused(trial: dict[str, Any]) -> bool:
+    return bool(trial["time_wait_held_before"] and trial["same_4_tuple"])
+
+
+def check_c34(ctx: RunContext) -> ClaimResult:
+    host, trace = host_reuse(ctx)
+    observed: dict[str, Any] = {"host_loopback": host}
+    port_choice = host["kernel_port_choice"]
+    holds = reused(port_choice)
+    detail = (
+        f"on loopback (tcp_tw_reuse={host['net.ipv4.tcp_tw_reuse']}) connect() first got"
+        f" {port_choice['first_attempt']}, then reused the TIME_WAIT 4-tuple after"
+        f" {port_choice['connected_after_ms']} ms"
+        f" (tcp_tw_reuse_delay={host['net.ipv4.tcp_tw_reuse_delay']} ms)"
+    )
+    if ctx.root:
+        cases = namespace_reuse()
+        observed["namespaces"] = cases
+        holds = (
+            holds
+            and reused(cases["tw_reuse=1"])
+            and cases["tw_reuse=0"]["outcome"] == "EADDRNOTAVAIL"
+        )
+        detail += "; in namespaces: " + ", ".join(
+            f"{label}: {trial['outcome']}" for label, trial in cases.items()
+        )
+    return judge(
+        NAME,
+        "C34",
+        holds,
+        observed,
+        confirmed=(
+            f"{detail}. Linux needs timestamps for it (not merely 'more likely'), 2 means"
+            " loopback only, and it only governs the port connect() picks: explicit"
+            " bind()+SO_REUSEADDR and a SYN into the server's TIME_WAIT reuse anyway"
+        ),
+        differs=f"no reuse of the TIME_WAIT 4-tuple as claimed: {detail}",
+        trace=trace,
+    )
+
+
+# --- C35: tcp_max_tw_buckets -------------------------------------------------------
+
+
+def capped_time_wait(cap: int, count: int) -> dict[str, Any]:
+    """Close `count` connections actively in a namespace allowing `cap` TIME_WAIT buckets."""
+    with VethLink() as link:
+        closer, peer = link.a, link.b
+        closer.set_sysctl("net.ipv4.tcp_max_tw_buckets", cap)
+        listener = listener_in(peer.netns, peer.address, count)
+        try:
+            before = netstat_counters(closer.netns)
+            for _ in range(count):
+                client, server = open_pair(closer.netns, listener)
+                client.shutdown(socket.SHUT_WR)  # FIN first: the client is the active closer
+                close_first(server, client)  # its TIME_WAIT starts at the server's FIN
+            after = netstat_counters(closer.netns)
+        finally:
+            listener.close()
+        rows = [e for e in proc_net_tcp(closer.netns) if e.state == "TIME_WAIT"]
+        return {
+            "net.ipv4.tcp_max_tw_buckets": sysctl("net.ipv4.tcp_max_tw_buckets", closer.netns),
+            "active_closes": count,
+            "time_wait_rows": len(rows),
+            "counters": selected_delta(before, after, ["TcpExt.TW", "TcpExt.TCPTimeWaitOverflow"]),
+        }
+
+
+def check_c35(ctx: RunContext) -> ClaimResult:
+    if not ctx.root:
+        return skipped(NAME, "C35", "needs root: a network namespace with its own cap")
+    observed = capped_time_wait(TIME_WAIT_CAP, CAPPED_CONNECTIONS)
+    observed["host_tcp_max_tw_buckets"] = sysctl("net.ipv4.tcp_max_tw_buckets")
+    rows = observed["time_wait_rows"]
+    overflow = observed["counters"]["TcpExt.TCPTimeWaitOverflow"]
+    holds = 0 < rows <= TIME_WAIT_CAP and overflow == CAPPED_CONNECTIONS - rows
+    return judge(
+        NAME,
+        "C35",
+        holds,
+        observed,
+        confirmed=(
+            f"with tcp_max_tw_buckets={TIME_WAIT_CAP} in a namespace, {CAPPED_CONNECTIONS}"
+            f" active closes left {rows} TIME_WAIT rows; TCPTimeWaitOverflow rose by"
+            f" {overflow}: the surplus were destroyed at once (the cap is per namespace)"
+        ),
+        differs=(
+            f"with tcp_max_tw_buckets={TIME_WAIT_CAP}, {CAPPED_CONNECTIONS} active closes left"
+            f" {rows} TIME_WAIT rows and TCPTimeWaitOverflow rose by {overflow}"
+        ),
+    )
+
+
+def run(ctx: RunContext) -> list[ClaimResult]:
+    return [check_c11(ctx), check_c32(ctx), check_c33(ctx), check_c34(ctx), check_c35(ctx)]
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    claims=("C11", "C32", "C33", "C34", "C35"),
+    needs_root="partly",
+    description=(
+        "TIME_WAIT: the side closing first holds it, for a fixed 60 s; rebinding needs"
+        " SO_REUSEADDR; tcp_tw_reuse, tcp_tw_recycle (gone) and tcp_max_tw_buckets measured"
+    ),
+    run=run,
+)

@@ -1,0 +1,114 @@
+"""What a server is told: one dataclass, one set of command-line options.
+
+Defaults are safe: loopback only, a frame limit, a deadline for frames that
+never complete, a connection cap, a shutdown deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from framelab.servers.msgpack_app import MIN_FRAME
+from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
+from framing.protocol import DEFAULT_FRAME_TIMEOUT, DEFAULT_HIGH_WATER
+
+Mode = Literal["raw", "framed", "msgpack"]
+IoStyle = Literal["protocol", "streams"]
+LoopName = Literal["uvloop", "asyncio"]
+
+#: called with (peer, bytes read) for every read of the raw echo
+ReadObserver = Callable[[str, int], None]
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_loop() -> LoopName:
+    return "uvloop" if uvloop_available() else "asyncio"
+
+
+@dataclass
+class ServerConfig:
+    mode: Mode = "framed"
+    io: IoStyle = "protocol"
+    loop: LoopName = field(default_factory=default_loop)
+    host: str = "127.0.0.1"
+    port: int = 0
+    backlog: int = 128
+    nodelay: bool = True
+    linger: float | None = None  # SO_LINGER seconds on accepted sockets; None: off
+    max_frame: int = DEFAULT_MAX_FRAME_LENGTH
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
+    high_water: int = DEFAULT_HIGH_WATER
+    max_connections: int = 1000
+    shutdown_timeout: float = 10.0
+    workers: int = 1
+    reuse_port: bool = False
+    log_reads: bool = True  # raw mode: log each read's size
+    on_read: ReadObserver | None = None  # in-process observers only (not a CLI option)
+
+    def __post_init__(self) -> None:
+        if self.mode == "msgpack" and self.max_frame < MIN_FRAME:
+            raise ValueError(
+                f"--max-frame must be at least {MIN_FRAME} bytes in msgpack mode "
+                "(room for an error reply)"
+            )
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ServerConfig()
+    a = parser.add_argument
+    a("--mode", choices=["raw", "framed", "msgpack"], default=d.mode, help="what to serve")
+    a("--io", choices=["protocol", "streams"], default=d.io, help="asyncio API style")
+    a("--loop", choices=["uvloop", "asyncio"], default=d.loop, help="event loop")
+    a("--host", default=d.host, help="address to bind (default: loopback only)")
+    a("--port", type=int, default=d.port, help="port (0: any free port, printed)")
+    a("--backlog", type=int, default=d.backlog, help="listen() backlog")
+    a("--nodelay", action=argparse.BooleanOptionalAction, default=d.nodelay, help="TCP_NODELAY")
+    a("--linger", type=float, default=None, metavar="SECONDS", help="SO_LINGER on accepted sockets")
+    a("--max-frame", type=int, default=d.max_frame, metavar="BYTES", help="largest payload")
+    a(
+        "--frame-timeout",
+        "--idle-timeout",
+        dest="frame_timeout",
+        type=float,
+        default=d.frame_timeout,
+        metavar="SECONDS",
+        help="close a connection whose frame is incomplete this long after its first byte "
+        "(0: never); idle time between frames is allowed",
+    )
+    a("--high-water", type=int, default=d.high_water, metavar="BYTES", help="write buffer limit")
+    a("--max-connections", type=int, default=d.max_connections, help="more are closed at once")
+    a("--shutdown-timeout", type=float, default=d.shutdown_timeout, metavar="SECONDS")
+    a("--workers", type=int, default=d.workers, help="processes sharing the port (SO_REUSEPORT)")
+    a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
+    a("--quiet", action="store_true", help="raw mode: do not log every read")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        mode=args.mode,
+        io=args.io,
+        loop=args.loop,
+        host=args.host,
+        port=args.port,
+        backlog=args.backlog,
+        nodelay=args.nodelay,
+        linger=args.linger,
+        max_frame=args.max_frame,
+        frame_timeout=args.frame_timeout or None,
+        high_water=args.high_water,
+        max_connections=args.max_connections,
+        shutdown_timeout=args.shutdown_timeout,
+        workers=args.workers,
+        reuse_port=args.reuse_port or args.workers > 1,
+        log_reads=not args.quiet,
+    )

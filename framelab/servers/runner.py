@@ -1,0 +1,323 @@
+"""The one runner every server shares: loop, listener, signals, shutdown, workers.
+
+- Loop: uvloop or asyncio's default, chosen by name, one place (asyncio's
+  with its out-of-descriptors back-off fixed: servers/selector_loop.py).
+- Memory: freed large payload buffers stay in the heap for the next frame
+  (framing/allocator.py: a fresh mmap per frame halves large-frame rates).
+- Descriptors: the soft RLIMIT_NOFILE is raised (up to the hard limit) to
+  fit --max-connections; if it cannot be, a warning says so at start.
+- Listener: bound here (SO_REUSEADDR; SO_REUSEPORT for several workers),
+  listen(backlog); the real port is known before anyone is told.
+- Ready: `listening on HOST:PORT` is printed (or reported) only once the
+  server accepts connections.
+- Stop: SIGINT/SIGTERM stop accepting, let every connection answer what it
+  has received and close with FIN, and exit 0 within --shutdown-timeout;
+  a second signal aborts what is left at once (exit 1).
+- Workers: N processes, each with its own SO_REUSEPORT listener on the same
+  port; the parent forwards signals and waits.
+- Background: `BackgroundServer` runs the same server in a thread, for the
+  demo, the experiments and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from framelab.servers.config import ServerConfig
+from framelab.servers.connections import ConnectionSet
+from framelab.servers.handlers import protocol_factory, streams_callback
+from framelab.servers.process import raise_fd_limit
+from framelab.servers.selector_loop import SelectorLoop
+from framing.allocator import keep_large_buffers_in_heap
+from framing.streams import READ_SIZE
+
+log = logging.getLogger("framelab.server")
+Ready = Callable[[str, int], None]
+T = TypeVar("T")
+#: descriptors a server needs besides its connections (listener, epoll,
+#: signal pipe, std streams, logging, the libraries' own)
+SPARE_FDS = 64
+
+
+def make_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return SelectorLoop()
+
+
+def ensure_fd_headroom(max_connections: int) -> None:
+    """Raise the soft descriptor limit to fit the connection cap, or warn."""
+    wanted = max_connections + SPARE_FDS
+    soft = raise_fd_limit(wanted)
+    if soft < wanted:
+        log.warning(
+            "RLIMIT_NOFILE is %d, under --max-connections %d + %d spare: past about %d "
+            "connections accept() will fail with EMFILE (connections then wait or are closed)",
+            soft,
+            max_connections,
+            SPARE_FDS,
+            max(soft - SPARE_FDS, 0),
+        )
+
+
+def run_on_loop(name: str, main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run with a chosen loop (asyncio.Runner's loop_factory, 3.11+)."""
+    with asyncio.Runner(loop_factory=lambda: make_loop(name)) as runner:
+        return runner.run(main)
+
+
+def bind_listener(config: ServerConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Server:
+    """One server on one loop: start, run until stopped, shut down gracefully."""
+
+    def __init__(self, config: ServerConfig, listener: socket.socket | None = None) -> None:
+        self.config = config
+        self.listener = listener
+        self.connections = ConnectionSet(config.max_connections)
+        self.stop_requested = asyncio.Event()
+        self.force_requested = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.listener is not None
+        host, port = self.listener.getsockname()[:2]
+        return host, port
+
+    async def start(self) -> None:
+        if self.listener is None:
+            self.listener = bind_listener(self.config)
+        loop = asyncio.get_running_loop()
+        if self.config.io == "streams":
+            self._server = await asyncio.start_server(
+                streams_callback(self.config, self.connections),
+                sock=self.listener,
+                backlog=self.config.backlog,
+                limit=READ_SIZE,
+            )
+        else:
+            self._server = await loop.create_server(
+                protocol_factory(self.config, self.connections),
+                sock=self.listener,
+                backlog=self.config.backlog,
+            )
+
+    def request_stop(self) -> None:
+        """First call: graceful stop. Second call: abort what is left."""
+        if self.stop_requested.is_set():
+            self.force_requested.set()
+        self.stop_requested.set()
+
+    async def serve_until_stopped(self) -> int:
+        await self.stop_requested.wait()
+        return await self.shutdown()
+
+    async def shutdown(self) -> int:
+        """Stop accepting, drain connections; 0 if graceful, 1 if forced."""
+        if self._server is not None:
+            self._server.close()
+        log.info(
+            "shutting down: not accepting; finishing %d connections within %g s",
+            len(self.connections.live),
+            self.config.shutdown_timeout,
+        )
+        graceful = asyncio.ensure_future(self.connections.shutdown(self.config.shutdown_timeout))
+        forced = asyncio.ensure_future(self.force_requested.wait())
+        done, _ = await asyncio.wait([graceful, forced], return_when=asyncio.FIRST_COMPLETED)
+        if graceful in done:
+            forced.cancel()
+            log.info("shut down (%d connections aborted at the deadline)", graceful.result())
+            return 0
+        log.warning("second signal: aborting %d connections", len(self.connections.live))
+        for conn in list(self.connections.live):
+            conn.abort()
+        graceful.cancel()
+        return 1
+
+
+async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | None = None) -> int:
+    """Run one server with signal handling until SIGINT/SIGTERM."""
+    ensure_fd_headroom(config.max_connections)
+    keep_large_buffers_in_heap(config.max_frame)
+    server = Server(config, listener)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
+    ready(*server.address)
+    return await server.serve_until_stopped()
+
+
+def print_ready(host: str, port: int) -> None:
+    print(f"listening on {host}:{port}", flush=True)
+
+
+def run(config: ServerConfig, ready: Ready = print_ready) -> int:
+    """The `framelab serve` entry point: one process, or a parent with workers."""
+    if config.workers > 1:
+        return run_workers(config, ready)
+    return run_on_loop(config.loop, serve(config, ready))
+
+
+def _notify(fd: int) -> None:
+    os.write(fd, b".")
+
+
+def run_workers(config: ServerConfig, ready: Ready) -> int:
+    """Fork N workers, each with its own SO_REUSEPORT listener on one port."""
+    probe = bind_listener(config)  # fixes the port when --port 0
+    host, port = probe.getsockname()[:2]
+    worker_config = dataclasses.replace(config, port=port, workers=1)
+    ready_r, ready_w = os.pipe()
+    children = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(ready_r)
+            probe.close()
+            code = 1
+            try:
+                code = run_on_loop(
+                    config.loop,
+                    serve(worker_config, lambda h, p: _notify(ready_w), None),
+                )
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.close(ready_w)
+    for _ in children:
+        if not os.read(ready_r, 1):
+            break
+    probe.close()
+    ready(host, port)
+
+    def forward(sig: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
+
+
+class BackgroundServer:
+    """The same server in a thread with its own loop, for in-process use.
+
+    with BackgroundServer(ServerConfig(mode="raw")) as srv:
+        connect to srv.host, srv.port
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.host = ""
+        self.port = 0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.exit_code: int | None = None
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread = threading.Thread(target=self._main, name="framelab-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def connections(self) -> ConnectionSet:
+        assert self._server is not None
+        return self._server.connections
+
+    def wait_for_connections(self, at_most: int, timeout: float = 5.0) -> int:
+        """Block until at most `at_most` connections are open (awaits their
+        close events on the server's loop); returns the count then."""
+        assert self._loop is not None
+
+        async def settle() -> int:
+            live = self.connections.live
+            while len(live) > at_most:
+                await asyncio.wait([c.closed for c in live], return_when=asyncio.FIRST_COMPLETED)
+            return len(live)
+
+        future = asyncio.run_coroutine_threadsafe(settle(), self._loop)
+        return future.result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run `fn` on the server's loop and return its result: the safe way to
+        look at loop state from another thread (e.g. asyncio.all_tasks())."""
+        assert self._loop is not None
+
+        async def on_loop() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.request_stop)
+        self._thread.join(timeout=self.config.shutdown_timeout + 5)
+        self._thread = None
+
+    def _main(self) -> None:
+        async def main() -> int:
+            self._loop = asyncio.get_running_loop()
+            self._server = Server(self.config)
+            try:
+                await self._server.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                return 1
+            self.host, self.port = self._server.address
+            self._ready.set()
+            return await self._server.serve_until_stopped()
+
+        try:
+            self.exit_code = run_on_loop(self.config.loop, main())
+        except BaseException as exc:  # pragma: no cover - reported to the caller
+            self._error = exc
+            self._ready.set()
+            print(f"background server failed: {exc!r}", file=sys.stderr)
