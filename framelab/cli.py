@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if selected not in SUBCOMMANDS:
         selected = None
     args = build_parser(selected).parse_args(args_list)
-    from framelab.charts import ChartsUnavailable
+    from framelab.common.charts import ChartsUnavailable
 
     try:
         return _load(args.command).run(args)

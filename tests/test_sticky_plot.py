@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from framelab.charts import ChartsUnavailable, pyplot
 from framelab.cli import main
 from framelab.clients.sticky import Observation, StickyReport
 from framelab.clients.sticky_plot import count, pieces, tracks, write_sticky_chart
+from framelab.common.charts import ChartsUnavailable, pyplot
 
 
 def observation(sends: list[int], reads: list[int], messages: int) -> Observation:

@@ -1,6 +1,6 @@
 """PNG charts of a run: throughput against payload size, latency percentiles.
 
-matplotlib is imported on first use (framelab.charts), with the Agg
+matplotlib is imported on first use (framelab.common.charts), with the Agg
 backend: no screen needed.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from framelab.benchmarks.grid import human_size
 from framelab.benchmarks.runner import Summary
-from framelab.charts import pyplot, save
+from framelab.common.charts import pyplot, save
 
 
 def write_charts(summaries: list[Summary], directory: Path) -> list[Path]:

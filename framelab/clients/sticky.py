@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framelab.argtypes import positive_int
 from framelab.clients.harness import (
     IoLog,
     Sender,
@@ -40,6 +39,7 @@ from framelab.clients.harness import (
     record_reads,
     send_burst,
 )
+from framelab.common.argtypes import positive_int
 from framelab.servers.config import LoopName, ServerConfig, default_loop
 from framelab.servers.runner import BackgroundServer
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH

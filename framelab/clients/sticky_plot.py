@@ -12,8 +12,8 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from framelab.charts import pyplot, save
 from framelab.clients.sticky import Observation, StickyReport
+from framelab.common.charts import pyplot, save
 
 #: two shades per track, alternating, so neighbouring pieces stay apart
 SHADES = {

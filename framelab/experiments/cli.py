@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from framelab.argtypes import positive_int
+from framelab.common.argtypes import positive_int
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment, load
 from framelab.experiments.result import ClaimResult, Verdict, skipped

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from framelab.charts import pyplot, save
+from framelab.common.charts import pyplot, save
 from framelab.experiments.result import ClaimResult, Verdict
 
 #: draws one chart on a matplotlib Axes (Any: matplotlib is untyped here)
