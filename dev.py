@@ -50,7 +50,7 @@ def ensure_venv() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     print("setup: installing framelab and its test tools into .venv", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "-e", f"{ROOT}[test,fuzz]"], check=True, cwd=ROOT)
+    subprocess.run([*pip, "-e", f"{ROOT}[cli,plot,test,fuzz]"], check=True, cwd=ROOT)
     STAMP.write_text(wanted)
 
 

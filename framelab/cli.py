@@ -53,7 +53,31 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+#: optional import -> the extra that brings it (`pip install 'framelab[EXTRA]'`)
+EXTRA_FOR_MODULE = {
+    "rich": "cli",
+    "matplotlib": "plot",
+    "twisted": "peer",
+    "atheris": "fuzz",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:  # a command that needs an extra the install lacks
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in EXTRA_FOR_MODULE:
+            raise
+        extra = EXTRA_FOR_MODULE[missing]
+        print(
+            f"framelab: this command needs {missing}: pip install 'framelab[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in args_list if not a.startswith("-")), None)
     if selected not in SUBCOMMANDS:
