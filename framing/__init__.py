@@ -1,8 +1,9 @@
 """framing: 4-byte big-endian length-prefixed messages, sans-IO at the core.
 
 Core (no I/O): FrameDecoder, encode_frame / encode_frames / write_frames,
-MessageCodec. Adapters: FramedProtocol (asyncio.BufferedProtocol, the fast
-path), FrameReader / FrameWriter (asyncio streams).
+MessageCodec, ProxyHeaderParser (the PROXY protocol a load balancer sends
+first). Adapters: FramedProtocol (asyncio.BufferedProtocol, the fast path),
+FrameReader / FrameWriter (asyncio streams).
 """
 
 from framing.allocator import keep_large_buffers_in_heap
@@ -17,6 +18,7 @@ from framing.encoder import encode_frame, encode_frames, frame_header, write_fra
 from framing.errors import FrameTooLarge, FramingError, MessageError, TruncatedFrame
 from framing.messages import MessageCodec, message_handler
 from framing.protocol import BatchHandler, FramedProtocol, per_frame, set_nodelay
+from framing.proxy_protocol import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
 from framing.streams import FrameReader, FrameWriter, framed_streams, open_framed_connection
 
 __all__ = [
@@ -33,6 +35,9 @@ __all__ = [
     "MessageCodec",
     "MessageError",
     "Payload",
+    "ProxyHeader",
+    "ProxyHeaderError",
+    "ProxyHeaderParser",
     "TruncatedFrame",
     "encode_frame",
     "encode_frames",
