@@ -7,6 +7,7 @@ import logging
 import sys
 
 from framelab.servers.config import add_server_arguments, config_from_args
+from framelab.servers.logsetup import install as install_logging
 from framelab.servers.runner import run as run_server
 
 
@@ -18,13 +19,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
     try:
         config = config_from_args(args)
     except ValueError as error:
         print(f"framelab serve: error: {error}", file=sys.stderr)
         return 2
-    return run_server(config)
+    pipeline = install_logging(getattr(logging, args.log_level))  # never blocks the loop
+    try:
+        return run_server(config)
+    finally:
+        pipeline.close()

@@ -50,6 +50,7 @@ class ServerConfig:
     high_water: int = DEFAULT_HIGH_WATER
     max_connections: int = 1000
     shutdown_timeout: float = 10.0
+    drain_delay: float = 0.0  # seconds between "draining" (health fails) and not accepting
     workers: int = 1
     reuse_port: bool = False
     log_reads: bool = True  # raw mode: log each read's size
@@ -88,6 +89,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     a("--high-water", type=int, default=d.high_water, metavar="BYTES", help="write buffer limit")
     a("--max-connections", type=int, default=d.max_connections, help="more are closed at once")
     a("--shutdown-timeout", type=float, default=d.shutdown_timeout, metavar="SECONDS")
+    a(
+        "--drain-delay",
+        type=float,
+        default=d.drain_delay,
+        metavar="SECONDS",
+        help="on SIGTERM, report draining (health checks fail) this long before not accepting",
+    )
     a("--workers", type=int, default=d.workers, help="processes sharing the port (SO_REUSEPORT)")
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
     a("--quiet", action="store_true", help="raw mode: do not log every read")
@@ -108,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         high_water=args.high_water,
         max_connections=args.max_connections,
         shutdown_timeout=args.shutdown_timeout,
+        drain_delay=args.drain_delay,
         workers=args.workers,
         reuse_port=args.reuse_port or args.workers > 1,
         log_reads=not args.quiet,

@@ -35,6 +35,7 @@ class ConnectionSet:
         self.live: set[Connection] = set()
         self.refused = 0
         self.stopping = False
+        self.draining = False  # set when a stop begins: health checks report it
 
     def admit(self, conn: Connection) -> bool:
         """Over the cap (or while stopping): False, and the caller closes at once."""

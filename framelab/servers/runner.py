@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet
+from framelab.servers.drain import accept_queued, refuse_new_handshakes
 from framelab.servers.handlers import protocol_factory, streams_callback
 from framelab.servers.process import raise_fd_limit
 from framelab.servers.selector_loop import SelectorLoop
@@ -105,6 +106,9 @@ class Server:
         self.stop_requested = asyncio.Event()
         self.force_requested = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
+        self._factory: Callable[[], asyncio.BaseProtocol] | None = None
+        self.leave_queue = False
+        self.drained = 0  # connections taken from the accept queue at stop
 
     @property
     def address(self) -> tuple[str, int]:
@@ -115,20 +119,23 @@ class Server:
     async def start(self) -> None:
         if self.listener is None:
             self.listener = bind_listener(self.config)
+        self._factory = self._protocol_factory()
         loop = asyncio.get_running_loop()
-        if self.config.io == "streams":
-            self._server = await asyncio.start_server(
-                streams_callback(self.config, self.connections),
-                sock=self.listener,
-                backlog=self.config.backlog,
-                limit=READ_SIZE,
-            )
-        else:
-            self._server = await loop.create_server(
-                protocol_factory(self.config, self.connections),
-                sock=self.listener,
-                backlog=self.config.backlog,
-            )
+        self._server = await loop.create_server(
+            self._factory, sock=self.listener, backlog=self.config.backlog
+        )
+
+    def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        """One factory for the listener and for connections drained at stop."""
+        if self.config.io != "streams":
+            return protocol_factory(self.config, self.connections)
+        on_connection = streams_callback(self.config, self.connections)
+
+        def streams_protocol() -> asyncio.BaseProtocol:  # what asyncio.start_server builds
+            reader = asyncio.StreamReader(limit=READ_SIZE)
+            return asyncio.StreamReaderProtocol(reader, on_connection)
+
+        return streams_protocol
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: abort what is left."""
@@ -136,16 +143,30 @@ class Server:
             self.force_requested.set()
         self.stop_requested.set()
 
+    def request_retire(self) -> None:
+        """Graceful stop that leaves the accept queue to the listener's other
+        holders (a rolling restart: the replacement is already accepting)."""
+        self.leave_queue = True
+        self.request_stop()
+
     async def serve_until_stopped(self) -> int:
         await self.stop_requested.wait()
         return await self.shutdown()
 
     async def shutdown(self) -> int:
-        """Stop accepting, drain connections; 0 if graceful, 1 if forced."""
-        if self._server is not None:
-            self._server.close()
+        """Stop accepting without losing a queued connection, then let every
+        connection finish; 0 if graceful, 1 if forced."""
+        self.connections.draining = True  # health checks fail from now on
+        if self.config.drain_delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.force_requested.wait(), self.config.drain_delay)
+        drained = await self._stop_listening()
+        self.drained = drained
         log.info(
-            "shutting down: not accepting; finishing %d connections within %g s",
+            "shutting down: not accepting (%d connections taken from the accept queue%s); "
+            "finishing %d connections within %g s",
+            drained,
+            ", the rest left to the other workers" if self.leave_queue else "",
             len(self.connections.live),
             self.config.shutdown_timeout,
         )
@@ -161,6 +182,31 @@ class Server:
             conn.abort()
         graceful.cancel()
         return 1
+
+    async def _stop_listening(self) -> int:
+        """Refuse new handshakes (unless the queue is left to others), accept
+        what the kernel queued until EAGAIN, then close: nothing queued is
+        reset (servers/drain.py). Returns how many were taken from the queue."""
+        if self._server is None or self.listener is None:
+            return 0
+        spare = self.listener.dup()  # the server's close() closes the listener
+        try:
+            if not self.leave_queue:
+                refuse_new_handshakes(spare)
+            self._server.close()
+            queued = accept_queued(spare)
+        finally:
+            spare.close()
+        loop, factory = asyncio.get_running_loop(), self._factory
+        assert factory is not None
+        results = await asyncio.gather(
+            *(loop.connect_accepted_socket(factory, sock) for sock in queued),
+            return_exceptions=True,
+        )
+        for sock, result in zip(queued, results, strict=True):
+            if isinstance(result, BaseException):  # the client left meanwhile
+                sock.close()
+        return len(queued)
 
 
 async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | None = None) -> int:
