@@ -223,7 +223,15 @@ class _TickingListener(logging.handlers.QueueListener):
 class LogPipeline:
     """The installed path: `install()` builds it, `close()` takes it down."""
 
-    def __init__(self, level: int, fd: int, capacity: int, limiter: PeerWarningLimiter) -> None:
+    def __init__(
+        self,
+        level: int,
+        fd: int,
+        capacity: int,
+        limiter: PeerWarningLimiter,
+        logger: logging.Logger,
+    ) -> None:
+        self.logger = logger
         self.records: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
         self.limiter = limiter
         self.handler = DroppingQueueHandler(self.records)  # formats the message only
@@ -239,8 +247,7 @@ class LogPipeline:
     def close(self, timeout: float = 1.0) -> None:
         """Write what is queued and the last summaries, within `timeout`
         (a reader that never reads gets nothing more)."""
-        root = logging.getLogger()
-        root.removeHandler(self.handler)
+        self.logger.removeHandler(self.handler)
         for summary in self.limiter.flush():
             self.handler.enqueue(summary)
         listener_thread = self.listener._thread
@@ -262,15 +269,17 @@ def install(
     stream: int | None = None,
     capacity: int = CAPACITY,
     limiter: PeerWarningLimiter | None = None,
+    logger: logging.Logger | None = None,
 ) -> LogPipeline:
-    """Route the root logger through the pipeline; records go to `stream`
-    (a descriptor, stderr by default). Replaces any handler installed before."""
+    """Route `logger` (the root logger by default) through the pipeline;
+    records go to `stream` (a descriptor, stderr by default). Replaces any
+    handler installed on it before."""
     fd = sys.stderr.fileno() if stream is None else stream
-    pipeline = LogPipeline(level, fd, capacity, limiter or PeerWarningLimiter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(pipeline.handler)
-    root.setLevel(level)
+    target = logging.getLogger() if logger is None else logger
+    pipeline = LogPipeline(level, fd, capacity, limiter or PeerWarningLimiter(), target)
+    for old in list(target.handlers):
+        target.removeHandler(old)
+    target.addHandler(pipeline.handler)
+    target.setLevel(level)
     pipeline.listener.start()
     return pipeline

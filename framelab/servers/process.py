@@ -11,12 +11,15 @@ CPU time. Linux only (/proc).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import resource
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,8 +100,10 @@ class ServerProcess:
         start_timeout: float = 20.0,
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
+        read_log: bool = True,
     ) -> None:
         self.args = list(args)
+        self.read_log = read_log  # False: stderr is a pipe nobody reads (a stalled log reader)
         self.command = list(command) if command is not None else None
         self.env = {**os.environ, **env} if env else None
         self.fd_limit = fd_limit
@@ -131,8 +136,9 @@ class ServerProcess:
             env=self.env,
             preexec_fn=self._limit_fds if self.fd_limit is not None else None,
         )
-        self._reader = threading.Thread(target=self._collect_log, daemon=True)
-        self._reader.start()
+        if self.read_log:
+            self._reader = threading.Thread(target=self._collect_log, daemon=True)
+            self._reader.start()
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()  # the runner prints it once accepting
         match = _READY.search(line)
@@ -151,6 +157,13 @@ class ServerProcess:
             with self._log_changed:
                 self.log.append(line.rstrip("\n"))
                 self._log_changed.notify_all()
+
+    def unread_log_bytes(self) -> int:
+        """Bytes waiting in the stderr pipe (with read_log=False: how full it is)."""
+        assert self._proc is not None and self._proc.stderr is not None
+        raw = fcntl.ioctl(self._proc.stderr.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        count: int = struct.unpack("i", raw)[0]
+        return count
 
     @property
     def pid(self) -> int:

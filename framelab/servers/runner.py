@@ -311,9 +311,13 @@ class BackgroundServer:
         self.stop()
 
     @property
-    def connections(self) -> ConnectionSet:
+    def server(self) -> Server:
         assert self._server is not None
-        return self._server.connections
+        return self._server
+
+    @property
+    def connections(self) -> ConnectionSet:
+        return self.server.connections
 
     def wait_for_connections(self, at_most: int, timeout: float = 5.0) -> int:
         """Block until at most `at_most` connections are open (awaits their
@@ -342,8 +346,10 @@ class BackgroundServer:
     def stop(self) -> None:
         if self._thread is None:
             return
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.request_stop)
+        server = self._server
+        if self._loop is not None and server is not None and not server.stop_requested.is_set():
+            with contextlib.suppress(RuntimeError):  # it stopped and closed its loop meanwhile
+                self._loop.call_soon_threadsafe(server.request_stop)
         self._thread.join(timeout=self.config.shutdown_timeout + 5)
         self._thread = None
 

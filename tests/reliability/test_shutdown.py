@@ -5,6 +5,8 @@ The server runs as a child process (`framelab serve`), as in production."""
 from __future__ import annotations
 
 import fcntl
+import functools
+import logging
 import signal
 import socket
 import struct
@@ -15,8 +17,9 @@ import time
 import msgpack
 import pytest
 
-from framelab.servers.config import IoStyle, LoopName, Mode
+from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig
 from framelab.servers.process import ServerProcess
+from framelab.servers.runner import BackgroundServer
 from framing import FrameDecoder, encode_frames
 
 from .support import Ending, connect, matrix, read_frames, read_to_end
@@ -158,3 +161,76 @@ def test_a_second_signal_forces_exit(loop: LoopName, io: IoStyle) -> None:
         assert time.monotonic() - started < 10  # far before the 60 s deadline
         assert any("second signal" in line for line in server.log)
         sock.close()
+
+
+BURST = 120
+
+
+def _burst(address: tuple[str, int], count: int = BURST) -> list[socket.socket]:
+    """`count` clients, each connected (handshake done) with one frame sent."""
+    clients = []
+    for number in range(count):
+        sock = connect(address)
+        sock.sendall(encode_frames([b"burst %d" % number]))
+        clients.append(sock)
+    return clients
+
+
+def _unanswered(clients: list[socket.socket]) -> list[int]:
+    """The clients that did not get exactly their reply and then a FIN."""
+    missing = []
+    for number, sock in enumerate(clients):
+        ending = read_to_end(sock)
+        sock.close()
+        if ending.reset or ending.frames != [b"burst %d" % number]:
+            missing.append(number)
+    return missing
+
+
+def _hold_then_stop(srv: BackgroundServer, held: threading.Event, release: threading.Event) -> None:
+    """Run on the server's loop: block it until released, then stop."""
+    held.set()
+    release.wait(10)
+    srv.server.request_stop()
+
+
+@matrix
+def test_a_stop_right_after_a_burst_serves_every_queued_connection(
+    loop: LoopName, io: IoStyle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop is held busy while a burst connects, so every connection is
+    still in the kernel's accept queue when the stop begins: each must be
+    taken from the queue, answered and closed with FIN, and counted."""
+    caplog.set_level(logging.INFO, logger="framelab.server")
+    for _ in range(4):
+        caplog.clear()
+        config = ServerConfig(mode="framed", loop=loop, io=io, backlog=4 * BURST)
+        with BackgroundServer(config) as srv:
+            held, release = threading.Event(), threading.Event()
+            hold = functools.partial(_hold_then_stop, srv, held, release)
+            holder = threading.Thread(target=srv.call, args=(hold, 15))
+            holder.start()
+            held.wait(5)
+            clients = _burst((srv.host, srv.port))
+            release.set()
+            assert _unanswered(clients) == []
+            holder.join()
+            drained = srv.server.drained
+        assert srv.exit_code == 0
+        # the loop may accept a few in its first tick after the hold, before the stop runs
+        assert drained > BURST // 2, "the connections were in the accept queue at the stop"
+        (line,) = [m for m in caplog.messages if "shutting down" in m]
+        assert f"({drained} connections taken from the accept queue" in line
+        assert f"finishing {BURST} connections" in line
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_sigterm_right_after_bursts_of_connects_leaves_none_unanswered(loop: LoopName) -> None:
+    for _ in range(3):
+        with ServerProcess(["--loop", loop, "--backlog", str(4 * BURST)]) as server:
+            clients = _burst(server.address)
+            server.send_signal(signal.SIGTERM)
+            assert _unanswered(clients) == []
+            assert server.wait(timeout=15) == 0
+            line = server.wait_for_log("shutting down")
+            assert f"finishing {BURST} connections" in line

@@ -1,0 +1,81 @@
+"""What the graceful stop relies on, checked on this kernel: a filter that
+drops new SYNs keeps the queued connections and lets no new one in, while
+listen(0) does let one in; accept until EAGAIN takes the whole queue."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from framelab.servers.drain import accept_new_handshakes, accept_queued, refuse_new_handshakes
+
+from .support import connect
+
+QUEUED = 3
+
+
+def _listener(backlog: int = 16) -> socket.socket:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    listener.setblocking(False)
+    return listener
+
+
+def _handshake_completes(address: tuple[str, int], within: float = 0.3) -> bool:
+    """Whether a new connect() completes (a dropped SYN is resent only after 1 s)."""
+    sock = socket.socket()
+    sock.settimeout(within)
+    try:
+        sock.connect(address)
+    except TimeoutError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def test_refusing_new_handshakes_keeps_the_queue_and_lets_none_in() -> None:
+    with _listener() as listener:
+        address = listener.getsockname()
+        queued = [connect(address) for _ in range(QUEUED)]
+        refuse_new_handshakes(listener)
+        assert not _handshake_completes(address)
+        accepted = accept_queued(listener)
+        assert len(accepted) == QUEUED
+        for sock in accepted:
+            sock.sendall(b"served")
+        assert [c.recv(16) for c in queued] == [b"served"] * QUEUED
+        assert accept_queued(listener) == []  # the new SYN never made it in
+        accept_new_handshakes(listener)
+        assert _handshake_completes(address)
+        for sock in [*accepted, *queued]:
+            sock.close()
+
+
+def test_accept_new_handshakes_without_a_filter_is_harmless() -> None:
+    with _listener() as listener:
+        accept_new_handshakes(listener)
+        assert _handshake_completes(listener.getsockname())
+
+
+def test_listen_0_does_not_stop_new_handshakes_once_the_queue_is_empty() -> None:
+    """Why the stop uses a filter: with backlog 0 the queue counts as full only
+    while it holds a connection, so after accepting, the next SYN gets in."""
+    with _listener() as listener:
+        listener.listen(0)
+        assert _handshake_completes(listener.getsockname())
+        assert len(accept_queued(listener)) == 1
+
+
+def test_shutdown_of_a_listener_resets_its_queue() -> None:
+    """The other tempting way to stop accepting, and why it is not used."""
+    with _listener() as listener:
+        queued = connect(listener.getsockname())
+        listener.shutdown(socket.SHUT_RD)
+        with pytest.raises(ConnectionResetError):
+            queued.recv(1)
+        with pytest.raises(OSError):
+            listener.accept()
+        queued.close()
