@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.rule import Rule
 
     from framelab.clients.sticky import observe_sticky, render
-    from framelab.experiments.cli import run_experiments
-    from framelab.experiments.context import RunContext
-    from framelab.experiments.registry import EXPERIMENT_MODULES
+    from framelab.experiments.context import QUICK_ROUNDS, RunContext
+    from framelab.experiments.engine import UnknownExperiment, run_experiments, select
     from framelab.experiments.report import render_verdicts
 
+    try:
+        names = select(args.experiments)
+    except UnknownExperiment as exc:
+        print(f"framelab demo: {exc}", file=sys.stderr)
+        return 2
     console = Console()
     started = time.monotonic()
     console.print(Rule("[bold]framelab demo[/]"))
@@ -50,11 +55,10 @@ def run(args: argparse.Namespace) -> int:
     sticky = observe_sticky()
     render(sticky, console)
 
-    names = list(EXPERIMENT_MODULES) if args.experiments == ["all"] else list(args.experiments)
     results: list[Any] = []
     if names:
         console.print(Rule("2. The source notes' claims, checked on this kernel"))
-        results = run_experiments(names, RunContext(rounds=3, quick=True), progress=True)
+        results = run_experiments(names, RunContext(rounds=QUICK_ROUNDS, quick=True), progress=True)
         render_verdicts(console, results)
     if args.json:
         payload = {"sticky": sticky.to_json(), "experiments": [r.to_json() for r in results]}

@@ -1,9 +1,21 @@
-"""Run-wide settings an experiment receives: rounds, root, capture."""
+"""What an experiment receives from the run: settings chosen once, by the command line or the demo.
+
+This is the one way an option reaches an experiment. To add one (say
+`--mtu N`): add a field here with a default that keeps today's behaviour,
+set it in `cli.context_from()` from the parsed arguments, and read it as
+`ctx.mtu` in the experiments it concerns. Options about what the run writes
+after it ends (JSON, Markdown, charts) are fields of `engine.Outputs` instead.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: repetitions of each timed step (median), unless the run says otherwise
+DEFAULT_ROUNDS = 5
+#: repetitions in the short pass (--quick, the demo)
+QUICK_ROUNDS = 3
 
 
 def running_as_root() -> bool:
@@ -12,11 +24,17 @@ def running_as_root() -> bool:
 
 @dataclass(frozen=True)
 class RunContext:
-    """`rounds`: repetitions for timings (median); `quick`: the demo's short pass."""
+    """Run-wide settings, the same for every experiment of one run.
 
-    rounds: int = 5
+    `rounds`: repetitions for timings (median); `quick`: the short pass;
+    `root`: whether claims that need namespaces and captures can be checked,
+    asked when the context is made (not once at import, so a test or a
+    process that changes its user sees the truth).
+    """
+
+    rounds: int = DEFAULT_ROUNDS
     quick: bool = False
-    root: bool = running_as_root()
+    root: bool = field(default_factory=running_as_root)
 
     @property
     def can_capture(self) -> bool:

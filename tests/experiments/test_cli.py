@@ -1,7 +1,8 @@
-"""`framelab experiment`: list, run, --json, and an experiment that raises."""
+"""`framelab experiment` and its engine: list, select, run, --json, an experiment that raises."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from framelab.cli import main
-from framelab.experiments import cli, registry
-from framelab.experiments.context import RunContext
+from framelab.experiments import cli, engine, registry
+from framelab.experiments.context import DEFAULT_ROUNDS, QUICK_ROUNDS, RunContext, running_as_root
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment
 from framelab.experiments.result import ClaimResult, Verdict, judge
 
@@ -34,15 +35,14 @@ FAKES = {
 
 @pytest.fixture
 def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two fake experiments next to the real ones (and one that does not exist)."""
+    """Two fake experiments next to the real ones."""
     real_load = registry.load
 
     def load(name: str) -> Experiment:
         return FAKES[name] if name in FAKES else real_load(name)
 
-    monkeypatch.setattr(cli, "load", load)
-    names = [*EXPERIMENT_MODULES, *FAKES, "not_written_yet"]
-    monkeypatch.setattr(cli, "EXPERIMENT_MODULES", names)
+    monkeypatch.setattr(engine, "load", load)
+    monkeypatch.setattr(engine, "EXPERIMENT_MODULES", [*EXPERIMENT_MODULES, *FAKES])
 
 
 def test_list_names_every_registered_experiment(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,13 +51,6 @@ def test_list_names_every_registered_experiment(capsys: pytest.CaptureFixture[st
     for name in EXPERIMENT_MODULES:
         assert name in out
     assert "C17" in out and "C25" in out
-
-
-@pytest.mark.usefixtures("fake_registry")
-def test_list_shows_missing_modules_as_not_available(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["experiment", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "not_written_yet" in out and cli.NOT_AVAILABLE in out
 
 
 def test_run_writes_a_json_list_of_results(tmp_path: Path) -> None:
@@ -94,50 +87,74 @@ def test_differs_is_an_answer_not_a_failure(capsys: pytest.CaptureFixture[str]) 
     assert "0 confirmed, 1 differs, 0 skipped" in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures("fake_registry")
-def test_missing_module_is_left_out_of_a_run_and_reported() -> None:
-    batch = cli.execute(["fine", "not_written_yet"], RunContext(rounds=3), progress=False)
-    assert [r.claim for r in batch.results] == ["C98"]
-    assert batch.unavailable == ["not_written_yet"] and batch.failed == []
-
-
-@pytest.mark.usefixtures("fake_registry")
-def test_naming_a_missing_module_explicitly_fails() -> None:
-    assert main(["experiment", "run", "not_written_yet"]) == 1
-
-
 def test_unknown_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["experiment", "run", "no_such_experiment"]) == 2
-    assert "unknown experiment" in capsys.readouterr().out
+    assert main(["experiment", "run", "sticky", "no_such_experiment"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert "unknown experiment(s): no_such_experiment" in line and "sticky" in line
+    assert "Traceback" not in captured.out + captured.err
 
 
 @pytest.mark.usefixtures("fake_registry")
 def test_run_experiments_returns_every_result_without_raising() -> None:
-    results = cli.run_experiments(
+    results = engine.run_experiments(
         ["boom", "fine"], RunContext(rounds=3), progress=False, show=False
     )
     assert [r.verdict for r in results] == [Verdict.SKIPPED, Verdict.SKIPPED, Verdict.CONFIRMED]
 
 
 def test_all_expands_to_the_registry_without_duplicates() -> None:
-    assert cli.expand(["sticky", "all"]) == EXPERIMENT_MODULES
-    assert cli.expand(["nagle", "nagle"]) == ["nagle"]
+    assert engine.select(["sticky", "all"]) == EXPERIMENT_MODULES
+    assert engine.select(["nagle", "nagle"]) == ["nagle"]
 
 
-def test_a_module_that_fails_to_import_is_not_mistaken_for_a_missing_one(
+def test_select_names_every_unknown_experiment() -> None:
+    with pytest.raises(engine.UnknownExperiment) as caught:
+        engine.select(["nagle", "nope", "all", "neither"])
+    assert caught.value.unknown == ["nope", "neither"]
+
+
+def test_a_module_that_fails_to_import_is_reported_as_failed_and_the_rest_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(name: str) -> Experiment:
+        if name == "fine":
+            return FAKES["fine"]
         raise ModuleNotFoundError("No module named 'somedep'", name="somedep")
 
-    monkeypatch.setattr(cli, "load", broken)
-    loaded = cli.load_experiment("sticky")
-    assert loaded.available and loaded.experiment is None
+    monkeypatch.setattr(engine, "load", broken)
+    loaded = engine.load_experiment("sticky")
+    assert loaded.experiment is None
     assert loaded.problem is not None and "somedep" in loaded.problem
+    batch = engine.execute(["sticky", "fine"], RunContext(rounds=3), progress=False)
+    assert [(r.experiment, r.verdict) for r in batch.results] == [
+        ("sticky", Verdict.SKIPPED),
+        ("fine", Verdict.CONFIRMED),
+    ]
+    assert batch.failed == ["sticky"]
+
+
+def test_the_context_asks_for_root_when_it_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RunContext().root == running_as_root()
+    monkeypatch.setattr("os.geteuid", lambda: 12345)
+    assert RunContext().root is False
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert RunContext().root is True
+
+
+def test_options_reach_the_experiments_as_context_fields() -> None:
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    assert cli.context_from(parser.parse_args(["run", "x"])).rounds == DEFAULT_ROUNDS
+    quick = cli.context_from(parser.parse_args(["run", "x", "--quick"]))
+    assert quick.quick and quick.rounds == QUICK_ROUNDS
+    assert cli.context_from(parser.parse_args(["run", "x", "--quick", "--rounds", "7"])).rounds == 7
+    outputs = cli.outputs_from(parser.parse_args(["run", "x", "--json", "r.json", "--plot", "d"]))
+    assert outputs == engine.Outputs(json=Path("r.json"), charts=Path("d"))
 
 
 def test_namespaces_left_behind_are_reported() -> None:
     out = io.StringIO()
-    batch = cli.Batch(leftover_namespaces=["framelab-123-a"])
-    cli.report(Console(file=out, width=200), batch)
+    batch = engine.Batch(leftover_namespaces=["framelab-123-a"])
+    engine.report(Console(file=out, width=200), batch)
     assert "network namespaces left behind: framelab-123-a" in out.getvalue()

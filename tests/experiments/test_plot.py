@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from framelab.cli import main
-from framelab.experiments import cli, registry
+from framelab.experiments import engine, registry
 from framelab.experiments.context import RunContext
 from framelab.experiments.plot import (
     STALL_MS,
@@ -87,8 +87,8 @@ def test_the_cli_writes_the_charts_a_run_allows(
 
     fake = Experiment("nagle_like", ("C36",), "no", "Nagle's numbers", nagle_like)
     real_load = registry.load
-    monkeypatch.setattr(cli, "load", lambda name: fake if name == fake.name else real_load(name))
-    monkeypatch.setattr(cli, "EXPERIMENT_MODULES", [fake.name])
+    monkeypatch.setattr(engine, "load", lambda name: fake if name == fake.name else real_load(name))
+    monkeypatch.setattr(engine, "EXPERIMENT_MODULES", [fake.name])
     assert main(["experiment", "run", "nagle_like", "--plot", str(tmp_path)]) == 0
     assert (tmp_path / "nagle.png").read_bytes().startswith(png_magic)
     assert not (tmp_path / "retransmission.png").exists()
