@@ -2,14 +2,15 @@
 
 For people: the environment once (kernel, Python, root: what decides which
 claims can be checked), then one table per experiment with a row per claim
-(verdict in colour, the one-sentence summary, the key observed values in a
-compact form) and its packet trace, dimmed, below it; last, a line with the
+(verdict in colour, each part of the claim with holds/fails/not observed and
+its evidence, what the kernel's rules predict labelled "expected", the key
+observed values in a compact form) and its packet trace, dimmed, below it; last, a line with the
 counts. Every string from an experiment is printed as plain text, never as
 rich markup: traces are full of "[S.]" and "[P.]".
 
 For programs: `write_json(path, results)` writes a JSON list with one object
 per claim (ClaimResult.to_json(): experiment, claim, verdict, summary,
-observed, trace) and nothing else, so the file can be loaded and compared as is.
+observed, trace, parts, expected, context) and nothing else, so the file can be loaded and compared as is.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from framelab.experiments.result import ClaimResult, Verdict
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 VERDICT_STYLES = {
     Verdict.CONFIRMED: "bold green",
+    Verdict.PARTLY: "bold cyan",
     Verdict.DIFFERS: "bold yellow",
     Verdict.SKIPPED: "grey50",
 }
@@ -138,6 +141,29 @@ def counts(results: Iterable[ClaimResult]) -> dict[Verdict, int]:
     return tally
 
 
+PART_STYLES = {True: "green", False: "yellow", None: "grey50"}
+PART_MARKS = {True: "+", False: "x", None: "?"}
+
+
+def describe_result(result: ClaimResult) -> Text:
+    """The parts, one line each with its mark and evidence; else the summary."""
+    from rich.text import Text
+
+    if len(result.parts) <= 1:
+        text = Text(result.summary)
+    else:
+        text = Text()
+        for index, part in enumerate(result.parts):
+            if index:
+                text.append("\n")
+            text.append(f"{PART_MARKS[part.holds]} {part.part}: ", style=PART_STYLES[part.holds])
+            text.append(part.evidence)
+    if result.expected:
+        expected = "; ".join(f"{k}: {format_value(v)}" for k, v in result.expected.items())
+        text.append(f"\nexpected (kernel rules, not observed): {expected}", style="dim")
+    return text
+
+
 def render_experiment(
     console: Console, name: str, results: Sequence[ClaimResult], max_lines: int | None
 ) -> None:
@@ -153,7 +179,7 @@ def render_experiment(
         table.add_row(
             Text(result.claim),
             Text(result.verdict.value, style=VERDICT_STYLES[result.verdict]),
-            Text(result.summary),
+            describe_result(result),
             Text(compact_observed(result.observed, max_lines), style="cyan"),
         )
     console.print(table)
@@ -195,7 +221,7 @@ def render(
 
 # -- JSON -----------------------------------------------------------------------------------
 def write_json(path: str | os.PathLike[str], results: Iterable[ClaimResult]) -> None:
-    """A JSON list of result objects (experiment, claim, verdict, summary, observed, trace)."""
+    """A JSON list of result objects (ClaimResult.to_json(), parts included)."""
     data = [result.to_json() for result in results]
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -213,10 +239,19 @@ def markdown_table(results: Iterable[ClaimResult], env: Mapping[str, Any] | None
         "|---|---|---|---|",
     ]
     for r in rows:
-        why = r.summary.replace("|", "\\|").replace("\n", " ")
+        why = markdown_parts(r).replace("|", "\\|").replace("\n", " ")
         text = CLAIMS.get(r.claim, "").replace("|", "\\|")
         lines.append(f"| {r.claim} | {text} | {r.verdict.value} ({r.experiment}) | {why} |")
+    tally = counts(rows)
+    lines += ["", ", ".join(f"{tally[v]} {v.value}" for v in Verdict) + "."]
     return "\n".join(lines) + "\n"
+
+
+def markdown_parts(result: ClaimResult) -> str:
+    """Each part as '**holds**/**fails**/**not observed**: part (evidence)'."""
+    if len(result.parts) <= 1:
+        return result.summary
+    return "<br>".join(f"**{p.mark}**: {p.part} ({p.evidence})" for p in result.parts)
 
 
 def render_verdicts(console: Console, results: Iterable[ClaimResult]) -> None:

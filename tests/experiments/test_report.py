@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from framelab.experiments import report
-from framelab.experiments.result import ClaimResult, Verdict, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, Verdict, judge, judge_parts, skipped
 
 
 def results() -> list[ClaimResult]:
@@ -37,7 +37,7 @@ def rendered() -> str:
 def test_every_experiment_gets_a_table_and_the_counts_come_last() -> None:
     text = rendered()
     assert text.index("demo") < text.index("other")
-    assert text.rstrip().splitlines()[-1] == "1 confirmed, 1 differs, 1 skipped in 1.2 s"
+    assert text.rstrip().splitlines()[-1] == "1 confirmed, 0 partly, 1 differs, 1 skipped in 1.2 s"
 
 
 def test_experiment_text_is_printed_as_is_never_as_markup() -> None:
@@ -82,3 +82,35 @@ def test_markdown_table_has_one_row_per_claim_in_id_order() -> None:
     assert "| skipped (demo) | needs root: capture |" in rows[1]
     assert "differs (other)" in rows[2] and "Ethernet MTU" in rows[0]
     assert text.startswith("Seen on ")
+
+
+def compound() -> ClaimResult:
+    return judge_parts(
+        "demo",
+        "C40",
+        [
+            Part("retransmitted", True, "6 retransmissions"),
+            Part("aborted with a reset", False, "ETIMEDOUT, no RST on the wire"),
+            Part("on a real NIC", None, "not observable on a veth because nothing pads"),
+        ],
+        {"rst_sent": False},
+        expected={"abort_after_s": 1.5},
+    )
+
+
+def test_parts_are_shown_in_the_table_json_and_markdown(tmp_path: Path) -> None:
+    out = io.StringIO()
+    report.render(Console(file=out, width=200), [compound()])
+    text = out.getvalue()
+    assert "x aborted with a reset: ETIMEDOUT, no RST on the wire" in text
+    assert "? on a real NIC" in text and "expected (kernel rules, not observed)" in text
+    assert "0 confirmed, 1 partly" in text
+    path = tmp_path / "out.json"
+    report.write_json(path, [compound()])
+    data = json.loads(path.read_text())[0]
+    assert data["verdict"] == "partly"
+    assert [p["holds"] for p in data["parts"]] == [True, False, None]
+    assert data["expected"] == {"abort_after_s": 1.5} and data["observed"] == {"rst_sent": False}
+    row = next(line for line in report.markdown_table([compound()]).splitlines() if "C40" in line)
+    assert "**fails**: aborted with a reset (ETIMEDOUT, no RST on the wire)" in row
+    assert "0 confirmed, 1 partly, 0 differs, 0 skipped." in report.markdown_table([compound()])
