@@ -37,7 +37,7 @@ from framelab.experiments.observe import (
 )
 from framelab.experiments.pairs import gaps_ms, short_trace
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 
 NAME = "retransmission"
 PORT = 7040
@@ -49,48 +49,162 @@ PAYLOAD = b"x" * 1000
 RESEND_COUNTERS = ("TcpExt.TCPLossProbes", "TcpExt.TCPTimeouts", "Tcp.RetransSegs")
 
 
+#: tcp_retries2 given to a's namespace for the run without TCP_USER_TIMEOUT
+SMALL_RETRIES2 = 2
+#: the kernel's floor and ceiling for the retransmission timeout (include/net/tcp.h)
+RTO_MIN_MS = 200
+RTO_MAX_MS = 120_000
+#: how far a measured time may be from the kernel's model
+MODEL_TOLERANCE = 0.25
+
+
+def expected_abort_ms(retries2: int, rto_ms: float = RTO_MIN_MS) -> float:
+    """tcp_model_timeout() (net/ipv4/tcp_timer.c): how long retransmitting may last.
+
+    (2^(retries2+1) - 1) x TCP_RTO_MIN while the doubled RTO stays under
+    TCP_RTO_MAX, then TCP_RTO_MAX per further retry; counted from the first
+    timer retransmission. 15 retries: 924.6 s, the "about 15 minutes".
+    """
+    threshold = int(RTO_MAX_MS // rto_ms).bit_length() - 1  # ilog2
+    if retries2 <= threshold:
+        return float(((2 << retries2) - 1) * rto_ms)
+    return float(((2 << threshold) - 1) * rto_ms + (retries2 - threshold) * RTO_MAX_MS)
+
+
+def expected_schedule(rto_ms: float, retries2: int, probe_ms: float | None) -> dict[str, Any]:
+    """When the kernel's model resends and aborts, in ms after the first transmission.
+
+    The timer fires rto after the last send (the tail loss probe, if one went
+    out), then doubles. The first timer retransmission stamps the start; the
+    connection is aborted at the first expiry at least expected_abort_ms()
+    after that stamp, instead of resending again.
+    """
+    now = (probe_ms or 0.0) + rto_ms
+    stamp, resends, wait = now, [now], rto_ms
+    limit = expected_abort_ms(retries2)
+    while True:
+        wait = min(wait * 2, RTO_MAX_MS)
+        now += wait
+        if now - stamp >= limit:
+            return {"resends_ms": [round(t, 1) for t in resends], "abort_ms": round(now, 1)}
+        resends.append(now)
+
+
 def run(ctx: RunContext) -> list[ClaimResult]:
     if not ctx.root:
         return [skipped(NAME, "C40", "needs root: two hosts in network namespaces (veth)")]
-    observed, trace = observe_abort()
-    retransmitted = observed["total_retrans_before_abort"] > 0
-    aborted = observed["error"] is not None and observed["state_after"] in (None, "CLOSE")
-    holds = retransmitted and aborted
-    rst = "sent an RST" if observed["rst_sent"] else "sent no RST"
-    probes = observed["counters"]["TcpExt.TCPLossProbes"]
-    how = "a tail loss probe first (TCPLossProbes +1), then " if probes == 1 else ""
+    observed, trace = observe_abort(user_timeout_ms=USER_TIMEOUT_MS)
+    observed["tcp_retries2_run"], _ = observe_abort(retries2=SMALL_RETRIES2)
+    return [judge_c40(observed, trace)]
+
+
+def model_check(run: dict[str, Any]) -> dict[str, Any]:
+    """The retries2 run against the kernel's model: every resend time and the abort."""
+    times = run["transmit_times_ms"]
+    retries2 = int(run["sysctl"]["net.ipv4.tcp_retries2"] or 0)
+    probe = times[1] if run["counters"]["TcpExt.TCPLossProbes"] and len(times) > 1 else None
+    timer = times[2:] if probe is not None else times[1:]
+    rto = timer[0] - (probe or 0.0) if timer else float(RTO_MIN_MS)
+    model = expected_schedule(rto, retries2, probe)
+    abort = run["abort_after_first_send_ms"]
+
+    def close(seen: float | None, want: float) -> bool:
+        return seen is not None and abs(seen - want) <= MODEL_TOLERANCE * want
+
+    matches = len(timer) == len(model["resends_ms"]) and all(
+        close(seen, want) for seen, want in zip(timer, model["resends_ms"], strict=False)
+    )
+    return {
+        "measured_rto_ms": round(rto, 1),
+        "timer_resends_ms": timer,
+        "abort_ms": None if abort is None else round(abort, 1),
+        "resends_match_model": matches,
+        "abort_matches_model": close(abort, model["abort_ms"]),
+        "model": model,
+    }
+
+
+def expected_abort_schedule(expected: dict[str, Any]) -> dict[str, Any]:
+    schedule: dict[str, Any] = next(iter(expected.values()))
+    return schedule
+
+
+def judge_c40(observed: dict[str, Any], trace: list[str]) -> ClaimResult:
+    """C40 in three parts: retransmitted, then aborted, and (the notes say) with a reset."""
+    limited = observed.get("tcp_retries2_run")
+    runs = [observed, *([limited] if limited else [])]
     gaps = ", ".join(f"{gap:.0f}" for gap in observed["retransmit_gaps_ms"])
-    return [
-        judge(
-            NAME,
-            "C40",
-            holds,
-            observed,
-            confirmed=(
-                f"aborted after {observed['retransmissions_seen']} retransmissions, {how}"
-                f"the retransmission timer doubling its wait (gaps of {gaps} ms), "
-                f"{observed['abort_after_ms']:.0f} ms after the send "
-                f"(TCP_USER_TIMEOUT {USER_TIMEOUT_MS} ms; "
-                f"the default limit is tcp_retries2={observed['sysctl']['net.ipv4.tcp_retries2']}"
-                f"): the application got {observed['error']}, and the kernel {rst}"
-            ),
-            differs=(
-                f"not aborted as claimed: retransmitted {observed['total_retrans_before_abort']}"
-                f" times, error {observed['error']}, state afterwards {observed['state_after']}"
-            ),
-            trace=trace,
+    probes = observed["counters"]["TcpExt.TCPLossProbes"]
+    how = f"a tail loss probe (TCPLossProbes +{probes}), then " if probes else ""
+    retransmitted = Part(
+        "unacknowledged data is retransmitted, the timer backing off",
+        all(r["total_retrans_before_abort"] > 0 for r in runs),
+        f"{how}{observed['retransmissions_seen']} resends of the lost segment on the wire,"
+        f" gaps {gaps} ms (TCP_USER_TIMEOUT {observed['user_timeout_ms']} ms)",
+    )
+    parts = [retransmitted]
+    expected: dict[str, Any] = {}
+    if limited:
+        check = model_check(limited)
+        limited["model"] = check
+        expected[f"tcp_retries2={SMALL_RETRIES2} run, kernel model (ms after first send)"] = (
+            check.pop("model")
         )
-    ]
+        parts.append(
+            Part(
+                "the retransmissions run out at the kernel's limit (tcp_retries2)",
+                check["resends_match_model"] and check["abort_matches_model"],
+                f"with tcp_retries2={limited['sysctl']['net.ipv4.tcp_retries2']} in a namespace"
+                f" and no TCP_USER_TIMEOUT: timer resends at {check['timer_resends_ms']} ms"
+                f" (RTO {check['measured_rto_ms']} ms), aborted at {check['abort_ms']} ms;"
+                f" the kernel's model (expected): resends at"
+                f" {expected_abort_schedule(expected)['resends_ms']} ms, abort at"
+                f" {expected_abort_schedule(expected)['abort_ms']} ms",
+            )
+        )
+    aborted = [r["error"] is not None and r["state_after"] in (None, "CLOSE") for r in runs]
+    parts.append(
+        Part(
+            "then the connection is aborted",
+            all(aborted),
+            "; ".join(
+                f"{label}: the application got {r['error']}, socket state {r['state_after']}"
+                f" after {r['abort_after_ms']:.0f} ms"
+                for label, r in zip(("user timeout", "tcp_retries2"), runs, strict=False)
+            ),
+        )
+    )
+    reset = [r["rst_sent"] or r["error"] == "ECONNRESET" for r in runs]
+    parts.append(
+        Part(
+            "aborted with a reset (RST)",
+            all(reset),
+            "; ".join(
+                f"{'an RST' if r['rst_sent'] else 'no RST'} left a's interface"
+                f" ({r['segments_after_abort']} segments captured after the abort),"
+                f" error {r['error']}"
+                for r in runs
+            ),
+        )
+    )
+    return judge_parts(NAME, "C40", parts, observed, trace=trace, expected=expected)
 
 
-def observe_abort() -> tuple[dict[str, Any], list[str]]:
+def observe_abort(
+    user_timeout_ms: int | None = None, retries2: int | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Lose every segment after one good exchange; watch the resends and the abort."""
     with VethLink() as link:
+        if retries2 is not None:
+            link.a.set_sysctl("net.ipv4.tcp_retries2", retries2)
         listener = link.b.socket()
         client = link.a.socket()
         try:
             listener.bind((link.b.address, PORT))
             listener.listen(1)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
+            if user_timeout_ms is not None:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
+            limit_s = (user_timeout_ms or expected_abort_ms(retries2 or 15)) / 1000
             client.settimeout(2)
             client.connect((link.b.address, PORT))
             server, _ = listener.accept()
@@ -101,16 +215,18 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                 vanish(link)  # from now on, every segment a sends is lost
                 sent_at = time.monotonic()
                 client.send(PAYLOAD)
-                samples = watch_retransmissions(client)
-                error, abort_after = wait_for_abort(client, sent_at)
+                samples = watch_retransmissions(client, limit_s)
+                error, abort_after = wait_for_abort(client, sent_at, limit_s)
+                aborted_at = time.monotonic()
                 cap.wait_for(lambda p: p.has("R"), timeout=0.2)
                 cap.stop()
                 counters = selected_delta(before, netstat_counters(link.a.netns), RESEND_COUNTERS)
                 lost = [
                     p for p in cap.tcp(PORT) if p.sport != PORT and p.payload_len == len(PAYLOAD)
                 ]
+                first_send = lost[0].time if lost else None
                 observed = {
-                    "user_timeout_ms": USER_TIMEOUT_MS,
+                    "user_timeout_ms": user_timeout_ms,
                     "sysctl": sysctls(
                         ["net.ipv4.tcp_retries2", "net.ipv4.tcp_retries1"], link.a.netns
                     ),
@@ -120,9 +236,16 @@ def observe_abort() -> tuple[dict[str, Any], list[str]]:
                     ),
                     "retransmissions_seen": max(len(lost) - 1, 0) if lost else None,
                     "retransmit_gaps_ms": gaps_ms([p.time for p in lost]),
+                    "transmit_times_ms": [round((p.time - lost[0].time) * 1000, 1) for p in lost],
                     "counters": counters,
                     "error": error,
                     "abort_after_ms": abort_after * 1000,
+                    "abort_after_first_send_ms": (
+                        (aborted_at - first_send) * 1000 if first_send is not None else None
+                    ),
+                    "segments_after_abort": sum(
+                        p.time > aborted_at - 0.05 for p in cap.tcp(PORT) if p.sport != PORT
+                    ),
                     "state_after": state_or_none(client),
                     "rst_sent": any(p.has("R") for p in cap.tcp(PORT) if p.sport != PORT),
                 }
@@ -137,10 +260,10 @@ def vanish(link: VethLink) -> None:
     link.b.run("ip", "addr", "del", f"{link.b.address}/24", "dev", link.b.ifname)
 
 
-def watch_retransmissions(sock: socket.socket) -> list[dict[str, Any]]:
+def watch_retransmissions(sock: socket.socket, limit_s: float) -> list[dict[str, Any]]:
     """TCP_INFO while the data is unacknowledged: a sample per retransmission."""
     samples: list[dict[str, Any]] = []
-    deadline = time.monotonic() + USER_TIMEOUT_MS / 1000 + ABORT_GRACE_S
+    deadline = time.monotonic() + limit_s + ABORT_GRACE_S
     last = -1
     while time.monotonic() < deadline:
         info = tcp_info(sock)
@@ -161,9 +284,11 @@ def watch_retransmissions(sock: socket.socket) -> list[dict[str, Any]]:
     return samples
 
 
-def wait_for_abort(sock: socket.socket, sent_at: float) -> tuple[str | None, float]:
+def wait_for_abort(
+    sock: socket.socket, sent_at: float, limit_s: float
+) -> tuple[str | None, float]:
     """The error the application gets once the kernel gives up, and when."""
-    sock.settimeout(USER_TIMEOUT_MS / 1000 + ABORT_GRACE_S)
+    sock.settimeout(limit_s + ABORT_GRACE_S)
     try:
         data = sock.recv(16)
     except OSError as exc:  # ETIMEDOUT is a TimeoutError too: tell it from our own timeout

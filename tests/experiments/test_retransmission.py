@@ -44,9 +44,50 @@ def test_the_connection_is_aborted_with_etimedout_and_no_rst(result: ClaimResult
     # TCP_USER_TIMEOUT bounds it: at the first retransmission timer after the timeout
     assert obs["user_timeout_ms"] <= obs["abort_after_ms"] < obs["user_timeout_ms"] + 4000
     assert obs["sysctl"]["net.ipv4.tcp_retries2"] is not None
-    assert result.verdict is Verdict.CONFIRMED
     assert any("length 1000" in line for line in result.trace)
     assert leftover_namespaces() == []
+
+
+@pytest.mark.root
+def test_the_abort_follows_the_kernel_model_and_the_reset_part_fails(result: ClaimResult) -> None:
+    limited = result.observed["tcp_retries2_run"]
+    assert limited["user_timeout_ms"] is None and limited["error"] == "ETIMEDOUT"
+    assert limited["model"]["resends_match_model"] and limited["model"]["abort_matches_model"]
+    holds = {p.part: p.holds for p in result.parts}
+    assert holds["aborted with a reset (RST)"] is False  # ETIMEDOUT, no RST on the wire
+    assert sum(h is True for h in holds.values()) == 3
+    assert result.verdict is Verdict.PARTLY
+    assert "no RST" in result.summary and "ETIMEDOUT" in result.summary
+
+
+def test_the_model_schedule_doubles_from_the_first_timer_resend() -> None:
+    model = retransmission.expected_schedule(200.0, 2, probe_ms=200.0)
+    assert model == {"resends_ms": [400.0, 800.0, 1600.0], "abort_ms": 3200.0}
+    assert retransmission.expected_abort_ms(15) == 924_600  # RTO_MAX caps only later waits
+
+
+def observation(rst: bool, error: str) -> dict[str, object]:
+    return {
+        "user_timeout_ms": 1500,
+        "total_retrans_before_abort": 3,
+        "retransmissions_seen": 3,
+        "retransmit_gaps_ms": [200.0, 400.0, 800.0],
+        "counters": {"TcpExt.TCPLossProbes": 0},
+        "error": error,
+        "state_after": "CLOSE",
+        "abort_after_ms": 1600.0,
+        "rst_sent": rst,
+        "segments_after_abort": int(rst),
+    }
+
+
+def test_judge_on_synthetic_observations() -> None:
+    assert retransmission.judge_c40(observation(True, "ECONNRESET"), []).verdict is (
+        Verdict.CONFIRMED
+    )
+    silent = retransmission.judge_c40(observation(False, "ETIMEDOUT"), [])
+    assert silent.verdict is Verdict.PARTLY
+    assert [p.holds for p in silent.parts] == [True, True, False]
 
 
 def test_without_root_it_is_skipped_with_the_reason() -> None:
