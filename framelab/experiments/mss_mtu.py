@@ -1,22 +1,24 @@
-"""C01-C04, C07, C12, C13, C19: MTU, MSS, IP limits and fragmentation.
+"""C01-C04, C07, C12, C13, C19: MTU, MSS, IP limits and fragmentation, part by part.
 
-Loopback has a 65536-byte MTU and no Ethernet, so the Ethernet claims run
-between two hosts in network namespaces joined by a veth pair with MTU 1500
-and segmentation offloads off (experiments/netns.py), captured on a's end
-(and on b's, to see what arrived):
-- C12: the MSS option in the SYN and TCP_MAXSEG after connect, against the
-  MTU minus the IP and TCP headers; timestamps take 12 more bytes of every
-  segment, so a second connection runs with them off (a's tcp_timestamps).
-- C19: one send() of SEND_SIZE bytes leaves as several segments <= MSS.
-- C01: the largest frame captured (a full segment or datagram): 14 + 1500.
-- C02: the smallest frames (bare ACKs, a 1-byte UDP datagram) are shorter
-  than Ethernet's 60-byte minimum, since padding happens after the capture
-  point; b receives the 43-byte frame unchanged (a veth never pads).
-- C07: UDP with DF (IP_PMTUDISC_DO): 1472 bytes go out in one frame, 1473
-  fail with EMSGSIZE; IP_MTU says 1500.
-- C04: a 4000-byte datagram without DF leaves as fragments sharing one IP
-  id and is delivered whole; one sent raw without its middle fragment is
-  never delivered: b gives up when the reassembly timer (set to
+Loopback has a 65536-byte MTU and no Ethernet, so the link claims run
+between two hosts in network namespaces joined by a veth pair (MTU 1500
+unless the run sets another) with segmentation offloads off
+(experiments/netns.py), captured on a's end (and on b's, to see what
+arrived). Every size is derived from the route's MTU (IP_MTU), not typed in:
+- C12: the MSS option in the SYN against the MTU less 40; a full data
+  segment's IP + TCP header (options included) + data against the MTU, with
+  timestamps on and off (a's tcp_timestamps).
+- C19: one send() of several MSS leaves as several segments <= MSS.
+- C01: a fresh veth's MTU (the kernel's Ethernet default); the largest frame
+  captured, 14 + MTU. That preamble, SFD and FCS are stripped before the
+  capture point is not observable on a veth, which has none of them.
+- C02: frames shorter than 60 bytes are captured at their size; the padding a
+  real NIC's driver adds is not observable on a veth (b receives them unpadded).
+- C07: UDP with DF (IP_PMTUDISC_DO): MTU - 28 bytes go out in one frame, one
+  more fails with EMSGSIZE; the "1472" part is observable only at MTU 1500.
+- C04: a datagram of two MTUs and more without DF leaves as fragments
+  sharing one IP id and is delivered whole; one sent raw without its middle
+  fragment is never delivered: b gives up when the reassembly timer (set to
   1 s in b) fires, counts ReasmFails and says so with an ICMP time exceeded.
 - C13 (as root): a SYN built by hand without an MSS option gets 536, the
   RFC 879 default; it comes from an address no namespace owns (b reaches it
@@ -26,8 +28,8 @@ On loopback, for everyone:
   EMSGSIZE); IP options make the header longer, up to 60 bytes (40 bytes of
   options accepted, 44 refused) and the payload shorter by as much; as root
   the capture shows the header lengths and a total length of 65535.
-- C13: the MSS in use is derived from the route's MTU (loopback and veth),
-  not 536; TCP_MAXSEG set before connect lowers what is advertised and sent.
+- C13: the MSS a Linux connection uses is derived from the route's MTU
+  (loopback and veth), not 536; TCP_MAXSEG set before connect lowers it.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from framelab.experiments.pairs import (
     truncate_lines,
 )
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
 from framelab.experiments.sockio import data_segments_out, segments_since
 
 NAME = "mss_mtu"
@@ -83,16 +85,15 @@ IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_DO = 2
 IP_MTU = 14
 ETHERNET_MIN_FRAME = 60  # without the FCS
-MTU = 1500
+ETHERNET_MTU = 1500
+#: the link MTU the veth gets unless the run asks for another (Ethernet's)
+DEFAULT_MTU = 1500
 TIMESTAMP_OPTION = 12  # 10 bytes and 2 NOPs, in every segment once both agreed
 RFC_DEFAULT_MSS = 536
 TCP_PORT, TCP_NO_TS_PORT, NO_MSS_PORT = 7012, 7013, 7536
 UDP_PORT, FRAG_PORT = 7007, 7004
-SEND_SIZE = 10_000
 NO_MSS_SEND = 1200
 LOWERED_SEND = 4000
-BIG_DATAGRAM = 4000
-FRAGMENT_DATA = MTU - IPV4_HEADER  # 1480: a multiple of 8, as fragment offsets must be
 STRANGER = "10.231.0.3"  # on the link's subnet, owned by no namespace
 STRANGER_PORT = 40000
 MARKER = b"after the fragments"
@@ -101,10 +102,25 @@ NETNS_CLAIMS = ("C01", "C02", "C04", "C07", "C12", "C19")
 REASSEMBLY = ("Ip.ReasmReqds", "Ip.ReasmOKs", "Ip.ReasmFails", "Ip.ReasmTimeout")
 
 
+def send_size(mtu: int) -> int:
+    """One send() that needs several segments at this MTU (10 000 bytes on Ethernet)."""
+    return max(10_000, 3 * mtu)
+
+
+def big_datagram(mtu: int) -> int:
+    """A UDP payload that needs three fragments at this MTU (4000 bytes on Ethernet)."""
+    return 2 * mtu + 1000
+
+
+def fragment_data(mtu: int) -> int:
+    """Data bytes per fragment: the MTU less the IP header, a multiple of 8 (offsets)."""
+    return (mtu - IPV4_HEADER) // 8 * 8
+
+
 def run(ctx: RunContext) -> list[ClaimResult]:
     wire: Wire | None = None
     if ctx.root:
-        wire = observe_veth()
+        wire = observe_veth(getattr(ctx, "mtu", None) or DEFAULT_MTU)
         results = [
             judge_largest_frame(wire),
             judge_small_frames(wire),
@@ -114,13 +130,13 @@ def run(ctx: RunContext) -> list[ClaimResult]:
             judge_segmentation(wire),
         ]
     else:
-        why = "needs root: two hosts in network namespaces (veth, MTU 1500)"
+        why = "needs root: two hosts in network namespaces joined by a veth"
         results = [skipped(NAME, claim, why) for claim in NETNS_CLAIMS]
     results += [check_ip_limits(ctx), check_default_mss(ctx, wire)]
     return sorted(results, key=lambda r: r.claim)
 
 
-# -- across a veth with MTU 1500 ----------------------------------------------------
+# -- across a veth --------------------------------------------------------------------
 @dataclass
 class Wire:
     """What the sockets said and what crossed the veth (seen at a's end; at b's too)."""
@@ -130,6 +146,8 @@ class Wire:
     started: float
     sockets: dict[str, dict[str, Any]]
     sysctl: dict[str, str | None]
+    mtu: int  # what the route to b says (IP_MTU of a connected socket)
+    link_mtu_default: int | None  # a fresh veth's MTU before the lab sets one
     _lines: dict[int, str] = field(default_factory=dict)
 
     def on(self, port: int, proto: str = "tcp") -> list[Packet]:
@@ -158,24 +176,48 @@ class Wire:
         return truncate_lines([self._lines[id(p)] for p in packets], limit)
 
 
-def observe_veth() -> Wire:
+def observe_veth(mtu: int = DEFAULT_MTU) -> Wire:
     ports = [TCP_PORT, TCP_NO_TS_PORT, NO_MSS_PORT, UDP_PORT, FRAG_PORT]
     with (
-        VethLink(mtu=MTU) as link,
+        VethLink(mtu=mtu) as link,
         Capture(link.a.ifname, ports=ports, netns=link.a.netns) as cap,
         Capture(link.b.ifname, ports=[UDP_PORT], netns=link.b.netns) as at_b,
     ):
         settings = sysctls(["net.ipv4.tcp_timestamps", "net.ipv4.ip_no_pmtu_disc"], link.a.netns)
+        route_mtu = route_mtu_to(link)
         sockets = {
-            "tcp": tcp_over_veth(link, TCP_PORT, SEND_SIZE),
-            "tcp_no_timestamps": tcp_without_timestamps(link),
-            "udp_df": udp_with_df(link, cap),
-            "fragments": fragmentation(link, cap),
-            "lost_fragment": lost_middle_fragment(link, cap),
+            "tcp": tcp_over_veth(link, TCP_PORT, send_size(route_mtu)),
+            "tcp_no_timestamps": tcp_without_timestamps(link, route_mtu),
+            "udp_df": udp_with_df(link, cap, route_mtu),
+            "fragments": fragmentation(link, cap, route_mtu),
+            "lost_fragment": lost_middle_fragment(link, cap, route_mtu),
             "no_mss_option": peer_without_mss_option(link, cap),
         }
         at_b.wait_for(lambda p: p.proto == "udp" and p.payload_len == 1, timeout=1.0)
-    return Wire(list(cap.packets), list(at_b.packets), cap.started, sockets, settings)
+    return Wire(
+        list(cap.packets),
+        list(at_b.packets),
+        cap.started,
+        sockets,
+        settings,
+        route_mtu,
+        fresh_veth_mtu(),
+    )
+
+
+def route_mtu_to(link: VethLink) -> int:
+    """The MTU of a's route to b, as a connected socket reads it (IP_MTU)."""
+    with link.a.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((link.b.address, UDP_PORT))
+        mtu: int = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        return mtu
+
+
+def fresh_veth_mtu() -> int | None:
+    """The MTU the kernel gives a new veth (an Ethernet-type device) before anyone sets one."""
+    with VethLink(mtu=None) as link:
+        text = link.a.run("cat", f"/sys/class/net/{link.a.ifname}/mtu", check=False).stdout
+    return int(text) if text.strip().isdigit() else None
 
 
 def tcp_over_veth(link: VethLink, port: int, size: int) -> dict[str, Any]:
@@ -199,14 +241,16 @@ def tcp_over_veth(link: VethLink, port: int, size: int) -> dict[str, Any]:
     return {"tcp_maxseg_after_connect": maxseg, "sent_in_one_send": sent, "received": received}
 
 
-def tcp_without_timestamps(link: VethLink) -> dict[str, Any]:
+def tcp_without_timestamps(link: VethLink, mtu: int) -> dict[str, Any]:
     """The same, with a's net.ipv4.tcp_timestamps 0 (a per-namespace setting)."""
     link.a.set_sysctl("net.ipv4.tcp_timestamps", 0)
-    result = tcp_over_veth(link, TCP_NO_TS_PORT, 2 * (MTU - IPV4_HEADER - TCP_HEADER))
+    result = tcp_over_veth(link, TCP_NO_TS_PORT, 2 * (mtu - IPV4_HEADER - TCP_HEADER))
     return {"tcp_timestamps": sysctl("net.ipv4.tcp_timestamps", link.a.netns), **result}
 
 
-def udp_with_df(link: VethLink, cap: Capture) -> dict[str, Any]:
+def udp_with_df(link: VethLink, cap: Capture, mtu: int) -> dict[str, Any]:
+    """With DF: the largest payload the route allows, and one byte more."""
+    largest = mtu - IPV4_HEADER - UDP_HEADER
     receiver = link.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = link.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with receiver, sender:
@@ -214,24 +258,25 @@ def udp_with_df(link: VethLink, cap: Capture) -> dict[str, Any]:
         sender.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
         sender.connect((link.b.address, UDP_PORT))
         results: dict[str, Any] = {"ip_mtu": sender.getsockopt(socket.IPPROTO_IP, IP_MTU)}
-        for size in (1472, 1473):
+        results["largest_payload"] = largest
+        for key, size in (("send_largest", largest), ("send_one_more", largest + 1)):
             try:
                 sender.send(bytes(size))
-                results[f"send_{size}"] = "ok"
+                results[key] = "ok"
             except OSError as exc:
-                results[f"send_{size}"] = errno_name(exc)
+                results[key] = errno_name(exc)
         sender.send(b"x")  # the smallest datagram: 14 + 20 + 8 + 1 = 43 bytes on the wire
         receiver.settimeout(1)
         results["received_sizes"] = [len(receiver.recv(65536)) for _ in range(2)]
-        frame = cap.wait_for(lambda p: p.proto == "udp" and p.payload_len == 1472)
-        results["frame_of_1472"] = frame.frame_len if frame else None
+        frame = cap.wait_for(lambda p: p.proto == "udp" and p.payload_len == largest)
+        results["frame_of_largest"] = frame.frame_len if frame else None
         results["df_set"] = frame.dont_fragment if frame else None
-        results["fragments_of_1472"] = frame.more_fragments if frame else None
+        results["largest_was_fragmented"] = frame.more_fragments if frame else None
     return results
 
 
-def fragmentation(link: VethLink, cap: Capture) -> dict[str, Any]:
-    """A 4000-byte datagram, DF off: the kernel fragments it, b reassembles it."""
+def fragmentation(link: VethLink, cap: Capture, mtu: int) -> dict[str, Any]:
+    """A datagram of big_datagram(mtu) bytes, DF off: the kernel fragments it, b reassembles it."""
     receiver = link.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = link.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with receiver, sender:
@@ -239,19 +284,19 @@ def fragmentation(link: VethLink, cap: Capture) -> dict[str, Any]:
         receiver.settimeout(1)
         sender.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
         before = netstat_counters(link.b.netns)
-        sender.sendto(bytes(BIG_DATAGRAM), (link.b.address, FRAG_PORT))
+        sender.sendto(bytes(big_datagram(mtu)), (link.b.address, FRAG_PORT))
         whole = len(receiver.recv(65536))
         after = netstat_counters(link.b.netns)
         cap.wait_for(lambda p: p.proto == "ip-fragment" and not p.more_fragments)
     return {
-        "datagram": BIG_DATAGRAM,
+        "datagram": big_datagram(mtu),
         "received_whole": whole,
         "counters_at_b": selected_delta(before, after, REASSEMBLY),
     }
 
 
-def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
-    """A 4000-byte datagram's fragments sent raw, all but the middle one: is anything delivered?
+def lost_middle_fragment(link: VethLink, cap: Capture, mtu: int) -> dict[str, Any]:
+    """A big datagram's fragments sent raw, all but the middle one: is anything delivered?
 
     Without netem or a firewall nothing on the path can drop a fragment, so
     the sender leaves it out. A datagram sent after them shows they have been
@@ -269,8 +314,9 @@ def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
         pieces = udp_fragments(
             (link.a.address, STRANGER_PORT),
             (link.b.address, FRAG_PORT),
-            bytes(BIG_DATAGRAM),
+            bytes(big_datagram(mtu)),
             RAW_ID,
+            mtu,
         )
         for piece in (pieces[0], pieces[-1]):
             raw.sendto(piece, (link.b.address, 0))
@@ -288,7 +334,7 @@ def lost_middle_fragment(link: VethLink, cap: Capture) -> dict[str, Any]:
         after = netstat_counters(link.b.netns)
     return {
         "fragments_sent": f"first and last of {len(pieces)}",
-        "offsets_sent": [0, FRAGMENT_DATA * (len(pieces) - 1)],
+        "offsets_sent": [0, fragment_data(mtu) * (len(pieces) - 1)],
         "delivered": ["the marker" if d == MARKER else f"{len(d)} bytes" for d in delivered],
         "ipfrag_time": {"default": default_wait, "set in b": 1},
         "icmp_from_b": "time exceeded: fragment reassembly" if expired else None,
@@ -348,19 +394,36 @@ def judge_largest_frame(wire: Wire) -> ClaimResult:
         "udp": max((p.frame_len for p in wire.packets if p.proto == "udp"), default=None),
     }
     full = [p for p in wire.packets if p.frame_len == largest]
-    return judge(
-        NAME,
-        "C01",
-        largest == ETHERNET_HEADER + MTU,
-        {"mtu": MTU, "largest_frame": largest, "largest_tcp_frame": by_kind["tcp"],
-         "largest_udp_frame": by_kind["udp"], "frames_of_that_size": len(full)},
-        confirmed=(
-            f"largest captured frame {largest} bytes = 6 + 6 + 2 + MTU {MTU} (TCP "
-            f"{by_kind['tcp']}, UDP {by_kind['udp']}): no preamble, SFD or FCS in a capture"
+    default = wire.link_mtu_default
+    parts = [
+        Part(
+            "an Ethernet link's MTU is 1500",
+            None if default is None else default == ETHERNET_MTU,
+            f"a veth made without an MTU got {default} from the kernel"
+            f" (this run's link: {wire.mtu})",
         ),
-        differs=f"largest captured frame {largest} bytes, not {ETHERNET_HEADER + MTU}",
-        trace=wire.trace(full, limit=4),
-    )  # fmt: skip
+        Part(
+            "the largest captured frame is 6 + 6 + 2 + MTU",
+            largest == ETHERNET_HEADER + wire.mtu,
+            f"largest captured frame {largest} bytes with MTU {wire.mtu}"
+            f" (TCP {by_kind['tcp']}, UDP {by_kind['udp']})",
+        ),
+        Part(
+            "because preamble, SFD and FCS are removed before the capture point",
+            None,
+            "not observable on a veth because it has no physical layer: there is no"
+            " preamble, SFD or FCS to remove, so the frame size says nothing about them",
+        ),
+    ]
+    observed = {
+        "mtu": wire.mtu,
+        "fresh_veth_mtu": default,
+        "largest_frame": largest,
+        "largest_tcp_frame": by_kind["tcp"],
+        "largest_udp_frame": by_kind["udp"],
+        "frames_of_that_size": len(full),
+    }
+    return judge_parts(NAME, "C01", parts, observed, trace=wire.trace(full, limit=4))
 
 
 def judge_small_frames(wire: Wire) -> ClaimResult:
@@ -377,27 +440,25 @@ def judge_small_frames(wire: Wire) -> ClaimResult:
     sizes = [v for k, v in observed.items() if k != "ethernet_minimum" and v is not None]
     small = sorted({s for s in sizes if s < ETHERNET_MIN_FRAME})
     sent, got = observed["udp_1_byte_sent"], observed["udp_1_byte_received_at_b"]
-    veth = (
-        "b received it unpadded too: a veth never pads"
-        if got == sent
-        else f"b received it as {got} bytes"
-    )
     examples = [p for p in wire.packets if p.proto == "udp" and p.payload_len == 1][:1]
     examples += [p for p in wire.on(TCP_NO_TS_PORT) if p.flags == "." and not p.payload_len][:1]
     examples.sort(key=lambda p: p.time)
-    return judge(
-        NAME,
-        "C02",
-        bool(small),
-        observed,
-        confirmed=(
-            f"frames of {small} bytes captured, under the 60-byte minimum (1-byte UDP: "
-            f"{sent}, bare ACK: {observed['bare_ack_without_timestamps']}, with timestamps "
-            f"{observed['bare_ack']}): capture sees frames before any padding; {veth}"
+    parts = [
+        Part(
+            "a capture taken before padding shows short frames at their original size",
+            bool(small),
+            f"frames of {small} bytes captured at a's end, under the {ETHERNET_MIN_FRAME}-byte"
+            f" minimum (1-byte UDP: {sent}, bare ACK: {observed['bare_ack_without_timestamps']},"
+            f" with timestamps {observed['bare_ack']})",
         ),
-        differs=f"no frame under 60 bytes captured: {observed}",
-        trace=wire.trace(examples, limit=4),
-    )
+        Part(
+            "the driver pads frames under 46 bytes of payload",
+            None,
+            f"not observable on a veth because it is not an Ethernet wire: b received the"
+            f" 1-byte datagram's frame as {got} bytes (sent {sent}); no driver here pads",
+        ),
+    ]
+    return judge_parts(NAME, "C02", parts, observed, trace=wire.trace(examples, limit=4))
 
 
 def judge_fragmentation(wire: Wire) -> ClaimResult:
@@ -417,54 +478,82 @@ def judge_fragmentation(wire: Wire) -> ClaimResult:
         ],
         "ids": ids,
     }  # fmt: skip
-    nothing_lost = len(kernel_made) > 1 and len(ids) == 1 and frag["received_whole"] == BIG_DATAGRAM
-    lost_is_lost = lost["delivered"] == ["the marker"] and lost["counters_at_b"]["Ip.ReasmOKs"] == 0
-    told = "; b said so with an ICMP time exceeded" if lost["icmp_from_b"] else ""
+    size = frag["datagram"]
+    largest_fragment = max((p.ip_total_len for p in kernel_made), default=None)
+    told = ", and said so with an ICMP time exceeded" if lost["icmp_from_b"] else ""
+    parts = [
+        Part(
+            "a datagram larger than the link MTU is fragmented",
+            len(kernel_made) > 1 and largest_fragment is not None and largest_fragment <= wire.mtu,
+            f"{size} bytes over MTU {wire.mtu} left as {len(kernel_made)} fragments of at most"
+            f" {largest_fragment} bytes",
+        ),
+        Part(
+            "every fragment carries the same identification",
+            len(kernel_made) > 1 and len(ids) == 1,
+            f"IP ids seen on the fragments: {ids}",
+        ),
+        Part(
+            "the receiver reassembles them",
+            frag["received_whole"] == size and frag["counters_at_b"]["Ip.ReasmOKs"] >= 1,
+            f"b received {frag['received_whole']} bytes in one datagram"
+            f" (ReasmOKs +{frag['counters_at_b']['Ip.ReasmOKs']})",
+        ),
+        Part(
+            "losing one fragment loses the datagram",
+            lost["delivered"] == ["the marker"] and lost["counters_at_b"]["Ip.ReasmOKs"] == 0,
+            f"without its middle fragment b delivered {lost['delivered']}; the reassembly"
+            f" timed out (ReasmFails +{lost['counters_at_b']['Ip.ReasmFails']}){told}",
+        ),
+    ]
     raw = [p for p in wire.packets if p.ip_id == RAW_ID or p.proto == "icmp"]
-    return judge(
+    return judge_parts(
         NAME,
         "C04",
-        nothing_lost and lost_is_lost,
-        {"whole": frag, "middle_fragment_lost": lost},
-        confirmed=(
-            f"{BIG_DATAGRAM} bytes left as {len(kernel_made)} fragments, all with IP id "
-            f"{ids[0] if ids else None}, reassembled and delivered whole; sent without its middle "
-            f"fragment, nothing was delivered: the reassembly timed out (ReasmFails "
-            f"+{lost['counters_at_b']['Ip.ReasmFails']}){told}"
-        ),
-        differs=(
-            f"fragments {frag['fragments']}, received {frag['received_whole']}; without the "
-            f"middle fragment b delivered {lost['delivered']}"
-        ),
+        parts,
+        {"mtu": wire.mtu, "whole": frag, "middle_fragment_lost": lost},
         trace=wire.trace(kernel_made + raw, limit=10),
     )
 
 
 def judge_udp_with_df(wire: Wire) -> ClaimResult:
     udp = wire.sockets["udp_df"]
-    largest = MTU - IPV4_HEADER - UDP_HEADER
-    return judge(
+    largest = udp["largest_payload"]
+    fits = (
+        udp["send_largest"] == "ok"
+        and udp["send_one_more"] == "EMSGSIZE"
+        and udp["frame_of_largest"] == ETHERNET_HEADER + wire.mtu
+        and udp["largest_was_fragmented"] is False
+    )
+    parts = [
+        Part(
+            "a UDP payload of at most MTU - 20 - 8 bytes goes out unfragmented",
+            fits,
+            f"with DF on a route of MTU {udp['ip_mtu']}: {largest} bytes -> {udp['send_largest']}"
+            f" (one {udp['frame_of_largest']}-byte frame), {largest + 1} ->"
+            f" {udp['send_one_more']}",
+        ),
+        Part(
+            "on Ethernet (MTU 1500) that is 1472 bytes",
+            (fits and largest == ETHERNET_MTU - IPV4_HEADER - UDP_HEADER)
+            if wire.mtu == ETHERNET_MTU
+            else None,
+            f"the largest payload seen was {largest} on MTU {wire.mtu}"
+            + ("" if wire.mtu == ETHERNET_MTU else ": not observable, this run's link is not 1500"),
+        ),
+    ]
+    return judge_parts(
         NAME,
         "C07",
-        udp["send_1472"] == "ok"
-        and udp["send_1473"] == "EMSGSIZE"
-        and udp["frame_of_1472"] == ETHERNET_HEADER + MTU
-        and udp["fragments_of_1472"] is False,
+        parts,
         {**udp, "ip_no_pmtu_disc": wire.sysctl["net.ipv4.ip_no_pmtu_disc"]},
-        confirmed=(
-            f"with DF, {largest} bytes (1500 - 20 - 8) went out unfragmented in one "
-            f"{udp['frame_of_1472']}-byte frame and {largest + 1} failed with "
-            f"{udp['send_1473']} (IP_MTU {udp['ip_mtu']})"
-        ),
-        differs=f"with DF: 1472 -> {udp['send_1472']}, 1473 -> {udp['send_1473']}",
         trace=wire.trace(wire.on(UDP_PORT, "udp"), limit=4),
     )
 
 
 def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
-    seen: dict[str, Any] = {"mtu": MTU}
+    seen: dict[str, Any] = {"mtu": wire.mtu}
     handshakes: list[Packet] = []
-    holds = True
     connections = (
         ("timestamps_on", TCP_PORT, "tcp"),
         ("timestamps_off", TCP_NO_TS_PORT, "tcp_no_timestamps"),
@@ -472,57 +561,74 @@ def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
     for label, port, key in connections:
         syn, synack = wire.first(port, "S"), wire.first(port, "S.")
         stamps = bool(synack and any(o.startswith("TS") for o in synack.options))
-        maxseg = wire.sockets[key]["tcp_maxseg_after_connect"]
+        full = [p for p in wire.on(port) if p.dport == port and p.payload_len]
+        biggest = max(full, key=lambda p: p.payload_len, default=None)
         seen[label] = {
             "syn_mss_option": syn.mss_option if syn else None,
             "timestamps_agreed": stamps,
-            "tcp_maxseg_after_connect": maxseg,
+            "tcp_maxseg_after_connect": wire.sockets[key]["tcp_maxseg_after_connect"],
             "data_segments": wire.data_to(port),
+            "full_segment": None
+            if biggest is None
+            else {
+                "ip_header": biggest.ip_header_len,
+                "tcp_header": biggest.tcp_header_len,
+                "data": biggest.payload_len,
+                "ip_total": biggest.ip_total_len,
+            },
         }
-        expected = MTU - IPV4_HEADER - TCP_HEADER
-        holds = holds and seen[label]["syn_mss_option"] == expected
-        holds = holds and maxseg == expected - (TIMESTAMP_OPTION if stamps else 0)
         handshakes += [p for p in (syn, synack) if p is not None]
     seen["tcp_timestamps_sysctl"] = {
         "default": wire.sysctl["net.ipv4.tcp_timestamps"],
         "second connection": wire.sockets["tcp_no_timestamps"]["tcp_timestamps"],
     }
     on, off = seen["timestamps_on"], seen["timestamps_off"]
-    return judge(
-        NAME,
-        "C12",
-        holds,
-        seen,
-        confirmed=(
-            f"MSS option {on['syn_mss_option']} = MTU {MTU} - 20 (IP) - 20 (TCP); "
-            f"TCP_MAXSEG {on['tcp_maxseg_after_connect']} with timestamps (12 bytes of "
-            f"options per segment), {off['tcp_maxseg_after_connect']} without"
+    mss = wire.mtu - IPV4_HEADER - TCP_HEADER
+
+    def fills(full: dict[str, int] | None) -> bool:
+        return full is not None and full["ip_header"] + full["tcp_header"] + full["data"] == (
+            wire.mtu
+        )
+
+    def layout(full: dict[str, int] | None) -> str:
+        if full is None:
+            return "no data segment seen"
+        return f"{full['ip_header']} + {full['tcp_header']} + {full['data']} = {full['ip_total']}"
+
+    parts = [
+        Part(
+            "the MSS a host announces is its MTU less 20 (IP) and 20 (TCP)",
+            on["syn_mss_option"] == off["syn_mss_option"] == mss,
+            f"SYNs announced MSS {on['syn_mss_option']} and {off['syn_mss_option']} on a route"
+            f" of MTU {wire.mtu}",
         ),
-        differs=(
-            f"MSS option {on['syn_mss_option']}, TCP_MAXSEG {on['tcp_maxseg_after_connect']} "
-            f"(without timestamps: {off['tcp_maxseg_after_connect']}) with MTU {MTU}"
+        Part(
+            "a full segment is IP header + TCP header + data = MTU",
+            fills(on["full_segment"]) and fills(off["full_segment"]),
+            f"with timestamps {layout(on['full_segment'])} (TCP_MAXSEG"
+            f" {on['tcp_maxseg_after_connect']}: {TIMESTAMP_OPTION} bytes of options per"
+            f" segment come out of the MSS); without {layout(off['full_segment'])}",
         ),
-        trace=wire.trace(handshakes, limit=4),
-    )
+    ]
+    return judge_parts(NAME, "C12", parts, seen, trace=wire.trace(handshakes, limit=4))
 
 
 def judge_segmentation(wire: Wire) -> ClaimResult:
     tcp = wire.sockets["tcp"]
     segments = wire.data_to(TCP_PORT)
     mss = tcp["tcp_maxseg_after_connect"]
+    size = tcp["sent_in_one_send"]
     data = [p for p in wire.on(TCP_PORT) if p.sport != TCP_PORT and p.payload_len]
     return judge(
         NAME,
         "C19",
-        len(segments) > 1
-        and max(segments) <= mss
-        and sum(segments) == SEND_SIZE == tcp["received"],
-        {"one_send": SEND_SIZE, "segments": segments, "mss": mss, **tcp},
+        len(segments) > 1 and max(segments) <= mss and sum(segments) == size == tcp["received"],
+        {"one_send": size, "segments": segments, "mss": mss, **tcp},
         confirmed=(
-            f"one send() of {SEND_SIZE} bytes left as {len(segments)} segments of at most "
+            f"one send() of {size} bytes left as {len(segments)} segments of at most "
             f"{max(segments, default=0)} bytes (MSS {mss}); b received {tcp['received']}"
         ),
-        differs=f"one send() of {SEND_SIZE} bytes left as segments {segments}",
+        differs=f"one send() of {size} bytes left as segments {segments} (MSS {mss})",
         trace=wire.trace(data, limit=10),
     )
 
@@ -549,37 +655,31 @@ def check_ip_limits(ctx: RunContext) -> ClaimResult:
             try_sizes(sender, target, (65467, 65468), observed, "udp_{}_with_40_option_bytes")
             if cap is not None:
                 trace = captured_headers(cap, observed)
-    expected = {
-        "udp_65507": "ok",
-        "udp_65508": "EMSGSIZE",
-        "ip_options_40": "ok",
-        "udp_65467_with_40_option_bytes": "ok",
-        "udp_65468_with_40_option_bytes": "EMSGSIZE",
-        "captured": {"plain_header": 20, "header_with_options": 60, "largest_total_length": 65535},
-    }
-    holds = observed["ip_options_44"] != "ok" and all(
-        observed.get(key, want) == want for key, want in expected.items()
-    )
     seen = observed.get("captured")
-    return judge(
-        NAME,
-        "C03",
-        holds,
-        observed,
-        confirmed=(
-            "a UDP payload of 65507 bytes (65535 - 20 - 8) is sent, 65508 fails with "
-            f"{observed['udp_65508']}; 40 bytes of IP options are accepted, 44 refused "
-            f"({observed['ip_options_44']}), and with them the payload limit drops by 40"
-            + (
-                f"; captured: headers of {seen['plain_header']} and "
-                f"{seen['header_with_options']} bytes, total length {seen['largest_total_length']}"
-                if seen
-                else ""
-            )
-        ),
-        differs=f"limits seen: {observed}",
-        trace=trace,
+    header_part = Part(
+        "the IP header is at most 60 bytes (a 4-bit length in 32-bit words)",
+        observed["ip_options_40"] == "ok"
+        and observed["ip_options_44"] != "ok"
+        and (seen is None or seen["header_with_options"] == 60),
+        f"40 bytes of IP options accepted ({observed['ip_options_40']}), 44 refused"
+        f" ({observed['ip_options_44']})"
+        + (f"; captured headers of {seen['plain_header']} and {seen['header_with_options']}"
+           " bytes" if seen else ""),
+    )  # fmt: skip
+    datagram_part = Part(
+        "an IP datagram is at most 64 KiB (a 16-bit total length)",
+        observed["udp_65507"] == "ok"
+        and observed["udp_65508"] == "EMSGSIZE"
+        and observed["udp_65467_with_40_option_bytes"] == "ok"
+        and observed["udp_65468_with_40_option_bytes"] == "EMSGSIZE"
+        and (seen is None or seen["largest_total_length"] == 65535),
+        f"UDP payload 65507 (65535 - 20 - 8) -> {observed['udp_65507']}, 65508 ->"
+        f" {observed['udp_65508']}; with 40 option bytes 65467 ->"
+        f" {observed['udp_65467_with_40_option_bytes']}, 65468 ->"
+        f" {observed['udp_65468_with_40_option_bytes']}"
+        + (f"; largest total length captured {seen['largest_total_length']}" if seen else ""),
     )
+    return judge_parts(NAME, "C03", [header_part, datagram_part], observed, trace=trace)
 
 
 def try_sizes(
@@ -679,46 +779,56 @@ def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
             "b_segments": wire.data_from(NO_MSS_PORT),
         }
     observed["sysctl"] = sysctls(["net.ipv4.tcp_base_mss", "net.ipv4.route.min_adv_mss"])
-    used = [observed["loopback_tcp_maxseg"], observed.get("veth_syn_mss")]
-    holds = all(mss in (None, RFC_DEFAULT_MSS) for mss in used)
-    return judge(
+    return judge_parts(
         NAME,
         "C13",
-        holds,
+        [fallback_part(observed), default_part(observed)],
         observed,
-        confirmed=f"the MSS in use was {RFC_DEFAULT_MSS}",
-        differs=default_mss_summary(observed),
         trace=wire.trace(wire.on(NO_MSS_PORT), limit=8) if wire else [],
     )
 
 
-def default_mss_summary(seen: dict[str, Any]) -> str:
-    """Why 536 is not what Linux uses, with the numbers seen here."""
-    text = f"the MSS follows the route's MTU: loopback (MTU {seen['loopback_mtu']})"
+def fallback_part(seen: dict[str, Any]) -> Part:
+    """536 where RFC 879 puts it: the MSS assumed for a peer whose SYN has no MSS option."""
+    name = f"{RFC_DEFAULT_MSS} is the MSS used when the peer announces none"
+    no_mss = seen.get("peer_without_mss_option")
+    if no_mss is None:
+        return Part(name, None, "not observable without root: it needs a raw SYN without options")
+    if "b_tcp_maxseg" not in no_mss:
+        return Part(name, False, f"the optionless handshake did not complete: {no_mss}")
+    segments = no_mss["b_segments"]
+    return Part(
+        name,
+        no_mss["b_tcp_maxseg"] == RFC_DEFAULT_MSS
+        and bool(segments)
+        and max(segments) == RFC_DEFAULT_MSS,
+        f"for a SYN without options b used TCP_MAXSEG {no_mss['b_tcp_maxseg']} and sent"
+        f" {no_mss['b_sent_in_one_send']} bytes as segments {segments}, while announcing"
+        f" {no_mss['b_syn_ack_mss_option']} itself",
+    )
+
+
+def default_part(seen: dict[str, Any]) -> Part:
+    """What Linux's own connections use when nobody sets TCP_MAXSEG."""
+    used = {"loopback TCP_MAXSEG": seen["loopback_tcp_maxseg"]}
     if "loopback_syn_mss" in seen:
-        text += f" advertises {seen['loopback_syn_mss']}"
-    text += f", TCP_MAXSEG {seen['loopback_tcp_maxseg']}"
+        used["loopback SYN"] = seen["loopback_syn_mss"]
+    if seen.get("veth_syn_mss") is not None:
+        used["veth SYN"] = seen["veth_syn_mss"]
+    evidence = ", ".join(f"{k} {v}" for k, v in used.items())
+    evidence += f" (loopback MTU {seen['loopback_mtu']}"
     window = seen.get("loopback_syn_ack_window")
     if window and seen["loopback_tcp_maxseg"] == window // 2:
-        text += f" (Linux also caps it at half the peer's window, {window})"
-    if "veth_syn_mss" in seen:
-        text += f"; a 1500-byte veth advertises {seen['veth_syn_mss']}"
-    no_mss = seen.get("peer_without_mss_option")
-    if no_mss and "b_tcp_maxseg" in no_mss:
-        text += (
-            f"; {RFC_DEFAULT_MSS} is the fallback for a SYN without an MSS option: "
-            f"TCP_MAXSEG {no_mss['b_tcp_maxseg']}, segments {no_mss['b_segments']}"
-        )
-    else:
-        text += f"; {RFC_DEFAULT_MSS} is only the fallback for a peer that sends no MSS option"
-    text += "; TCP_MAXSEG 1000 set before connect"
-    if "syn_mss_after_maxseg_1000" in seen:
-        text += f": the SYN advertises {seen['syn_mss_after_maxseg_1000']}"
-    text += (
-        f", {seen['maxseg_1000_before_connect']} in use (peer {seen['peer_maxseg']}), "
-        f"{LOWERED_SEND} bytes left as {seen['segments_for_4000_bytes']} segments"
+        evidence += f"; capped at half the peer's window, {window}"
+    evidence += (
+        f"); TCP_MAXSEG 1000 set before connect: {seen['maxseg_1000_before_connect']} in use,"
+        f" {LOWERED_SEND} bytes left as {seen['segments_for_4000_bytes']} segments"
     )
-    return text
+    return Part(
+        f"a connection uses {RFC_DEFAULT_MSS} by default (both ends announce their MSS)",
+        all(mss == RFC_DEFAULT_MSS for mss in used.values()),
+        evidence,
+    )
 
 
 EXPERIMENT = Experiment(

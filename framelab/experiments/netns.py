@@ -106,10 +106,11 @@ class Host:
 class VethLink:
     """Hosts a and b in their own namespaces, joined by veth with `mtu`.
 
-    Addresses are in 10.231.0.0/24, private to the two namespaces.
+    Addresses are in 10.231.0.0/24, private to the two namespaces. `mtu`
+    None leaves the kernel's default for a new veth.
     """
 
-    def __init__(self, mtu: int = 1500, offloads: bool = False) -> None:
+    def __init__(self, mtu: int | None = 1500, offloads: bool = False) -> None:
         tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
         self.mtu = mtu
         self.offloads = offloads
@@ -176,7 +177,7 @@ def _new_namespace(netns: str) -> None:
     subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
 
 
-def _join(ends: tuple[Host, Host], names: tuple[str, str], mtu: int, offloads: bool) -> None:
+def _join(ends: tuple[Host, Host], names: tuple[str, str], mtu: int | None, offloads: bool) -> None:
     """A veth pair between two hosts' namespaces, renamed, addressed (/24), up.
 
     It is born in the root namespace: unique names (at most 15 characters)
@@ -186,7 +187,8 @@ def _join(ends: tuple[Host, Host], names: tuple[str, str], mtu: int, offloads: b
     for host, name in zip(ends, names, strict=True):
         _ip("link", "set", name, "netns", host.netns)
         host.run("ip", "link", "set", name, "name", host.ifname)
-        host.run("ip", "link", "set", host.ifname, "mtu", str(mtu))
+        if mtu is not None:
+            host.run("ip", "link", "set", host.ifname, "mtu", str(mtu))
         host.run("ip", "addr", "add", f"{host.address}/24", "dev", host.ifname)
         if not offloads:
             disable_offloads(host.netns, host.ifname)

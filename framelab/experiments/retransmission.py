@@ -284,9 +284,7 @@ def watch_retransmissions(sock: socket.socket, limit_s: float) -> list[dict[str,
     return samples
 
 
-def wait_for_abort(
-    sock: socket.socket, sent_at: float, limit_s: float
-) -> tuple[str | None, float]:
+def wait_for_abort(sock: socket.socket, sent_at: float, limit_s: float) -> tuple[str | None, float]:
     """The error the application gets once the kernel gives up, and when."""
     sock.settimeout(limit_s + ABORT_GRACE_S)
     try:
