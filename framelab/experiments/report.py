@@ -10,7 +10,8 @@ rich markup: traces are full of "[S.]" and "[P.]".
 
 For programs: `write_json(path, results)` writes a JSON list with one object
 per claim (ClaimResult.to_json(): experiment, claim, verdict, summary,
-observed, trace, parts, expected, context) and nothing else, so the file can be loaded and compared as is.
+observed, trace, parts, expected, context) and nothing else, so the file
+can be loaded and compared as is.
 """
 
 from __future__ import annotations
