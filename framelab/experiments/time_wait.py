@@ -59,7 +59,7 @@ from framelab.experiments.queues import (
     poll_until,
 )
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 
 NAME = "time_wait"
 
@@ -76,8 +76,10 @@ PROBE_FIN_TIMEOUT_S = 7
 IP_LOCAL_PORT_RANGE = 51
 #: TIME_WAIT bucket cap given to a namespace for C35
 TIME_WAIT_CAP = 5
+ROOMY_CAP = 1000
 CAPPED_CONNECTIONS = 20
 RECYCLE_PATH = "/proc/sys/net/ipv4/tcp_tw_recycle"
+OVERFLOW = "TcpExt.TCPTimeWaitOverflow"
 
 
 # --- small socket moves ------------------------------------------------------------
@@ -144,11 +146,14 @@ class CloseOrder:
     on_server_port: int = 0
     on_client_ports: int = 0
     passive_reads: str = ""
+    #: TIME_WAITs the kernel destroyed at once (TcpExt.TCPTimeWaitOverflow): the bucket cap
+    overflowed: int = 0
 
     def observed(self) -> dict[str, Any]:
         return {
             "time_wait_on_server_port": self.on_server_port,
             "time_wait_on_client_ports": self.on_client_ports,
+            "destroyed_by_tcp_max_tw_buckets": self.overflowed,
             "passive_side_read": self.passive_reads,
         }
 
@@ -171,16 +176,18 @@ def close_connections(listener: socket.socket, count: int, server_first: bool) -
     """Open and close `count` connections, the server or the client closing first."""
     order = CloseOrder(address_of(listener)[1], [])
     reads = set()
+    before = netstat_counters()
     for _ in range(count):
         client, server = open_pair(None, listener)
         order.client_ports.append(address_of(client)[1])
         active, passive = (server, client) if server_first else (client, server)
         reads.add(close_first(active, passive))
     order.passive_reads = ",".join(sorted(reads))
+    order.overflowed = selected_delta(before, netstat_counters(), [OVERFLOW])[OVERFLOW]
 
     def all_counted() -> tuple[int, int] | None:
         counts = count_time_wait(order)
-        return counts if sum(counts) >= count else None
+        return counts if sum(counts) + order.overflowed >= count else None
 
     order.on_server_port, order.on_client_ports = poll_until(all_counted, 2.0) or count_time_wait(
         order
@@ -231,37 +238,52 @@ def check_c32(ctx: RunContext) -> ClaimResult:
         *short_trace(cap, server_first.client_ports[0])[:12],
         *short_trace(cap, client_first.client_ports[0])[:12],
     ]
-    holds = (
-        server_first.on_server_port == count
-        and server_first.on_client_ports == 0
-        and client_first.on_client_ports == count
-        and client_first.on_server_port == 0
-    )
     observed = {
         "connections": count,
         "server_closes_first": server_first.observed(),
         "client_closes_first": client_first.observed(),
         "rebind_while_server_port_in_time_wait": rebind,
     }
-    return judge(
-        NAME,
-        "C32",
-        holds,
-        observed,
-        confirmed=(
-            f"server closing first left {server_first.on_server_port}/{count} TIME_WAIT rows on"
-            f" the server's port; client closing first left {client_first.on_client_ports}/"
-            f"{count} on the clients' ports and none on the server's; meanwhile a new listener"
-            " gets EADDRINUSE without SO_REUSEADDR"
-        ),
-        differs=(
-            f"server-first: {server_first.on_server_port} on server port,"
-            f" {server_first.on_client_ports} on client ports; client-first:"
-            f" {client_first.on_server_port} on server port, {client_first.on_client_ports}"
-            f" on client ports (of {count})"
-        ),
-        trace=trace,
+    return judge_parts(NAME, "C32", judge_c32(count, server_first, client_first), observed,
+                       trace=trace)  # fmt: skip
+
+
+def where_it_went(order: CloseOrder, count: int) -> str:
+    text = (
+        f"{order.on_server_port} TIME_WAIT rows on the server's port, {order.on_client_ports} on"
+        f" the clients' ports (of {count})"
     )
+    if order.overflowed:
+        text += f", {order.overflowed} destroyed by the bucket cap (TCPTimeWaitOverflow)"
+    return text
+
+
+def judge_c32(count: int, server_first: CloseOrder, client_first: CloseOrder) -> list[Part]:
+    """Rows the bucket cap destroyed still count for the side that made them."""
+    server_holds = server_first.on_client_ports == 0 and (
+        server_first.on_server_port + server_first.overflowed == count
+    )
+    client_holds = client_first.on_server_port == 0 and (
+        client_first.on_client_ports + client_first.overflowed == count
+    )
+    return [
+        Part(
+            "TIME_WAIT is held by the side that closes first",
+            server_holds and client_holds,
+            f"server closing first: {where_it_went(server_first, count)}; client closing"
+            f" first: {where_it_went(client_first, count)}",
+        ),
+        Part(
+            "a server that closes first piles up TIME_WAIT",
+            server_holds and server_first.on_server_port > 0,
+            f"{count} server-first closes: {where_it_went(server_first, count)}",
+        ),
+        Part(
+            "letting clients close first moves it off the server",
+            client_holds,
+            f"{count} client-first closes: {where_it_went(client_first, count)}",
+        ),
+    ]
 
 
 # --- C11: how long -----------------------------------------------------------------
@@ -342,43 +364,35 @@ def check_c11(ctx: RunContext) -> ClaimResult:
     observed: dict[str, Any] = {
         "time_wait": time_wait,
         "orphaned_fin_wait2": fin_wait2,
-        "two_msl_if_rfc_msl_s": 2 * RFC_MSL_S,
-        "two_msl_if_practical_msl_s": 2 * PRACTICAL_MSL_S,
         **sysctls(["net.ipv4.tcp_fin_timeout"]),
     }
     readings = [time_wait]
+    evidence = (
+        f"a fresh TIME_WAIT row's timer implies {time_wait.get('length_seconds')} s"
+        f" (timer type {time_wait.get('timer_type')}); tcp_fin_timeout"
+        f" ({observed['net.ipv4.tcp_fin_timeout']} s) matched the orphaned FIN_WAIT2 timer"
+        f" ({fin_wait2.get('timer_seconds')} s) instead"
+    )
     if ctx.root:
         namespace = in_namespace_with_short_fin_timeout()
         observed["namespace"] = namespace
         readings.append(namespace["time_wait"])
-    holds = all(lasts_two_practical_msl(r) for r in readings)
-    length = time_wait.get("length_seconds")
-    fin_note = (
-        f"; tcp_fin_timeout ({observed['net.ipv4.tcp_fin_timeout']} s) is the orphaned"
-        f" FIN_WAIT2 timer ({fin_wait2.get('timer_seconds')} s)"
-    )
-    if ctx.root:
-        ns = observed["namespace"]
-        fin_note += (
-            f"; with tcp_fin_timeout={PROBE_FIN_TIMEOUT_S} FIN_WAIT2 read"
-            f" {ns['orphaned_fin_wait2'].get('timer_seconds')} s and TIME_WAIT still"
-            f" {ns['time_wait'].get('length_seconds')} s"
+        evidence += (
+            f"; in a namespace with tcp_fin_timeout={namespace['net.ipv4.tcp_fin_timeout']}"
+            f" FIN_WAIT2 read {namespace['orphaned_fin_wait2'].get('timer_seconds')} s and"
+            f" TIME_WAIT {namespace['time_wait'].get('length_seconds')} s"
         )
-    return judge(
-        NAME,
-        "C11",
-        holds,
-        observed,
-        confirmed=(
-            f"a fresh TIME_WAIT row's timer implies {length} s: Linux's fixed 60 s"
-            f" (TCP_TIMEWAIT_LEN) = 2 x the practical 30 s MSL, not 2 x the RFC's 2 min"
-            f" ({2 * RFC_MSL_S} s), and no sysctl changes it{fin_note}"
-        ),
-        differs=(
-            f"a fresh TIME_WAIT row's timer implies {length} s, not 2 x {PRACTICAL_MSL_S} s"
-            f" (nor 2 x the RFC's 2 min = {2 * RFC_MSL_S} s){fin_note}"
-        ),
+    part = Part(
+        f"TIME_WAIT lasts 2 x MSL, with the practical MSL of about {PRACTICAL_MSL_S} s",
+        all(lasts_two_practical_msl(r) for r in readings),
+        evidence,
     )
+    expected = {
+        "2 x MSL with RFC 793's MSL of 2 min (s)": 2 * RFC_MSL_S,
+        f"2 x MSL with an MSL of {PRACTICAL_MSL_S} s (s)": 2 * PRACTICAL_MSL_S,
+        "Linux": "TCP_TIMEWAIT_LEN, a constant of 60 s in include/net/tcp.h",
+    }
+    return judge_parts(NAME, "C11", [part], observed, expected=expected)
 
 
 # --- C33: tcp_tw_recycle -----------------------------------------------------------
@@ -391,21 +405,26 @@ def check_c33(ctx: RunContext) -> ClaimResult:
         "tcp_tw_recycle_exists": exists,
         **sysctls(["net.ipv4.tcp_tw_recycle", "net.ipv4.tcp_timestamps"]),
     }
-    return judge(
-        NAME,
-        "C33",
-        exists,
-        observed,
-        confirmed=(
-            f"net.ipv4.tcp_tw_recycle exists on {observed['kernel']}"
-            f" (value {observed['net.ipv4.tcp_tw_recycle']})"
+    presence = "exists" if exists else "does not exist"
+    where = f"net.ipv4.tcp_tw_recycle {presence} on {observed['kernel']}"
+    parts = [
+        Part(
+            "tcp_tw_recycle with tcp_timestamps recycles TIME_WAIT quickly",
+            None if exists else False,
+            f"{where}" + (f" (value {observed['net.ipv4.tcp_tw_recycle']}), not measured here"
+                          if exists else ": nothing can be recycled through it"),
         ),
-        differs=(
-            f"obsolete: there is no net.ipv4.tcp_tw_recycle on {observed['kernel']}"
-            " (removed in Linux 4.12), so TIME_WAIT cannot be recycled that way;"
-            " the NAT breakage it caused is why it went"
+        Part(
+            "and breaks clients behind NAT",
+            None,
+            f"not observable here because {where}" + ("" if not exists else
+                                                      " and no NAT is built for it"),
         ),
-    )
+    ]  # fmt: skip
+    expected = {
+        "tcp_tw_recycle": "removed in Linux 4.12 (commit 4396e46187ca) for the NAT breakage"
+    }
+    return judge_parts(NAME, "C33", parts, observed, expected=expected)
 
 
 # --- C34: tcp_tw_reuse -------------------------------------------------------------
@@ -567,40 +586,61 @@ def reused(trial: dict[str, Any]) -> bool:
     return bool(trial["time_wait_held_before"] and trial["same_4_tuple"])
 
 
+def trial_text(trial: dict[str, Any]) -> str:
+    """'EADDRNOTAVAIL' or 'connected on the same 4-tuple after 12 ms' (as observed)."""
+    if not trial["time_wait_held_before"]:
+        return f"{trial['outcome']} (but no TIME_WAIT row was seen first)"
+    if trial["outcome"] != "connected":
+        return str(trial["outcome"])
+    same = "on the same 4-tuple" if trial["same_4_tuple"] else "on another 4-tuple"
+    after = trial["connected_after_ms"]
+    return f"connected {same}" + (f" after {after} ms" if after is not None else "")
+
+
+def judge_c34(cases: dict[str, dict[str, Any]] | None, host: dict[str, Any]) -> list[Part]:
+    """From trials in fresh namespaces only; the host's own setting is context."""
+    context = (
+        f"this host's loopback (tcp_tw_reuse={host['net.ipv4.tcp_tw_reuse']}, context only):"
+        f" {trial_text(host['kernel_port_choice'])}"
+    )
+    if cases is None:
+        why = f"not observable without root: it needs namespaces at tcp_tw_reuse 0 and 1; {context}"
+        return [
+            Part("tcp_tw_reuse lets connect() reuse a 4-tuple in TIME_WAIT", None, why),
+            Part("timestamps only make the reuse more likely", None, why),
+        ]
+    off, on = cases["tw_reuse=0"], cases["tw_reuse=1"]
+    no_stamps = cases["tw_reuse=1, timestamps=0"]
+    loopback_only = cases["tw_reuse=2 over veth"], cases["tw_reuse=2 over loopback"]
+    return [
+        Part(
+            "tcp_tw_reuse lets connect() reuse a 4-tuple in TIME_WAIT",
+            reused(on) and not reused(off) and off["time_wait_held_before"],
+            f"fresh namespaces: tcp_tw_reuse=0 -> {trial_text(off)}, 1 -> {trial_text(on)};"
+            f" 2 -> {trial_text(loopback_only[0])} over a veth,"
+            f" {trial_text(loopback_only[1])} over loopback",
+        ),
+        Part(
+            "timestamps only make the reuse more likely (it works without them)",
+            reused(no_stamps),
+            f"tcp_tw_reuse=1 with tcp_timestamps=0 -> {trial_text(no_stamps)}",
+        ),
+    ]
+
+
 def check_c34(ctx: RunContext) -> ClaimResult:
     host, trace = host_reuse(ctx)
     observed: dict[str, Any] = {"host_loopback": host}
-    port_choice = host["kernel_port_choice"]
-    holds = reused(port_choice)
-    detail = (
-        f"on loopback (tcp_tw_reuse={host['net.ipv4.tcp_tw_reuse']}) connect() first got"
-        f" {port_choice['first_attempt']}, then reused the TIME_WAIT 4-tuple after"
-        f" {port_choice['connected_after_ms']} ms"
-        f" (tcp_tw_reuse_delay={host['net.ipv4.tcp_tw_reuse_delay']} ms)"
-    )
-    if ctx.root:
-        cases = namespace_reuse()
+    cases = namespace_reuse() if ctx.root else None
+    if cases is not None:
         observed["namespaces"] = cases
-        holds = (
-            holds
-            and reused(cases["tw_reuse=1"])
-            and cases["tw_reuse=0"]["outcome"] == "EADDRNOTAVAIL"
-        )
-        detail += "; in namespaces: " + ", ".join(
-            f"{label}: {trial['outcome']}" for label, trial in cases.items()
-        )
-    return judge(
+    return judge_parts(
         NAME,
         "C34",
-        holds,
+        judge_c34(cases, host),
         observed,
-        confirmed=(
-            f"{detail}. Linux needs timestamps for it (not merely 'more likely'), 2 means"
-            " loopback only, and it only governs the port connect() picks: explicit"
-            " bind()+SO_REUSEADDR and a SYN into the server's TIME_WAIT reuse anyway"
-        ),
-        differs=f"no reuse of the TIME_WAIT 4-tuple as claimed: {detail}",
         trace=trace,
+        context={"host net.ipv4.tcp_tw_reuse": host["net.ipv4.tcp_tw_reuse"]},
     )
 
 
@@ -633,27 +673,43 @@ def capped_time_wait(cap: int, count: int) -> dict[str, Any]:
 
 def check_c35(ctx: RunContext) -> ClaimResult:
     if not ctx.root:
-        return skipped(NAME, "C35", "needs root: a network namespace with its own cap")
-    observed = capped_time_wait(TIME_WAIT_CAP, CAPPED_CONNECTIONS)
-    observed["host_tcp_max_tw_buckets"] = sysctl("net.ipv4.tcp_max_tw_buckets")
-    rows = observed["time_wait_rows"]
-    overflow = observed["counters"]["TcpExt.TCPTimeWaitOverflow"]
-    holds = 0 < rows <= TIME_WAIT_CAP and overflow == CAPPED_CONNECTIONS - rows
-    return judge(
-        NAME,
-        "C35",
-        holds,
-        observed,
-        confirmed=(
-            f"with tcp_max_tw_buckets={TIME_WAIT_CAP} in a namespace, {CAPPED_CONNECTIONS}"
-            f" active closes left {rows} TIME_WAIT rows; TCPTimeWaitOverflow rose by"
-            f" {overflow}: the surplus were destroyed at once (the cap is per namespace)"
+        return skipped(NAME, "C35", "needs root: network namespaces with their own cap")
+    capped = capped_time_wait(TIME_WAIT_CAP, CAPPED_CONNECTIONS)
+    roomy = capped_time_wait(ROOMY_CAP, CAPPED_CONNECTIONS)
+    observed = {
+        **capped,
+        f"tcp_max_tw_buckets={ROOMY_CAP}": roomy,
+        "host_tcp_max_tw_buckets": sysctl("net.ipv4.tcp_max_tw_buckets"),
+    }
+    return judge_parts(NAME, "C35", judge_c35(capped, roomy), observed)
+
+
+def judge_c35(capped: dict[str, Any], roomy: dict[str, Any]) -> list[Part]:
+    """The cap binds when set below the closes and not when above: a controlled pair."""
+
+    def seen(run: dict[str, Any]) -> str:
+        return (
+            f"tcp_max_tw_buckets={run['net.ipv4.tcp_max_tw_buckets']}: {run['active_closes']}"
+            f" active closes left {run['time_wait_rows']} TIME_WAIT rows,"
+            f" TCPTimeWaitOverflow +{run['counters'][OVERFLOW]}"
+        )
+
+    cap = int(capped["net.ipv4.tcp_max_tw_buckets"] or 0)
+    rows, closes = capped["time_wait_rows"], capped["active_closes"]
+    unbound = roomy["time_wait_rows"] == roomy["active_closes"] and not roomy["counters"][OVERFLOW]
+    return [
+        Part(
+            "tcp_max_tw_buckets caps the number of TIME_WAIT sockets",
+            0 < rows <= cap and unbound,
+            f"{seen(capped)}; {seen(roomy)} (fresh namespaces)",
         ),
-        differs=(
-            f"with tcp_max_tw_buckets={TIME_WAIT_CAP}, {CAPPED_CONNECTIONS} active closes left"
-            f" {rows} TIME_WAIT rows and TCPTimeWaitOverflow rose by {overflow}"
+        Part(
+            "the surplus are destroyed",
+            capped["counters"][OVERFLOW] == closes - rows > 0,
+            f"{closes - rows} closes found no bucket; TCPTimeWaitOverflow counted"
+            f" {capped['counters'][OVERFLOW]}: the kernel skipped TIME_WAIT for them",
         ),
-    )
+    ]
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
