@@ -30,7 +30,7 @@ from typing import Any
 
 from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink
+from framelab.experiments.netns import VethLink, socket_in
 from framelab.experiments.observe import (
     connections_on_port,
     errno_name,
@@ -40,6 +40,7 @@ from framelab.experiments.observe import (
     sysctls,
     tcp_info,
 )
+from framelab.experiments.packets import SYN, ipv4_header, tcp_segment
 from framelab.experiments.pairs import gaps_ms, maybe_capture, recv_outcome, short_trace
 from framelab.experiments.queues import (
     LOOPBACK,
@@ -50,7 +51,7 @@ from framelab.experiments.queues import (
     start_connect,
 )
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 
 NAME = "backlog"
 SETTINGS = [
@@ -85,6 +86,9 @@ HUGE_BACKLOG = 100_000
 SMALL_MAX_SYN_BACKLOG = 8
 LARGE_BACKLOG = 64
 SYN_QUEUE_CLIENTS = 12
+#: a source address on the veth's subnet that no namespace owns (answers go nowhere)
+STRANGER = "10.231.0.3"
+STRANGER_PORT = 40001
 
 
 # --- observation helpers -----------------------------------------------------------
@@ -286,7 +290,17 @@ def ack_into_full_queue(netns: str | None, cap: Capture | None) -> dict[str, Any
         poll_until(lambda: True if queue_of(listener)["length"] == backlog else None, 1.0)
         late = [start_connect(netns, address) for _ in range(2)]
         opened += late
-        wait_connected(late, 1.0)
+        completed = wait_connected(late, 1.0)
+        if len(completed) < len(late):  # e.g. tcp_syncookies=2: no SYN queue holds them
+            return {
+                "abort_on_overflow": sysctl("net.ipv4.tcp_abort_on_overflow", netns),
+                "held_in_syn_queue": False,
+                "late_handshakes_completed": len(completed),
+                "client_state": tcp_info(late[1]).state,
+                "server_state": None,
+                "queue": queue_of(listener),
+                "client_port": address_of(late[1])[1],
+            }
         late[0].send(b"x")
         poll_until(lambda: True if queue_of(listener)["length"] > backlog else None, 1.0)
         victim = late[1]
@@ -299,6 +313,7 @@ def ack_into_full_queue(netns: str | None, cap: Capture | None) -> dict[str, Any
         after = netstat_counters(netns)
         observed: dict[str, Any] = {
             "abort_on_overflow": sysctl("net.ipv4.tcp_abort_on_overflow", netns),
+            "held_in_syn_queue": True,
             "queue": queue_of(listener),
             "client_state": tcp_info(victim).state,
             "client_unacked_segments": tcp_info(victim)["unacked"],
@@ -392,35 +407,76 @@ def check_c15(ctx: RunContext) -> ClaimResult:
         abort, abort_trace = abort_on_overflow_in_namespace()
         observed["tcp_abort_on_overflow=1 (namespace)"] = abort
         trace += section("namespace, tcp_abort_on_overflow=1: the same", abort_trace[:9])
-    backlog = overflow["backlog"]
-    somaxconn = int(settings["net.core.somaxconn"] or 0)
-    queued = overflow["listener_tcp_info"]["tcpi_unacked (queue)"]
-    retry = overflow["dropped_clients_retry"]
-    silently_dropped = (
-        retry["still_syn_sent"] == retry["clients"] > 0
-        and min(retry["syn_retransmits_each"]) >= 1
-        and overflow["give_up_client"]["connect_error"] == "ETIMEDOUT"
-    )
-    holds = (
-        queued in (min(backlog, somaxconn), min(backlog, somaxconn) + 1)
-        and silently_dropped
-        and cap_check["queue_limit"] == min(HUGE_BACKLOG, somaxconn)
-    )
-    summary = describe_c15(settings, overflow, cap_check, late_ack)
+    syn_queue = fill_syn_queue(None, overflow["backlog"], overflow["backlog"] + 4)
+    observed["syn_queue"] = syn_queue
+    parts = judge_c15(settings, overflow, cap_check, syn_queue)
     if ctx.root:
-        summary += (
-            f"; with tcp_abort_on_overflow=1 that client got {abort.get('client_recv')}"
-            f" (RST seen: {abort['rst_to_client']})"
+        parts[-1] = Part(
+            parts[-1].part,
+            parts[-1].holds,
+            parts[-1].evidence
+            + f"; with tcp_abort_on_overflow=1 (a namespace) a handshake completed into the full"
+            f" queue got {abort.get('client_recv')} instead"
+            f" ({'an RST was' if abort['rst_to_client'] else 'no RST'} captured)",
         )
-    return judge(
+    return judge_parts(
         NAME,
         "C15",
-        holds,
+        parts,
         observed,
-        confirmed=summary,
-        differs=f"not as claimed: {summary}",
         trace=trace,
+        context={
+            "late ACK into the full queue": describe_c15(settings, overflow, cap_check, late_ack)
+        },
     )
+
+
+def judge_c15(
+    settings: dict[str, str | None],
+    overflow: dict[str, Any],
+    cap_check: dict[str, Any],
+    syn_queue: dict[str, Any],
+) -> list[Part]:
+    """The claim's three statements: a SYN queue, an accept queue of `backlog`, drops."""
+    backlog = overflow["backlog"]
+    somaxconn = int(settings["net.core.somaxconn"] or 0)
+    limit = min(backlog, somaxconn)
+    queued = overflow["listener_tcp_info"]["tcpi_unacked (queue)"]
+    retry = overflow["dropped_clients_retry"]
+    half_open = syn_queue["syn_queue (SYN_RECV rows)"]
+    silently_dropped = (
+        retry["still_syn_sent"] == retry["clients"] > 0
+        and min(retry["syn_retransmits_each"], default=0) >= 1
+        and overflow["give_up_client"]["connect_error"] == "ETIMEDOUT"
+    )
+    captured = retry.get("captured_syn_gaps_ms")
+    return [
+        Part(
+            "half-open connections wait in a SYN queue (SYN_RECV)",
+            half_open > 0,
+            f"{half_open} SYN_RECV entries for {syn_queue['clients']} handshakes held by"
+            f" TCP_DEFER_ACCEPT on listen({syn_queue['backlog']}) (tcp_syncookies="
+            f"{syn_queue['net.ipv4.tcp_syncookies']}, SyncookiesSent"
+            f" +{syn_queue['counters']['TcpExt.SyncookiesSent']})",
+        ),
+        Part(
+            "completed connections wait in an accept queue as long as the listen() backlog",
+            queued in (limit, limit + 1)
+            and cap_check["queue_limit"] == min(HUGE_BACKLOG, somaxconn),
+            f"listen({backlog}) without accept(): {queued} of {overflow['clients']} connections"
+            f" queued (backlog{queued - backlog:+d}); listen({HUGE_BACKLOG}) got a limit of"
+            f" {cap_check['queue_limit']} (somaxconn={somaxconn})",
+        ),
+        Part(
+            "when it is full, new connections are dropped",
+            silently_dropped,
+            f"{retry['still_syn_sent']} of {retry['clients']} later clients stayed SYN_SENT, their"
+            f" SYNs unanswered and retransmitted {retry['syn_retransmits_each']} times"
+            + (f" ({captured} ms apart)" if captured else "")
+            + f"; a client with TCP_USER_TIMEOUT failed with"
+            f" {overflow['give_up_client']['connect_error']}",
+        ),
+    ]
 
 
 # --- C16: what bounds the SYN queue -----------------------------------------------
@@ -453,22 +509,62 @@ def fill_syn_queue(netns: str | None, backlog: int, clients: int) -> dict[str, A
         close_all(opened)
 
 
-def namespace_syn_queue(syncookies: int) -> dict[str, Any]:
-    """A large backlog, a small tcp_max_syn_backlog: which one stops the SYNs?"""
+def namespace_syn_queue(
+    syncookies: int,
+    max_syn_backlog: int,
+    backlog: int = LARGE_BACKLOG,
+    clients: int = SYN_QUEUE_CLIENTS,
+) -> dict[str, Any]:
+    """The SYN queue in a fresh namespace with these settings."""
     with VethLink() as link:
         host = link.a
         host.set_sysctl("net.ipv4.tcp_syncookies", syncookies)
-        host.set_sysctl("net.ipv4.tcp_max_syn_backlog", SMALL_MAX_SYN_BACKLOG)
-        return fill_syn_queue(host.netns, LARGE_BACKLOG, SYN_QUEUE_CLIENTS)
+        host.set_sysctl("net.ipv4.tcp_max_syn_backlog", max_syn_backlog)
+        return fill_syn_queue(host.netns, backlog, clients)
 
 
 def half_open_lifetime_s(synack_retries: int) -> int:
-    """1 + 2 + 4 + ... s: the SYN-ACK timer doubles for each of tcp_synack_retries."""
+    """Expected: 1 + 2 + 4 + ... s, the SYN-ACK timer doubling for each of tcp_synack_retries."""
     return (1 << (synack_retries + 1)) - 1
 
 
+def unanswered_synack(retries: int) -> dict[str, Any]:
+    """A SYN that never gets its ACK, with tcp_synack_retries=`retries` at the server.
+
+    The SYN comes raw from STRANGER (an address no namespace owns; b reaches
+    it through a's MAC), so nobody answers b's SYN-ACKs and nobody resets
+    them. Counted: the SYN-ACKs b sends and how long its SYN_RECV entry lives.
+    """
+    with VethLink() as link:
+        link.b.set_sysctl("net.ipv4.tcp_synack_retries", retries)
+        mac = link.a.run("cat", f"/sys/class/net/{link.a.ifname}/address").stdout.strip()
+        link.b.run("ip", "neigh", "replace", STRANGER, "lladdr", mac, "dev", link.b.ifname)
+        listener = listener_in(link.b.netns, link.b.address, 8)
+        raw = socket_in(link.a.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        port = address_of(listener)[1]
+        with listener, raw, Capture(link.b.ifname, ports=[port], netns=link.b.netns) as cap:
+            segment = tcp_segment((STRANGER, STRANGER_PORT), (link.b.address, port), 1000, 0, SYN)
+            packet = ipv4_header(STRANGER, link.b.address, socket.IPPROTO_TCP, len(segment), 0, 0)
+            sent_at = time.monotonic()
+            raw.sendto(packet + segment, (link.b.address, 0))
+
+            def gone() -> bool | None:
+                rows = [e for e in connections_on_port(port, link.b.netns) if e.state == "SYN_RECV"]
+                return True if not rows and time.monotonic() - sent_at > 0.2 else None
+
+            poll_until(gone, half_open_lifetime_s(retries) + 2.0)
+            lifetime = time.monotonic() - sent_at
+            synacks = [p.time for p in cap.tcp(port) if p.sport == port and p.flags == "S."]
+        return {
+            "net.ipv4.tcp_synack_retries": sysctl("net.ipv4.tcp_synack_retries", link.b.netns),
+            "syn_acks_sent": len(synacks),
+            "syn_ack_gaps_ms": gaps_ms(synacks),
+            "half_open_lived_s": round(lifetime, 2),
+        }
+
+
 def which_rules_apply(settings: dict[str, str | None]) -> dict[str, Any]:
-    """The kernel's rules, instantiated with this machine's settings."""
+    """Expected, not observed: the kernel's rules, instantiated with these settings."""
     somaxconn = settings["net.core.somaxconn"]
     cookies = int(settings["net.ipv4.tcp_syncookies"] or 0)
     abort = int(settings["net.ipv4.tcp_abort_on_overflow"] or 0)
@@ -492,53 +588,107 @@ def which_rules_apply(settings: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
+def judge_c16(
+    host: dict[str, Any],
+    namespaces: dict[str, dict[str, Any]] | None,
+) -> list[Part]:
+    """Each statement from runs the experiment made at the settings that matter."""
+    names = (
+        "tcp_max_syn_backlog bounds the SYN queue when tcp_syncookies=0",
+        "tcp_max_syn_backlog bounds the SYN queue when tcp_syncookies=1 (the default)",
+        "tcp_syncookies defends against a flood: connections complete with the SYN queue full",
+        "fewer tcp_synack_retries shorten the life of a half-open entry",
+    )
+    if namespaces is None:
+        context = (
+            f"this host's loopback (context only): listen({host['backlog']}) kept"
+            f" {host['syn_queue (SYN_RECV rows)']} of {host['clients']} handshakes with"
+            f" tcp_syncookies={host['net.ipv4.tcp_syncookies']}, tcp_max_syn_backlog="
+            f"{host['net.ipv4.tcp_max_syn_backlog']}"
+        )
+        why = f"not observable without root: it needs fresh namespaces at each setting; {context}"
+        return [Part(name, None, why) for name in names]
+
+    def kept(run: dict[str, Any]) -> str:
+        return (
+            f"kept {run['syn_queue (SYN_RECV rows)']} of {run['clients']} half-open with"
+            f" listen({run['backlog']}), tcp_max_syn_backlog={run['net.ipv4.tcp_max_syn_backlog']}"
+        )
+
+    rows = {label: run.get("syn_queue (SYN_RECV rows)") for label, run in namespaces.items()}
+    small0, large0 = namespaces["cookies=0, small"], namespaces["cookies=0, large"]
+    small1 = namespaces["cookies=1, small"]
+    flood1 = namespaces["cookies=1, full"]
+    connected = {
+        k: v["client_states"].get("ESTABLISHED", 0) for k, v in namespaces.items() if "clients" in v
+    }
+    fast, slow = namespaces["synack_retries=0"], namespaces["synack_retries=1"]
+    return [
+        Part(
+            names[0],
+            rows["cookies=0, small"] < small0["clients"]
+            and rows["cookies=0, large"] == large0["clients"],
+            f"syncookies=0: {kept(small0)}; {kept(large0)}",
+        ),
+        Part(
+            names[1],
+            rows["cookies=1, small"] < small1["clients"],
+            f"syncookies=1: {kept(small1)}: the listen backlog bounds it instead",
+        ),
+        Part(
+            names[2],
+            connected["cookies=1, full"] > connected["cookies=0, full"]
+            and flood1["counters"]["TcpExt.SyncookiesSent"] > 0,
+            f"listen({flood1['backlog']}), {flood1['clients']} clients: with syncookies=1"
+            f" {connected['cookies=1, full']} connected (SyncookiesSent"
+            f" +{flood1['counters']['TcpExt.SyncookiesSent']}), with syncookies=0"
+            f" {connected['cookies=0, full']} (the rest SYN_SENT)",
+        ),
+        Part(
+            names[3],
+            fast["half_open_lived_s"] < slow["half_open_lived_s"]
+            and fast["syn_acks_sent"] < slow["syn_acks_sent"],
+            f"an unanswered SYN: tcp_synack_retries=0 -> {fast['syn_acks_sent']} SYN-ACK(s), entry"
+            f" gone after {fast['half_open_lived_s']} s; 1 -> {slow['syn_acks_sent']} SYN-ACKs"
+            f" {slow['syn_ack_gaps_ms']} ms apart, gone after {slow['half_open_lived_s']} s",
+        ),
+    ]
+
+
+def controlled_syn_queue() -> dict[str, dict[str, Any]]:
+    """Every setting C16 compares, each in its own fresh namespace."""
+    small, large = SMALL_MAX_SYN_BACKLOG, 4 * LARGE_BACKLOG
+    return {
+        "cookies=0, small": namespace_syn_queue(0, small),
+        "cookies=0, large": namespace_syn_queue(0, large),
+        "cookies=1, small": namespace_syn_queue(1, small),
+        "cookies=0, full": namespace_syn_queue(0, large, backlog=2, clients=6),
+        "cookies=1, full": namespace_syn_queue(1, large, backlog=2, clients=6),
+        "synack_retries=0": unanswered_synack(0),
+        "synack_retries=1": unanswered_synack(1),
+    }
+
+
 def check_c16(ctx: RunContext) -> ClaimResult:
     settings = sysctls(SETTINGS)
     backlog = 2 if ctx.quick else 4
-    clients = backlog + 4
-    host = fill_syn_queue(None, backlog, clients)
-    observed: dict[str, Any] = {
-        **settings,
-        "which_applies": which_rules_apply(settings),
-        "host_loopback": host,
-    }
-    syn_queue = host["syn_queue (SYN_RECV rows)"]
-    # Had tcp_max_syn_backlog (far above `clients`) been the bound, every SYN would be queued.
-    holds = syn_queue == clients
-    cookies_sent = host["counters"]["TcpExt.SyncookiesSent"]
-    detail = (
-        f"listen({backlog}) kept {syn_queue} of {clients} handshakes in the SYN queue"
-        f" (tcp_max_syn_backlog={settings['net.ipv4.tcp_max_syn_backlog']}); with"
-        f" tcp_syncookies={settings['net.ipv4.tcp_syncookies']} the rest "
-        + (f"got SYN cookies (SyncookiesSent +{cookies_sent})" if cookies_sent else "were dropped")
-        + f" and {host['client_states'].get('ESTABLISHED', 0)} of {clients} clients connected"
-    )
-    if ctx.root:
-        without, with_cookies = namespace_syn_queue(0), namespace_syn_queue(1)
-        observed["namespace_syncookies=0"] = without
-        observed["namespace_syncookies=1"] = with_cookies
-        holds = holds and with_cookies["syn_queue (SYN_RECV rows)"] < SYN_QUEUE_CLIENTS
-        detail += (
-            f"; in a namespace with listen({LARGE_BACKLOG}) and tcp_max_syn_backlog="
-            f"{SMALL_MAX_SYN_BACKLOG}: syncookies=0 kept"
-            f" {without['syn_queue (SYN_RECV rows)']} of {SYN_QUEUE_CLIENTS} (the rest"
-            f" SYN_SENT), syncookies=1 kept {with_cookies['syn_queue (SYN_RECV rows)']}:"
-            " tcp_max_syn_backlog applies only with syncookies off"
-        )
-    return judge(
+    host = fill_syn_queue(None, backlog, backlog + 4)
+    namespaces = controlled_syn_queue() if ctx.root else None
+    observed: dict[str, Any] = {"host_loopback": host}
+    if namespaces is not None:
+        observed["namespaces"] = namespaces
+    return judge_parts(
         NAME,
         "C16",
-        holds,
+        judge_c16(host, namespaces),
         observed,
-        confirmed=f"tcp_max_syn_backlog bounded the SYN queue: {detail}",
-        differs=(
-            f"the SYN queue is bounded by the listen backlog, not by tcp_max_syn_backlog:"
-            f" {detail}. SYN cookies let connections complete without a queue entry;"
-            f" tcp_synack_retries="
-            f"{settings['net.ipv4.tcp_synack_retries']} keeps an unanswered half-open entry"
-            f" about {half_open_lifetime_s(int(settings['net.ipv4.tcp_synack_retries'] or 0))} s"
-            " (computed, not waited for)"
-        ),
+        expected={
+            **which_rules_apply(settings),
+            "half_open_lifetime_s at each tcp_synack_retries 0/1/5": [
+                half_open_lifetime_s(n) for n in (0, 1, 5)
+            ],
+        },
+        context=settings,
     )
 
 

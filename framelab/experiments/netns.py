@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import itertools
 import os
 import socket
 import struct
@@ -43,7 +44,14 @@ def _ip(*args: str) -> None:
 @contextmanager
 def entered(netns: str) -> Iterator[None]:
     """Run the block with this thread in `netns` (for creating sockets there)."""
-    with _setns_lock, open(f"/var/run/netns/{netns}") as target:
+    with _setns_lock, moved_into(netns):
+        yield
+
+
+@contextmanager
+def moved_into(netns: str) -> Iterator[None]:
+    """This thread in `netns` for the block, then back; no lock (a whole run may live there)."""
+    with open(f"/var/run/netns/{netns}") as target:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
@@ -208,3 +216,47 @@ def leftover_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
     return [n for n in names if n.startswith(NAME_PREFIX)]
+
+
+class SettingError(ValueError):
+    """A --sysctl the kernel refused: its name and why."""
+
+
+def write_sysctl(name: str, value: str | int, netns: str | None = None) -> None:
+    """Set net.* `name` in `netns` (this thread's namespace when None)."""
+    path = "/proc/sys/" + name.replace(".", "/")
+    with entered(netns) if netns else contextlib.nullcontext():
+        try:
+            with open(path, "w") as handle:
+                handle.write(f"{value}\n")
+        except FileNotFoundError:
+            raise SettingError(f"{name}: no such setting on this kernel") from None
+        except OSError as exc:
+            raise SettingError(f"{name}={value}: refused ({os.strerror(exc.errno or 0)})") from None
+
+
+@contextmanager
+def fresh_namespace(
+    settings: dict[str, str] | None = None, lo_mtu: int | None = None
+) -> Iterator[str]:
+    """Run the block with this thread in a new network namespace with `settings`.
+
+    Sockets, /proc/net reads (through /proc/self, i.e. the main thread: call
+    this from it), threads and programs started inside belong to the new
+    namespace, so a whole experiment runs there untouched by the host's
+    settings. The namespace is removed afterwards, even after a failure.
+    """
+    name = f"{NAME_PREFIX}{os.getpid()}-run{next(_run_numbers)}"
+    _new_namespace(name)
+    try:
+        for key, value in (settings or {}).items():
+            write_sysctl(key, value, name)
+        if lo_mtu is not None:
+            _ip("-n", name, "link", "set", "lo", "mtu", str(lo_mtu))
+        with moved_into(name):
+            yield name
+    finally:
+        _remove([name], [])
+
+
+_run_numbers = itertools.count()
