@@ -29,20 +29,23 @@ Cost: about 20 stalled round trips of ~40 ms, under 2 s in all.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from framelab.clients.harness import SocketOptions, corked, loopback_pair, set_quickack
 from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
+from framelab.experiments.observe import tcp_info
 from framelab.experiments.packets import format_trace
 from framelab.experiments.pairs import LOOPBACK, maybe_capture, median_ms, timing_rounds, titled
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.experiments.sockio import (
     close_writer,
     data_segments_out,
@@ -65,28 +68,66 @@ STALL_RATIO = 10
 #: ...and at least this slow in absolute terms (the kernel's delayed ACK is 40 ms)
 STALL_FLOOR_MS = 5.0
 TIMEOUT = 5.0
+#: SIOCOUTQNSD (linux/sockios.h): bytes in the send queue not yet sent
+SIOCOUTQNSD = 0x894B
 
-Pattern = Callable[[socket.socket], None]
-
-
-def two_writes(sock: socket.socket) -> None:
-    sock.sendall(HEADER)
-    sock.sendall(BODY)
+Pattern = Callable[[socket.socket, "WriteLog"], None]
 
 
-def one_write(sock: socket.socket) -> None:
-    sock.sendall(HEADER + BODY)
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes the kernel holds in the send queue without having sent them (SIOCOUTQNSD)."""
+    value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+    return value
 
 
-def three_writes(sock: socket.socket) -> None:
-    sock.sendall(HEADER)
-    sock.sendall(BODY[:50])
-    sock.sendall(BODY[50:])
+@dataclass
+class WriteLog:
+    """Per later write of a request: was data in flight before it, was it held after it?
+
+    `in_flight`: TCP_INFO's unacked segments just before the write; `held`:
+    SIOCOUTQNSD just after it. Nagle may hold a write only when data is in
+    flight; a write that leaves at once leaves nothing unsent.
+    """
+
+    in_flight_rounds: int = 0
+    held_rounds: int = 0
+    writes: int = 0
+
+    def write(self, sock: socket.socket, chunk: bytes) -> None:
+        in_flight = tcp_info(sock)["unacked"] > 0
+        sock.sendall(chunk)
+        held = unsent_bytes(sock) > 0
+        self.writes += 1
+        self.in_flight_rounds += in_flight
+        self.held_rounds += held
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "later_writes": self.writes,
+            "with_data_in_flight": self.in_flight_rounds,
+            "held_in_the_kernel": self.held_rounds,
+        }
 
 
-def corked_writes(sock: socket.socket) -> None:
+def writes_of(*chunks: bytes) -> Callable[[socket.socket, WriteLog], None]:
+    """A request as these writes; every write after the first is logged."""
+
+    def pattern(sock: socket.socket, log: WriteLog) -> None:
+        sock.sendall(chunks[0])
+        for chunk in chunks[1:]:
+            log.write(sock, chunk)
+
+    return pattern
+
+
+two_writes = writes_of(HEADER, BODY)
+one_write = writes_of(HEADER + BODY)
+three_writes = writes_of(HEADER, BODY[:50], BODY[50:])
+
+
+def corked_writes(sock: socket.socket, log: WriteLog) -> None:
     with corked(sock):  # clearing TCP_CORK sends what is queued at once
-        two_writes(sock)
+        two_writes(sock, log)
 
 
 @dataclass(frozen=True)
@@ -150,10 +191,10 @@ def read_reply(sock: socket.socket) -> None:
         received += len(chunk)
 
 
-def round_trip(sock: socket.socket, pattern: Pattern) -> float:
+def round_trip(sock: socket.socket, pattern: Pattern, log: WriteLog | None = None) -> float:
     """Seconds from the first write of a request to the end of its reply."""
     started = time.perf_counter()
-    pattern(sock)
+    pattern(sock, log if log is not None else WriteLog())
     read_reply(sock)
     return time.perf_counter() - started
 
@@ -165,12 +206,14 @@ class Timing:
     segments_per_request: float | None
     client_port: int
     server_port: int
+    writes: WriteLog = field(default_factory=WriteLog)
 
     def summary(self) -> dict[str, Any]:
         return {
             "median_ms": self.median_ms,
             "rounds": self.rounds,
             "data_segments_per_request": self.segments_per_request,
+            "writes": self.writes.summary(),
         }
 
 
@@ -184,7 +227,8 @@ def time_case(case: Case, rounds: int, cap: Capture | None = None) -> Timing:
         for _ in range(WARMUP_ROUNDS):
             round_trip(client, case.pattern)
         before = data_segments_out(client)
-        samples = [round_trip(client, case.pattern) for _ in range(rounds)]
+        log = WriteLog()
+        samples = [round_trip(client, case.pattern, log) for _ in range(rounds)]
         sent = segments_since(client, before)
         per_request = None if sent is None else sent / rounds
         timing = Timing(
@@ -193,6 +237,7 @@ def time_case(case: Case, rounds: int, cap: Capture | None = None) -> Timing:
             per_request,
             client.getsockname()[1],
             server.getsockname()[1],
+            log,
         )
     finally:
         client.close()
@@ -323,42 +368,91 @@ def run(ctx: RunContext) -> list[ClaimResult]:
 
 
 def c18(timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]) -> ClaimResult:
-    nagle, fast = timings["nagle"], timings["nodelay"]
-    three = timings["nagle_3_writes"].segments_per_request
-    combined = three is not None and three < 3
-    held = stalled(nagle, fast)
-    captured = evidence.get("header_ack_before_body", True)  # no capture: timing decides
+    """Held back and combined, judged from the kernel's send queue, not from the stall.
+
+    The stall is what a delayed ACK makes of Nagle; without one (a quickack
+    route, a peer that ACKs at once) the ACK may return before the next write,
+    and then there is nothing to hold: not observable, never "differs".
+    """
+    nagle, fast, three = timings["nagle"], timings["nodelay"], timings["nagle_3_writes"]
     observed: dict[str, Any] = {
         "nagle": nagle.summary(),
         "nodelay": fast.summary(),
         "ratio": round(nagle.median_ms / max(fast.median_ms, 0.001)),
-        "three_writes_nagle_segments": three,
+        "three_writes_nagle_segments": three.segments_per_request,
         "three_writes_nodelay_segments": timings["nodelay_3_writes"].segments_per_request,
+        "three_writes_nagle": three.summary(),
     }
     if evidence:
         observed["capture"] = evidence
-    return judge(
+    log = nagle.writes
+    captured = evidence.get("header_ack_before_body")
+    stall = (
+        f"write-write-read took {nagle.median_ms:g} ms per round trip vs {fast.median_ms:g} ms"
+        " with TCP_NODELAY"
+    )
+    seen = (
+        f"{log.held_rounds} of {log.writes} bodies stayed unsent in the kernel after their"
+        f" write, {log.in_flight_rounds} were written with the header still unacknowledged"
+    )
+    if captured is not None:
+        seen += (
+            f"; captured: the body left {evidence.get('body_held_ms')} ms after the header,"
+            f" {'after' if captured else 'before'} the header's ACK"
+        )
+    waited_on_wire = bool(captured) and evidence.get("body_held_ms", 0) >= STALL_FLOOR_MS
+    if log.held_rounds or waited_on_wire:
+        held: bool | None = True
+    elif log.in_flight_rounds == 0:
+        held = None
+        seen = (
+            f"not observable in this run because every header was acknowledged before the"
+            f" body was written ({seen}): nothing was in flight for Nagle to wait on"
+        )
+    else:
+        held = False
+    three_log = three.writes
+    combined_evidence = (
+        f"three writes (10 + 50 + 50 bytes) left as {three.segments_per_request:g} data segments"
+        f" per request with Nagle, {timings['nodelay_3_writes'].segments_per_request} without"
+        if three.segments_per_request is not None
+        else "no segment count (TCP_INFO without tcpi_data_segs_out)"
+    )
+    if three.segments_per_request is None:
+        combined: bool | None = None
+    elif three.segments_per_request < 3:
+        combined = True
+    elif three_log.in_flight_rounds == 0:
+        combined = None
+        combined_evidence = (
+            f"not observable in this run because each write found nothing in flight"
+            f" ({combined_evidence})"
+        )
+    else:
+        combined = False
+    parts = [
+        Part("with Nagle on, a small write may be held back", held, f"{seen}; {stall}"),
+        Part("to be combined with later data", combined, combined_evidence),
+    ]
+    return judge_parts(
         NAME,
         "C18",
-        held and combined and bool(captured),
+        parts,
         observed,
-        confirmed=(
-            f"with Nagle on, write-write-read took {nagle.median_ms:g} ms per round trip vs "
-            f"{fast.median_ms:g} ms with TCP_NODELAY: the body waited for the delayed ACK of "
-            f"the header; three writes left as {three:g} segments (the last two combined)"
-        ),
-        differs=(
-            f"Nagle {nagle.median_ms:g} ms vs nodelay {fast.median_ms:g} ms per round trip; "
-            f"three writes left as {three} segments; ACK before body in capture: {captured}"
-        ),
         trace=trace,
+        context={"delayed ACK stall": stalled(nagle, fast)},
     )
 
 
 def c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimResult:
+    """Each write at once (send queue, segment count); the latency gain only where Nagle stalled."""
     nagle, fast = timings["nagle"], timings["nodelay"]
-    each_at_once = fast.segments_per_request == 2 and (
-        timings["nodelay_3_writes"].segments_per_request == 3
+    fast3 = timings["nodelay_3_writes"]
+    each_at_once = (
+        fast.segments_per_request == 2
+        and fast3.segments_per_request == 3
+        and fast.writes.held_rounds == 0
+        and fast3.writes.held_rounds == 0
     )
     remedies = {
         name: not stalled(timings[name], fast) and stalled(nagle, timings[name])
@@ -375,34 +469,48 @@ def c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimRe
     observed: dict[str, Any] = {
         name: timings[name].summary() for name in ("nodelay", "nagle", *remedies)
     }
-    observed["nodelay_3_writes"] = timings["nodelay_3_writes"].summary()
+    observed["nodelay_3_writes"] = fast3.summary()
     observed["other_remedies_avoid_stall"] = remedies
     observed["event_loops"] = loops
     observed["event_loops_nodelay_by_default"] = loops_nodelay
     observed["event_loops_stall_when_cleared"] = loops_stall_back
-    holds = stalled(nagle, fast) and each_at_once
+    if stalled(nagle, fast):
+        latency: bool | None = True
+        latency_evidence = (
+            f"{fast.median_ms:g} ms per write-write-read with TCP_NODELAY vs {nagle.median_ms:g}"
+            " ms with Nagle; also without the stall: "
+            + ", ".join(f"{name} {timings[name].median_ms:g} ms" for name in remedies)
+        )
+    elif nagle.writes.held_rounds == 0:
+        latency = None
+        latency_evidence = (
+            f"not observable in this run because Nagle held nothing back here (Nagle"
+            f" {nagle.median_ms:g} ms, TCP_NODELAY {fast.median_ms:g} ms): no wait to remove"
+        )
+    else:
+        latency = bool(nagle.median_ms > fast.median_ms)
+        latency_evidence = (
+            f"Nagle held {nagle.writes.held_rounds} bodies but cost {nagle.median_ms:g} ms vs"
+            f" {fast.median_ms:g} ms with TCP_NODELAY: the peer acknowledged at once"
+        )
+    parts = [
+        Part(
+            "TCP_NODELAY turns Nagle off: small writes go out at once",
+            each_at_once,
+            f"with TCP_NODELAY 2 writes left as {fast.segments_per_request} segments and 3 as"
+            f" {fast3.segments_per_request}; {fast.writes.held_rounds + fast3.writes.held_rounds}"
+            f" of {fast.writes.writes + fast3.writes.writes} later writes stayed unsent after"
+            " the call",
+        ),
+        Part("so set it when latency matters", latency, latency_evidence),
+    ]
     loop_note = ", ".join(
-        f"{name}: TCP_NODELAY {'on' if loops_nodelay[name] else 'OFF'} by default, "
-        f"{seen['default_median_ms']:g} ms -> {seen['nodelay_cleared_median_ms']:g} ms "
-        "with it cleared"
+        f"{name}: TCP_NODELAY {'on' if loops_nodelay[name] else 'off'} by default,"
+        f" {seen['default_median_ms']:g} ms -> {seen['nodelay_cleared_median_ms']:g} ms"
+        " with it cleared"
         for name, seen in loops.items()
     )
-    remedy_note = ", ".join(f"{name} {timings[name].median_ms:g} ms" for name in remedies)
-    return judge(
-        NAME,
-        "C36",
-        holds,
-        observed,
-        confirmed=(
-            f"TCP_NODELAY sent every write as its own segment at once: {fast.median_ms:g} ms "
-            f"per round trip vs {nagle.median_ms:g} ms with Nagle; also without the stall: "
-            f"{remedy_note}. {loop_note}"
-        ),
-        differs=(
-            f"TCP_NODELAY: {fast.median_ms:g} ms vs Nagle {nagle.median_ms:g} ms, "
-            f"{fast.segments_per_request} segments per 2 writes; {loop_note}"
-        ),
-    )
+    return judge_parts(NAME, "C36", parts, observed, context={"event loops": loop_note})
 
 
 EXPERIMENT = Experiment(

@@ -20,6 +20,8 @@ def test_nagle_round_trip_waits_for_the_delayed_ack(results: dict[str, ClaimResu
     # Linux's delayed ACK is 40 ms at least, 200 ms at most: generous bounds around that
     assert 20 <= seen["nagle"]["median_ms"] < 250
     assert seen["nodelay"]["median_ms"] * nagle.STALL_RATIO <= seen["nagle"]["median_ms"]
+    # the kernel itself held each body back: unsent after the write, header in flight
+    assert seen["nagle"]["writes"]["held_in_the_kernel"] == seen["nagle"]["rounds"]
     assert results["C18"].verdict is Verdict.CONFIRMED
 
 
@@ -33,6 +35,7 @@ def test_nodelay_sends_each_write_at_once(results: dict[str, ClaimResult]) -> No
     seen = results["C36"].observed
     assert seen["nodelay"]["data_segments_per_request"] == 2
     assert seen["nodelay_3_writes"]["data_segments_per_request"] == 3
+    assert seen["nodelay"]["writes"]["held_in_the_kernel"] == 0
     assert results["C36"].verdict is Verdict.CONFIRMED
 
 
@@ -63,17 +66,41 @@ def test_capture_shows_the_body_leaving_after_the_ack(results: dict[str, ClaimRe
     assert any("length 100" in line for line in results["C18"].trace)
 
 
-def timing(ms: float, segments: float) -> nagle.Timing:
-    return nagle.Timing(ms, 3, segments, client_port=1, server_port=2)
+def timing(ms: float, segments: float, held: int = 0, in_flight: int = 0) -> nagle.Timing:
+    log = nagle.WriteLog(in_flight_rounds=in_flight, held_rounds=held, writes=3)
+    return nagle.Timing(ms, 3, segments, client_port=1, server_port=2, writes=log)
+
+
+def fast_timings() -> dict[str, nagle.Timing]:
+    fast = {name: timing(0.05, 2) for name in ("nagle", "nodelay", "one_write", "quickack")}
+    fast |= {"cork": timing(0.05, 1), "nagle_3_writes": timing(0.05, 3)}
+    fast["nodelay_3_writes"] = timing(0.05, 3)
+    return fast
+
+
+def test_without_a_delayed_ack_nagle_is_not_observable_rather_than_refuted() -> None:
+    """ACKs back before the next write (a quickack route): nothing to hold, no verdict."""
+    quick = fast_timings()
+    assert [p.holds for p in nagle.c18(quick, {}, []).parts] == [None, None]
+    assert [p.holds for p in nagle.c36(quick, {}).parts] == [True, None]
+    assert nagle.c36(quick, {}).verdict is Verdict.PARTLY
+
+
+def test_nagle_holding_without_a_stall_still_holds() -> None:
+    """Nagle held the body in the kernel, but the peer ACKed at once: C18 holds."""
+    held = fast_timings() | {"nagle": timing(0.2, 2, held=3, in_flight=3)}
+    held["nagle_3_writes"] = timing(0.2, 2, held=3, in_flight=3)
+    assert nagle.c18(held, {}, []).verdict is Verdict.CONFIRMED
 
 
 def test_verdicts_follow_the_measurements() -> None:
-    """A kernel where Nagle did not stall must read as `differs`, not confirmed."""
-    no_stall = {name: timing(0.05, 2) for name in ("nagle", "nodelay", "one_write", "quickack")}
-    no_stall |= {"cork": timing(0.05, 1), "nagle_3_writes": timing(0.05, 3)}
-    no_stall["nodelay_3_writes"] = timing(0.05, 3)
-    assert nagle.c18(no_stall, {}, []).verdict is Verdict.DIFFERS
-    assert nagle.c36(no_stall, {}).verdict is Verdict.DIFFERS
-    stalled = no_stall | {"nagle": timing(44.0, 2), "nagle_3_writes": timing(44.0, 2)}
+    """Data in flight and still nothing held or combined: differs."""
+    refuted = fast_timings() | {"nagle": timing(0.05, 2, in_flight=3)}
+    refuted["nagle_3_writes"] = timing(0.05, 3, in_flight=3)
+    assert nagle.c18(refuted, {}, []).verdict is Verdict.DIFFERS
+    stalled = fast_timings() | {"nagle": timing(44.0, 2, held=3, in_flight=3)}
+    stalled["nagle_3_writes"] = timing(44.0, 2, held=3, in_flight=3)
     assert nagle.c18(stalled, {}, []).verdict is Verdict.CONFIRMED
-    assert nagle.c18(stalled, {"header_ack_before_body": False}, []).verdict is Verdict.DIFFERS
+    assert nagle.c36(stalled, {}).verdict is Verdict.CONFIRMED
+    held_nodelay = stalled | {"nodelay": timing(0.05, 1, held=3)}
+    assert nagle.c36(held_nodelay, {}).parts[0].holds is False
