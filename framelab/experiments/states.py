@@ -20,7 +20,9 @@ handshake):
   unacknowledged.
 As root, a capture of one ordinary connection gives the segments: the
 three-way handshake (C09), the teardown's FIN/ACK pairs (C10), the TCP
-header lengths (C08) and where the MSS option appears (C14).
+header lengths and where the MSS option appears (C14). C08 is probed with
+hand-made SYNs (a raw socket): one whose header is 60 bytes with an option
+in its last bytes, one with the same option just past the 60th byte.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+import struct
 from typing import Any
 
 from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
 from framelab.experiments.observe import tcp_state
-from framelab.experiments.packets import Packet
+from framelab.experiments.packets import SYN, Packet, tcp_segment
 from framelab.experiments.pairs import (
     Pair,
     address_of,
@@ -46,7 +49,7 @@ from framelab.experiments.pairs import (
     short_trace,
 )
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
 
 NAME = "states"
 #: every state include/net/tcp_states.h has, as /proc/net/tcp names them
@@ -66,6 +69,9 @@ ALL_STATES = (
 SMALL_BUFFER = 16 * 1024  # send/receive buffers that fill after little data
 #: the data-offset field is 4 bits, counting 32-bit words
 MAX_TCP_HEADER = 15 * 4
+LOOPBACK = "127.0.0.1"
+#: source ports of the hand-made SYNs (nobody listens on them)
+PROBE_PORTS = (40808, 40809)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
@@ -80,7 +86,11 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     packets = segments["prompt"] + segments["later"]
     results = [judge_states(walk, {name: teardown_flags(p) for name, p in segments.items()})]
     results[0].trace = trace
-    results += [judge_header_length(packets, trace), judge_handshake(segments["prompt"], trace)]
+    probes, probe_trace = probe_long_headers()
+    results += [
+        judge_header_length(packets, probes, probe_trace),
+        judge_handshake(segments["prompt"], trace),
+    ]
     results += [judge_mss_option(packets, trace)]
     return sorted(results, key=lambda r: r.claim)
 
@@ -270,27 +280,81 @@ def wait_for_last_ack(cap: Capture, pair: Pair) -> None:
         cap.wait_for(lambda p: p.sport == pair.client_port and p.flags == "." and p.ack == last)
 
 
-def judge_header_length(packets: list[Packet], trace: list[str]) -> ClaimResult:
+#: the TSval our hand-made SYNs carry, to be found echoed in the SYN-ACK
+PROBE_TSVAL = 0x0C08C08
+TIMESTAMP_OPTION = struct.pack("!BBII", 8, 10, PROBE_TSVAL, 0)
+
+
+def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
+    """Two SYNs built by hand to a listener on lo, as a packetdrill script would.
+
+    "sixty": data offset 15 (a 60-byte header), 30 NOPs then a timestamp
+    option in the header's last 10 bytes: the SYN-ACK echoes that TSval only
+    if the kernel read the header to its 60th byte. "past_sixty": data offset
+    15 with 40 NOPs and the same option right after them, in the payload: it
+    must not be echoed, since nothing past 60 bytes can be header. The
+    SYN-ACKs go to a port nobody holds, so our kernel resets them.
+    """
+    results: dict[str, Any] = {}
+    with listening_socket() as listener, contextlib.ExitStack() as stack:
+        port = address_of(listener)[1]
+        cap = stack.enter_context(Capture("lo", ports=[port]))
+        raw = stack.enter_context(
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        )
+        probes = {
+            "sixty": (b"\x01" * 30 + TIMESTAMP_OPTION, b""),
+            "past_sixty": (b"\x01" * 40, TIMESTAMP_OPTION),
+        }
+        for index, (name, (options, payload)) in enumerate(probes.items()):
+            source = (LOOPBACK, PROBE_PORTS[index])
+            segment = tcp_segment(source, (LOOPBACK, port), 1000, 0, SYN, payload, options=options)
+            raw.sendto(segment, (LOOPBACK, port))
+            synack = cap.wait_for(lambda p, s=source: p.dport == s[1] and p.flags == "S.", 1.0)
+            sent = cap.wait_for(lambda p, s=source: p.sport == s[1] and p.flags == "S", 0.5)
+            results[name] = {
+                "syn_header_length": sent.tcp_header_len if sent else None,
+                "syn_payload": sent.payload_len if sent else None,
+                "syn_ack": synack is not None,
+                "syn_ack_options": synack.options if synack else None,
+                "tsval_echoed": bool(
+                    synack and any(o.endswith(f"ecr {PROBE_TSVAL}") for o in synack.options)
+                ),
+            }
+        cap.stop()
+        trace = short_trace(cap, port, limit=8)
+    return results, trace
+
+
+def judge_header_length(
+    packets: list[Packet], probes: dict[str, Any], trace: list[str]
+) -> ClaimResult:
     lengths = sorted({p.tcp_header_len for p in packets})
+    sixty, past = probes["sixty"], probes["past_sixty"]
     observed = {
         "header_lengths_seen": lengths,
         "syn_header_length": next((p.tcp_header_len for p in packets if p.flags == "S"), None),
         "field_maximum": MAX_TCP_HEADER,
         "segments": len(packets),
+        "probes": probes,
     }
-    holds = bool(lengths) and max(lengths) <= MAX_TCP_HEADER and min(lengths) >= 20
-    return judge(
-        NAME,
-        "C08",
-        holds,
-        observed,
-        confirmed=(
-            f"header lengths seen {lengths} bytes: 20 plus options, the SYN's the longest; "
-            f"the 4-bit data offset allows at most {MAX_TCP_HEADER}"
+    parts = [
+        Part(
+            "a TCP header may be 60 bytes long (40 bytes of options)",
+            sixty["syn_header_length"] == MAX_TCP_HEADER and sixty["tsval_echoed"],
+            f"a SYN with a {sixty['syn_header_length']}-byte header and its timestamp in the"
+            f" last 10 bytes: SYN-ACK {'echoed' if sixty['tsval_echoed'] else 'did not echo'}"
+            f" TSval {PROBE_TSVAL} ({sixty['syn_ack_options']})",
         ),
-        differs=f"header lengths {lengths} outside 20..{MAX_TCP_HEADER}",
-        trace=trace,
-    )
+        Part(
+            "and no longer: bytes past the 60th are not header",
+            past["syn_ack"] and not past["tsval_echoed"],
+            f"the same option placed after a 60-byte header (as {past['syn_payload']} payload"
+            f" bytes): SYN-ACK {'echoed' if past['tsval_echoed'] else 'did not echo'} it"
+            f" ({past['syn_ack_options']}); the kernel's own segments had headers of {lengths}",
+        ),
+    ]
+    return judge_parts(NAME, "C08", parts, observed, trace=trace)
 
 
 def judge_handshake(packets: list[Packet], trace: list[str]) -> ClaimResult:

@@ -44,6 +44,12 @@ def test_header_lengths_and_the_mss_option(results: dict[str, ClaimResult]) -> N
     c08 = results["C08"].observed
     assert c08["syn_header_length"] == 40  # 20 + MSS, SACK-permitted, timestamps, wscale
     assert max(c08["header_lengths_seen"]) <= 60 and min(c08["header_lengths_seen"]) >= 20
+    # a 60-byte header is read to its end; what follows it is payload, never options
+    assert c08["probes"]["sixty"]["syn_header_length"] == 60
+    assert c08["probes"]["sixty"]["tsval_echoed"] is True
+    assert c08["probes"]["past_sixty"]["syn_ack"] is True
+    assert c08["probes"]["past_sixty"]["tsval_echoed"] is False
+    assert results["C08"].verdict is Verdict.CONFIRMED
     c14 = results["C14"].observed
     assert c14["segments_with_mss_option"] == ["S", "S."] * 2  # two connections
     assert c14["segments_without"] > 0
