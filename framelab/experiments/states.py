@@ -285,6 +285,14 @@ PROBE_TSVAL = 0x0C08C08
 TIMESTAMP_OPTION = struct.pack("!BBII", 8, 10, PROBE_TSVAL, 0)
 
 
+def is_reply_to(port: int, flags: str, packet: Packet) -> bool:
+    return packet.dport == port and packet.flags == flags
+
+
+def is_from(port: int, flags: str, packet: Packet) -> bool:
+    return packet.sport == port and packet.flags == flags
+
+
 def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
     """Two SYNs built by hand to a listener on lo, as a packetdrill script would.
 
@@ -310,8 +318,8 @@ def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
             source = (LOOPBACK, PROBE_PORTS[index])
             segment = tcp_segment(source, (LOOPBACK, port), 1000, 0, SYN, payload, options=options)
             raw.sendto(segment, (LOOPBACK, port))
-            synack = cap.wait_for(lambda p, s=source: p.dport == s[1] and p.flags == "S.", 1.0)
-            sent = cap.wait_for(lambda p, s=source: p.sport == s[1] and p.flags == "S", 0.5)
+            synack = cap.wait_for(functools.partial(is_reply_to, source[1], "S."), 1.0)
+            sent = cap.wait_for(functools.partial(is_from, source[1], "S"), 0.5)
             results[name] = {
                 "syn_header_length": sent.tcp_header_len if sent else None,
                 "syn_payload": sent.payload_len if sent else None,
