@@ -54,6 +54,7 @@ class ServerConfig:
     workers: int = 1
     reuse_port: bool = False
     log_reads: bool = True  # raw mode: log each read's size
+    proxy_protocol: bool = False  # a PROXY v1/v2 header first on every connection
     on_read: ReadObserver | None = None  # in-process observers only (not a CLI option)
 
     def __post_init__(self) -> None:
@@ -99,6 +100,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     a("--workers", type=int, default=d.workers, help="processes sharing the port (SO_REUSEPORT)")
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
     a("--quiet", action="store_true", help="raw mode: do not log every read")
+    a(
+        "--proxy-protocol",
+        action="store_true",
+        help="behind a load balancer: require a PROXY v1/v2 header first on every connection "
+        "(HAProxy's send-proxy / send-proxy-v2); logs then name the client it gives",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -120,4 +127,5 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workers=args.workers,
         reuse_port=args.reuse_port or args.workers > 1,
         log_reads=not args.quiet,
+        proxy_protocol=args.proxy_protocol,
     )

@@ -37,6 +37,12 @@ class ConnectionSet:
         self.stopping = False
         self.draining = False  # set when a stop begins: health checks report it
 
+    def state(self) -> str:
+        """What the `health` op reports: "serving", "draining" or "stopping"."""
+        if self.stopping:
+            return "stopping"
+        return "draining" if self.draining else "serving"
+
     def admit(self, conn: Connection) -> bool:
         """Over the cap (or while stopping): False, and the caller closes at once."""
         if self.stopping or len(self.live) >= self.max_connections:

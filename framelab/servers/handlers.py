@@ -25,6 +25,7 @@ from typing import Any, cast
 from framelab.servers import msgpack_app
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet, apply_socket_options
+from framelab.servers.proxy_gate import InnerFactory, Origin, ProxyHeaderGate, origin_of
 from framing.decoder import BytesLike, FrameDecoder, Payload
 from framing.errors import FrameTimeout, FramingError, MessageError, TruncatedFrame
 from framing.messages import MessageCodec, message_handler
@@ -33,7 +34,6 @@ from framing.protocol import (
     BatchHandler,
     FramedProtocol,
     log_lost_connection,
-    peer_name,
     unread_kernel_bytes,
 )
 from framing.streams import READ_SIZE, FrameReader, FrameWriter
@@ -74,15 +74,20 @@ class RefusalLog:
             log.info("peer %s: more requests refused; not logging the rest", self.peer)
 
 
-def application(config: ServerConfig, refusals: RefusalLog | None = None) -> BatchHandler:
+def application(
+    config: ServerConfig,
+    refusals: RefusalLog | None = None,
+    session: msgpack_app.Session = msgpack_app.NO_SESSION,
+) -> BatchHandler:
     """The batch handler for framed or msgpack mode (one per connection in
-    msgpack mode, so refused requests are logged with the peer)."""
+    msgpack mode, so refused requests are logged with the peer, and `peer`
+    and `health` answer from the connection's session)."""
     if config.mode != "msgpack":
         return echo_batch
     note = refusals or RefusalLog()
 
     def handle(request: Any) -> dict[str, Any]:
-        reply = msgpack_app.handle_request(request)
+        reply = msgpack_app.handle_request(request, session)
         if not reply["ok"]:
             note.refused(reply)
         return reply
@@ -158,9 +163,12 @@ class FrameWatchdog:
 class RawEchoProtocol(asyncio.Protocol):
     """Echo bytes exactly as read; log (and report) every read's size."""
 
-    def __init__(self, config: ServerConfig, connections: ConnectionSet) -> None:
+    def __init__(
+        self, config: ServerConfig, connections: ConnectionSet, origin: Origin | None = None
+    ) -> None:
         self.config = config
         self.connections = connections
+        self.origin = origin
         self.peer = "?"
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -168,7 +176,7 @@ class RawEchoProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        self.peer = peer_name(transport)
+        self.peer = (self.origin or origin_of(transport)).client
         apply_socket_options(transport, self.config)
         self.transport.set_write_buffer_limits(high=self.config.high_water)
         if not self.connections.admit(self):
@@ -208,10 +216,14 @@ class RawEchoProtocol(asyncio.Protocol):
 class ServerFramedProtocol(FramedProtocol):
     """FramedProtocol plus what a server adds: options, admission, last words."""
 
-    def __init__(self, config: ServerConfig, connections: ConnectionSet) -> None:
+    def __init__(
+        self, config: ServerConfig, connections: ConnectionSet, origin: Origin | None = None
+    ) -> None:
         self.refusals = RefusalLog()
+        self.origin = origin
+        self.session = msgpack_app.Session(state=connections.state)
         super().__init__(
-            application(config, self.refusals),
+            application(config, self.refusals, self.session),
             max_frame_length=config.max_frame,
             frame_timeout=config.frame_timeout,
             high_water=config.high_water,
@@ -221,7 +233,9 @@ class ServerFramedProtocol(FramedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.refusals.peer = self.peer
+        origin = self.origin or origin_of(transport)
+        self.peer = self.refusals.peer = origin.client
+        self.session.peer = origin.as_result()
         apply_socket_options(transport, self.config)
         if not self.connections.admit(self):
             busy = busy_message(self.config)
@@ -233,12 +247,22 @@ class ServerFramedProtocol(FramedProtocol):
         return last_words(self.config, error)
 
 
+def behind_proxy(
+    config: ServerConfig, connections: ConnectionSet, inner: InnerFactory
+) -> Callable[[], asyncio.BaseProtocol]:
+    """Every connection starts with the PROXY header gate when the config asks
+    for it (--proxy-protocol); otherwise straight with the mode's protocol."""
+    if not config.proxy_protocol:
+        return lambda: inner(None)
+    return lambda: ProxyHeaderGate(inner, connections, timeout=config.frame_timeout)
+
+
 def protocol_factory(
     config: ServerConfig, connections: ConnectionSet
 ) -> Callable[[], asyncio.BaseProtocol]:
     if config.mode == "raw":
-        return lambda: RawEchoProtocol(config, connections)
-    return lambda: ServerFramedProtocol(config, connections)
+        return behind_proxy(config, connections, lambda o: RawEchoProtocol(config, connections, o))
+    return behind_proxy(config, connections, lambda o: ServerFramedProtocol(config, connections, o))
 
 
 # -- streams style -----------------------------------------------------------
@@ -250,11 +274,13 @@ class StreamConnection:
         config: ServerConfig,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        origin: Origin | None = None,
     ) -> None:
         self.config = config
         self.reader = reader
         self.writer = writer
-        self.peer = peer_name(writer.transport)
+        self.origin = origin or origin_of(writer.transport)
+        self.peer = self.origin.client
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.frames = FrameReader(reader, config.max_frame, peer=self.peer)
         self._stopping = False
@@ -377,12 +403,12 @@ class _Discard(asyncio.Protocol):
 
 
 def streams_callback(
-    config: ServerConfig, connections: ConnectionSet
+    config: ServerConfig, connections: ConnectionSet, origin: Origin | None = None
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         apply_socket_options(writer.transport, config)
         writer.transport.set_write_buffer_limits(high=config.high_water)
-        conn = StreamConnection(config, reader, writer)
+        conn = StreamConnection(config, reader, writer, origin)
         if not connections.admit(conn):
             busy = busy_message(config)
             if busy is not None:
@@ -391,6 +417,23 @@ def streams_callback(
             return
         refusals = RefusalLog()
         refusals.peer = conn.peer
-        await conn.serve(None if config.mode == "raw" else application(config, refusals))
+        session = msgpack_app.Session(conn.origin.as_result(), connections.state)
+        handler = None if config.mode == "raw" else application(config, refusals, session)
+        await conn.serve(handler)
 
     return on_connection
+
+
+def streams_factory(
+    config: ServerConfig, connections: ConnectionSet
+) -> Callable[[], asyncio.BaseProtocol]:
+    """What asyncio.start_server builds per connection (a reader and its
+    protocol), made here so the PROXY header gate can go in front of it."""
+    loop = asyncio.get_running_loop()
+
+    def inner(origin: Origin | None) -> asyncio.BaseProtocol:
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        callback = streams_callback(config, connections, origin)
+        return asyncio.StreamReaderProtocol(reader, callback, loop=loop)
+
+    return behind_proxy(config, connections, inner)

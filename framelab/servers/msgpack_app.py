@@ -5,14 +5,19 @@ Reply:    {"id": ..., "ok": true, "result": ...}
 Error:    {"id": ... or None, "ok": false, "error": {"type": str, "message": str}}
 Error types: "bad_message" (not a msgpack object of the request shape, or a
 reply that cannot be sent; the connection stays usable), "unknown_op",
-"bad_args", then "frame_too_large", "timeout" and "truncated" (sent just
-before the server closes the connection), "busy" (over the connection cap).
+"bad_args", "draining" (`health` on a server about to stop), then
+"frame_too_large", "timeout" and "truncated" (sent just before the server
+closes the connection), "busy" (over the connection cap).
+Ops about the connection (SESSION_OPS): `peer` (the client's address as the
+server sees it: the PROXY header's source behind a balancer) and `health`
+(the balancer's check).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from framing.errors import FrameTimeout, FrameTooLarge, FramingError, MessageError
@@ -28,6 +33,40 @@ _INT_RANGE = range(-(2**63), 2**64)
 
 class BadArgs(Exception):
     pass
+
+
+class Unavailable(Exception):
+    """The server is up but should not be sent new work (error type: its state)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"server is {state}: send new connections elsewhere")
+        self.state = state
+
+
+@dataclass
+class Session:
+    """What the connection-aware ops read: who is asking, and the server's state.
+
+    One per connection; the connection fills `peer` in once it knows it.
+    `peer` is the `peer` op's reply (client address as the server sees it);
+    `state` says "serving", or why not ("draining", "stopping").
+    """
+
+    peer: dict[str, Any] = field(default_factory=dict)
+    state: Callable[[], str] = lambda: "serving"
+
+
+def _peer(args: Any, session: Session) -> Any:
+    return session.peer
+
+
+def _health(args: Any, session: Session) -> Any:
+    """The load balancer's check: fails while the server drains, so new
+    connections go elsewhere before it stops accepting."""
+    state = session.state()
+    if state != "serving":
+        raise Unavailable(state)
+    return state
 
 
 def _echo(args: Any) -> Any:
@@ -65,6 +104,10 @@ OPS: dict[str, Callable[[Any], Any]] = {
     "sha256": _sha256,
     "reverse": _reverse,
 }
+#: ops about the connection or the server rather than their arguments
+SESSION_OPS: dict[str, Callable[[Any, Session], Any]] = {"peer": _peer, "health": _health}
+#: a session for callers that have none (every SESSION_OPS reply then says so)
+NO_SESSION = Session()
 
 
 def error(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
@@ -74,19 +117,26 @@ def error(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": {"type": kind, "message": message}}
 
 
-def handle_request(request: Any) -> dict[str, Any]:
+def handle_request(request: Any, session: Session = NO_SESSION) -> dict[str, Any]:
     """One request object -> one reply object (never raises)."""
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return error("bad_message", 'a request is a map with a string "op"')
     request_id = request.get("id")
-    op = OPS.get(request["op"])
-    if op is None:
-        known = ", ".join(sorted(OPS))
-        return error("unknown_op", f"unknown op {request['op']!r} (known: {known})", request_id)
+    name = request["op"]
+    args = request.get("args")
     try:
-        return {"id": request_id, "ok": True, "result": op(request.get("args"))}
+        if (op := OPS.get(name)) is not None:
+            result = op(args)
+        elif (session_op := SESSION_OPS.get(name)) is not None:
+            result = session_op(args, session)
+        else:
+            known = ", ".join(sorted([*OPS, *SESSION_OPS]))
+            return error("unknown_op", f"unknown op {name!r} (known: {known})", request_id)
+        return {"id": request_id, "ok": True, "result": result}
     except BadArgs as exc:
         return error("bad_args", str(exc), request_id)
+    except Unavailable as exc:
+        return error(exc.state, str(exc), request_id)
 
 
 def reply_to_bad_message(exc: MessageError) -> dict[str, Any]:

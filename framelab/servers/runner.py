@@ -37,11 +37,10 @@ from typing import Any, TypeVar
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet
 from framelab.servers.drain import accept_queued, refuse_new_handshakes
-from framelab.servers.handlers import protocol_factory, streams_callback
+from framelab.servers.handlers import protocol_factory, streams_factory
 from framelab.servers.process import raise_fd_limit
 from framelab.servers.selector_loop import SelectorLoop
 from framing.allocator import keep_large_buffers_in_heap
-from framing.streams import READ_SIZE
 
 log = logging.getLogger("framelab.server")
 Ready = Callable[[str, int], None]
@@ -127,15 +126,8 @@ class Server:
 
     def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
         """One factory for the listener and for connections drained at stop."""
-        if self.config.io != "streams":
-            return protocol_factory(self.config, self.connections)
-        on_connection = streams_callback(self.config, self.connections)
-
-        def streams_protocol() -> asyncio.BaseProtocol:  # what asyncio.start_server builds
-            reader = asyncio.StreamReader(limit=READ_SIZE)
-            return asyncio.StreamReaderProtocol(reader, on_connection)
-
-        return streams_protocol
+        make = streams_factory if self.config.io == "streams" else protocol_factory
+        return make(self.config, self.connections)
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: abort what is left."""
