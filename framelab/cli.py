@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": ("framelab.benchmarks.cli", "framed echo throughput and latency vs raw and a peer"),
     "soak": ("framelab.clients.soak", "many connections, random frames, verify every reply"),
+    "cluster": (
+        "framelab.cluster.cli",
+        "servers behind HAProxy in namespaces: a load, one killed or drained",
+    ),
     "fuzz": ("framing.fuzz", "coverage-guided fuzzing of the decoder and message layer"),
 }
 

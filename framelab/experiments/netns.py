@@ -180,6 +180,51 @@ class RoutedPath:
         _remove(self.namespaces, [self._tmp[0][0], self._tmp[1][0]])
 
 
+class Star:
+    """A hub host joined to each spoke host by a veth link of its own.
+
+    For a load balancer (the hub) between clients and servers (the spokes):
+    spoke i sits on 10.232.i.0/24 as .1, the hub's end of that link is .254.
+    No routes between spokes: each talks to the hub only, as through a real
+    balancer. MTU 1500; offloads stay on (a load, not a capture).
+    """
+
+    SUBNET = "10.232"
+
+    def __init__(self, spokes: list[str]) -> None:
+        if not 0 < len(spokes) < 250 or len(set(spokes)) != len(spokes):
+            raise ValueError("between 1 and 249 distinct spoke names")
+        tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
+        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
+        self.hub_netns = f"{NAME_PREFIX}{tag}-hub"
+        self.spokes: dict[str, Host] = {}
+        self.hub_ends: dict[str, Host] = {}
+        self._tmp: dict[str, tuple[str, str]] = {}
+        for i, name in enumerate(spokes):
+            net = f"{self.SUBNET}.{i}"
+            self.spokes[name] = Host(f"{NAME_PREFIX}{tag}-{name}", "veth0", f"{net}.1")
+            self.hub_ends[name] = Host(self.hub_netns, f"veth{i}", f"{net}.254")
+            self._tmp[name] = (f"fl{short}h{i}", f"fl{short}s{i}")
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.hub_netns, *(host.netns for host in self.spokes.values())]
+
+    def __enter__(self) -> Star:
+        try:
+            for netns in self.namespaces:
+                _new_namespace(netns)
+            for name, spoke in self.spokes.items():
+                _join((self.hub_ends[name], spoke), self._tmp[name], 1500, offloads=True)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _remove(self.namespaces, [pair[0] for pair in self._tmp.values()])
+
+
 def _new_namespace(netns: str) -> None:
     _ip("netns", "add", netns)
     subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
