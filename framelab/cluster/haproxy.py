@@ -181,15 +181,25 @@ def stats_command(path: Path, command: str, timeout: float = 2.0) -> str:
 
 
 class HAProxy:
-    """haproxy -db -f CONFIG as a child, optionally inside a namespace."""
+    """haproxy -db -f CONFIG as a child, optionally inside a namespace.
 
-    def __init__(self, binary: str, config: str, workdir: Path, netns: str | None = None) -> None:
+    `stats_socket` must be the path the configuration's `stats socket` names.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        config: str,
+        workdir: Path,
+        stats_socket: Path,
+        netns: str | None = None,
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.config_path = workdir / "haproxy.cfg"
         self.config_path.write_text(config)
         self.netns = netns
-        self.stats_socket = workdir / "admin.sock"
+        self.stats_socket = stats_socket
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = workdir / "haproxy.log"
 

@@ -161,10 +161,9 @@ def run_cluster(spec: ClusterSpec, progress: bool = False) -> ClusterResult:
             command = server_command(star.spokes[backend.name].netns)
             servers[backend.name] = stack.enter_context(ServerProcess(args, command=command))
         frontend = (star.hub_ends["client"].address, FRONTEND_PORT)
-        config = config_text(frontend, backends, Path(tmp) / "admin.sock", spec.timing)
-        if spec.proxy_line != "send-proxy-v2":
-            config = config.replace("send-proxy-v2", spec.proxy_line)
-        haproxy = stack.enter_context(HAProxy(binary, config, Path(tmp), star.hub_netns))
+        stats = Path(tmp) / "admin.sock"
+        config = config_text(frontend, backends, stats, spec.timing, spec.proxy_line)
+        haproxy = stack.enter_context(HAProxy(binary, config, Path(tmp), stats, star.hub_netns))
         haproxy.wait_until("up", names)
         if progress:
             print(f"cluster up: haproxy {version}, servers {', '.join(names)}", file=sys.stderr)
