@@ -3,6 +3,10 @@
 Each subcommand lives next to the code it drives and exposes two functions,
 `configure(parser)` and `run(args) -> int`, so adding one is a line here and
 `framelab --help` stays fast (no uvloop, rich or matplotlib import at start-up).
+
+A usage mistake is reported by the subcommand it belongs to, in two lines at
+most (the mistake, then the subcommand's short usage), with exit status 2;
+`--help` shows every option's default.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Protocol, cast
+from importlib import metadata
+from typing import NoReturn, Protocol, cast
 
 #: name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -32,8 +37,58 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "framelab.cluster.cli",
         "servers behind HAProxy in namespaces: a load, one killed or drained",
     ),
-    "fuzz": ("framing.fuzz", "coverage-guided fuzzing of the decoder and message layer"),
+    "fuzz": ("framelab.fuzz.cli", "coverage-guided fuzzing of the decoder and message layer"),
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows `(default: X)` after an option's help when it has a default worth
+    showing (not None, not a switch that is off), unless the help says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+            or isinstance(action, argparse._StoreTrueAction | argparse._VersionAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `framelab serve: error: argument --port:
+    70000 is not a port (0-65535)`, then a short usage line; never the full
+    usage block, which for `serve` alone is a dozen lines."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def short_usage(self) -> str:
+        positionals = " ".join(
+            (action.metavar if isinstance(action.metavar, str) else action.dest.upper())
+            + (" ..." if action.nargs in ("*", "+") else "")
+            for action in self._actions
+            if not action.option_strings
+        )
+        return (
+            f"usage: {self.prog} [OPTIONS] {positionals}".rstrip() + f"  (see {self.prog} --help)"
+        )
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n{self.short_usage()}\n")
+
+
+def version() -> str:
+    try:
+        return metadata.version("framelab")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
 
 
 class _Subcommand(Protocol):
@@ -45,16 +100,18 @@ def _load(name: str) -> _Subcommand:
     return cast(_Subcommand, importlib.import_module(SUBCOMMANDS[name][0]))
 
 
-def build_parser(selected: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="framelab", description="Message framing over TCP: a library and a lab."
-    )
+def build_parser(selected: str | None) -> tuple[Parser, dict[str, Parser]]:
+    """The parser, and each subcommand's (configured only for `selected`)."""
+    parser = Parser(prog="framelab", description="Message framing over TCP: a library and a lab.")
+    parser.add_argument("--version", action="version", version=f"framelab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers: dict[str, Parser] = {}
     for name, (_, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             _load(name).configure(sp)
-    return parser
+        parsers[name] = sp
+    return parser, parsers
 
 
 #: optional import -> the extra that brings it (`pip install 'framelab[EXTRA]'`)
@@ -86,7 +143,11 @@ def _main(argv: Sequence[str] | None) -> int:
     selected = next((a for a in args_list if not a.startswith("-")), None)
     if selected not in SUBCOMMANDS:
         selected = None
-    args = build_parser(selected).parse_args(args_list)
+    parser, parsers = build_parser(selected)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:  # reported by the subcommand, with its usage, not the top level's
+        innermost = getattr(args, "_parser", None) or parsers[args.command]
+        innermost.error(f"unrecognized arguments: {' '.join(unknown)}")
     from framelab.common.charts import ChartsUnavailable
 
     try:

@@ -11,12 +11,13 @@ Servers run in-process on ephemeral ports; nothing is left behind.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from framelab.common.options import add_json_option, emit_json
+from framelab.common.options import console as output_console
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=["all"],
         metavar="NAME",
-        help="experiments to run (default: all; none: skip them)",
+        help="experiments to run (all; none given: skip them)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every result as JSON")
+    add_json_option(parser, "every result")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.rule import Rule
 
     from framelab.clients.sticky import observe_sticky, render
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except UnknownExperiment as exc:
         print(f"framelab demo: {exc}", file=sys.stderr)
         return 2
-    console = Console()
+    console = output_console(args)
     started = time.monotonic()
     console.print(Rule("[bold]framelab demo[/]"))
     console.print(
@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     results: list[Any] = []
     if names:
         console.print(Rule("2. The source notes' claims, checked on this kernel"))
-        results = run_experiments(names, RunContext(rounds=QUICK_ROUNDS, quick=True), progress=True)
+        ctx = RunContext(rounds=QUICK_ROUNDS, quick=True)
+        results = run_experiments(names, ctx, progress=True, console=console)
         render_verdicts(console, results)
-    if args.json:
-        payload = {"sticky": sticky.to_json(), "experiments": [r.to_json() for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
-        console.print(f"JSON written to {args.json}")
+    payload = {"sticky": sticky.to_json(), "experiments": [r.to_json() for r in results]}
+    written = emit_json(args, payload)
+    if written:
+        console.print(written)
     console.print(
         "Next: [bold]framelab bench --quick[/] (framed echo vs raw echo and Twisted), "
         "[bold]framelab experiment run NAME -v[/] (all the evidence), [bold]framelab serve[/]."

@@ -97,7 +97,7 @@ def test_silent_server_times_out(capsys: Capture) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts in the kernel, never answers
         assert send("--port", silent.getsockname()[1], "--timeout", "0.3", "hi") == 1
     err = capsys.readouterr().err
-    assert "waiting for 1 replies" in err and "timed out after 0.3 s" in err
+    assert "waiting for 1 reply from" in err and "timed out after 0.3 s" in err
 
 
 def test_reset_names_the_errno(capsys: Capture) -> None:

@@ -57,9 +57,9 @@ def test_the_chart_is_a_png(png_magic: bytes, tmp_path: Path) -> None:
 def test_cli_plot_keeps_json_on_stdout(
     png_magic: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "sticky.png"
+    path = tmp_path / "sticky.png"  # --plot takes a directory: the chart is named in it
     args = ["sticky", "--json", "--messages", "8", "--size", "100", "--large", "200000"]
-    assert main([*args, "--plot", str(path)]) == 0
+    assert main([*args, "--plot", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["framing_restored"] is True  # the chart's note went to stderr
     assert str(path) in err
@@ -72,7 +72,9 @@ def test_without_matplotlib_plot_says_what_to_install(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(ChartsUnavailable):
         pyplot()
-    args = ["sticky", "--messages", "2", "--large", "1000", "--plot", str(tmp_path / "s.png")]
-    assert main(args) == 2
+    args = ["sticky", "--messages", "2", "--large", "1000", "--plot", str(tmp_path / "charts")]
+    with pytest.raises(SystemExit) as exit_status:  # refused while parsing, before any work
+        main(args)
+    assert exit_status.value.code == 2
     assert "pip install 'framelab[plot]'" in capsys.readouterr().err
-    assert not (tmp_path / "s.png").exists()
+    assert not (tmp_path / "charts").exists()

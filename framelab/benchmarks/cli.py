@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +23,9 @@ from framelab.benchmarks.report import document, environment, goals, markdown, p
 from framelab.benchmarks.runner import Progress as ProgressCallback
 from framelab.benchmarks.runner import Summary, run_plan
 from framelab.benchmarks.targets import BY_NAME, MAX_FRAME
+from framelab.common.argtypes import duration, positive_duration, positive_int
+from framelab.common.options import add_json_option, add_plot_option, emit_json
+from framelab.common.options import console as output_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,16 +33,40 @@ if TYPE_CHECKING:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced grid, under a minute")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
+    add_json_option(parser, "the results (with the machine they ran on)")
+    add_plot_option(parser, "throughput.png, latency.png")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write Markdown tables")
-    parser.add_argument("--targets", help="comma-separated servers (default: the plan's)")
     parser.add_argument(
-        "--cases", help="comma-separated SIZE/DEPTH/CONNECTIONS, e.g. 64/32/10,1048576/1/2"
+        "--targets",
+        type=target_names,
+        metavar="NAME,...",
+        help="comma-separated servers (default: the plan's; --list shows them)",
     )
-    parser.add_argument("--warmup", type=float, metavar="S", help="seconds before each window")
-    parser.add_argument("--duration", type=float, metavar="S", help="seconds per window")
-    parser.add_argument("--rounds", type=int, help="measurements per case and server")
+    parser.add_argument(
+        "--cases",
+        type=parse_cases,
+        metavar="S/D/C,...",
+        help="comma-separated SIZE/DEPTH/CONNECTIONS, e.g. 64/32/10,1048576/1/2 "
+        "(default: the plan's)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=duration,
+        metavar="SECONDS",
+        help="seconds before each window (default: the plan's)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_duration,
+        metavar="SECONDS",
+        help="seconds per window (default: the plan's)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        metavar="N",
+        help="measurements per case and server (default: the plan's)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 3 if a goal is missed")
     parser.add_argument("--list", action="store_true", help="list the servers and exit")
 
@@ -50,25 +76,35 @@ def build_plan(args: argparse.Namespace) -> Plan:
         args.warmup, args.duration, args.rounds
     )
     if args.targets:
-        names = args.targets.split(",")
-        unknown = [n for n in names if n not in BY_NAME]
-        if unknown:
-            raise ValueError(f"unknown target(s) {', '.join(unknown)}; see --list")
-        plan = dataclasses.replace(plan, targets=tuple(BY_NAME[n] for n in names))
+        plan = dataclasses.replace(plan, targets=tuple(BY_NAME[n] for n in args.targets))
     if args.cases:
-        plan = dataclasses.replace(plan, cases=parse_cases(args.cases))
+        plan = dataclasses.replace(plan, cases=args.cases)
     return plan
 
 
+def target_names(text: str) -> list[str]:
+    """An argparse type: comma-separated server names, each one known."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {', '.join(unknown) or repr(text)}; see --list"
+        )
+    return names
+
+
 def parse_cases(text: str) -> tuple[Case, ...]:
+    """An argparse type: SIZE/DEPTH/CONNECTIONS[,...], each in range."""
     cases = []
     for item in text.split(","):
         try:
             size, depth, connections = (int(part) for part in item.split("/"))
         except ValueError:
-            raise ValueError(f"bad case {item!r}: want SIZE/DEPTH/CONNECTIONS") from None
+            raise argparse.ArgumentTypeError(
+                f"bad case {item!r}: want SIZE/DEPTH/CONNECTIONS"
+            ) from None
         if not 0 <= size <= MAX_FRAME - 1024 or depth < 1 or connections < 1:
-            raise ValueError(
+            raise argparse.ArgumentTypeError(
                 f"bad case {item!r}: size 0..{MAX_FRAME - 1024}, depth and connections >= 1"
             )
         cases.append(Case(size, depth, connections))
@@ -76,9 +112,7 @@ def parse_cases(text: str) -> tuple[Case, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = output_console(args)
     if args.list:
         for name in BY_NAME:
             console.print(name)
@@ -86,15 +120,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = build_plan(args)
     except ValueError as error:
-        console.print(f"framelab bench: error: {error}")
+        print(f"framelab bench: error: {error}", file=sys.stderr)
         return 2
     env = environment()
     summaries = _run_with_progress(plan, console)
     print_report(console, plan, summaries, env)
     doc = document(plan, summaries, env)
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-        console.print(f"wrote {args.json}")
+    written = emit_json(args, doc)
+    if written:
+        console.print(written)
     if args.markdown:
         args.markdown.write_text(markdown(plan, summaries, env))
         console.print(f"wrote {args.markdown}")

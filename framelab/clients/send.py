@@ -16,13 +16,15 @@ reply is ok), 1 otherwise, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from framelab.clients.harness import SocketOptions, connect, read_frames
+from framelab.common.argtypes import address, host, port, positive_duration, positive_size
+from framelab.common.oserrors import describe_os_error
+from framelab.common.words import plural
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH, BytesLike, Payload
 from framing.encoder import encode_frames
 from framing.errors import FramingError
@@ -36,25 +38,25 @@ class UsageError(Exception):
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("messages", nargs="*", metavar="MESSAGE", help="text, @FILE, hex with --hex; JSON in msgpack")
-    a("--port", type=int, required=True, help="the server's port")
-    a("--host", default="127.0.0.1", help="the server's address (default: 127.0.0.1)")
+    a("--port", type=port, required=True, metavar="PORT", help="the server's port")
+    a("--host", type=host, default="127.0.0.1", metavar="HOST", help="the server's address")
     a("--mode", choices=["framed", "msgpack"], default="framed", help="what the server speaks")
     a("--hex", action="store_true", help="framed: MESSAGEs are hex, replies printed in hex")
     a("--op", help="msgpack: send one request with this op")
     a("--args", metavar="JSON", help="msgpack: the request's args, as JSON (with --op)")
     a(
         "--timeout",
-        type=float,
+        type=positive_duration,
         default=5.0,
         metavar="SECONDS",
-        help="for connect and each reply (default: %(default)s)",
+        help="for connect and each reply",
     )
     a(
         "--max-frame",
-        type=int,
+        type=positive_size,
         default=DEFAULT_MAX_FRAME_LENGTH,
         metavar="BYTES",
-        help="largest payload sent or accepted (default: %(default)s)",
+        help="largest payload sent or accepted",
     )
 
 
@@ -111,8 +113,26 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def print_framed(replies: list[Payload], hex_output: bool) -> bool:
-    """One line per reply: UTF-8 text (undecodable bytes escaped), or hex."""
+def is_msgpack_reply(reply: Payload, sent: bytes, codec: MessageCodec) -> bool:
+    """A reply that is not the echo of what was sent but a msgpack reply map
+    (`{"ok": ...}`): the server speaks msgpack, not plain frames."""
+    if bytes(reply) == sent:
+        return False
+    try:
+        message = codec.decode(reply)
+    except FramingError:
+        return False
+    return isinstance(message, dict) and isinstance(message.get("ok"), bool)
+
+
+def print_framed(
+    replies: list[Payload], sent: list[bytes], hex_output: bool, codec: MessageCodec
+) -> bool:
+    """One line per reply: UTF-8 text (undecodable bytes escaped), or hex.
+    False, and nothing printed, if the replies are a msgpack server's."""
+    if any(is_msgpack_reply(r, s, codec) for r, s in zip(replies, sent, strict=False)):
+        print("framelab send: the reply is msgpack: use --mode msgpack", file=sys.stderr)
+        return False
     for reply in replies:
         print(reply.hex() if hex_output else bytes(reply).decode(errors="backslashreplace"))
     return True
@@ -146,18 +166,11 @@ class PartialReplies(SendError):
         self.replies = replies
 
 
-def describe_os_error(exc: OSError, doing: str, timeout: float) -> str:
+def describe_failure(exc: OSError, doing: str, timeout: float) -> str:
     """'connecting to HOST:PORT: connection refused (ECONNREFUSED); ...' and so on."""
     if isinstance(exc, TimeoutError) and exc.errno is None:  # the socket's own timeout
         return f"{doing}: timed out after {timeout:g} s (client-side timeout; see --timeout)"
-    name = errno.errorcode.get(exc.errno or 0, "no errno")
-    text = (exc.strerror or str(exc)).lower()
-    hint = ""
-    if isinstance(exc, ConnectionRefusedError):
-        hint = "; is a server listening there?"
-    elif isinstance(exc, ConnectionResetError):
-        hint = "; the server aborted the connection"
-    return f"{doing}: {text} ({name}){hint}"
+    return f"{doing}: {describe_os_error(exc)}"
 
 
 def exchange(
@@ -168,20 +181,23 @@ def exchange(
     Raises SendError naming the step and the errno; PartialReplies (with the
     replies that arrived) when the server closed before answering everything.
     """
-    where = f"{host}:{port}"
+    where = address(host, port)
     doing = f"connecting to {where}"
     try:
         with connect(host, port, SocketOptions(nodelay=True), timeout) as sock:
             doing = f"sending to {where}"
             sock.sendall(wire)
-            doing = f"waiting for {count} replies from {where}"
+            doing = f"waiting for {plural(count, 'reply', 'replies')} from {where}"
             replies = read_frames(sock, count, max_frame_length=max_frame)
     except OSError as exc:
-        raise SendError(describe_os_error(exc, doing, timeout)) from exc
+        raise SendError(describe_failure(exc, doing, timeout)) from exc
     except FramingError as exc:
         raise SendError(f"{doing}: {exc}") from exc
     if len(replies) < count:
-        message = f"{where} closed the connection after {len(replies)} of {count} replies"
+        message = (
+            f"{where} closed the connection after {len(replies)} of "
+            f"{plural(count, 'reply', 'replies')}"
+        )
         raise PartialReplies(replies, message)
     return replies
 
@@ -209,9 +225,10 @@ def run(args: argparse.Namespace) -> int:
         replies, error = exc.replies, exc
     except SendError as exc:
         replies, error = [], exc
-    ok = (
-        print_msgpack(replies, codec) if args.mode == "msgpack" else print_framed(replies, args.hex)
-    )
+    if args.mode == "msgpack":
+        ok = print_msgpack(replies, codec)
+    else:
+        ok = print_framed(replies, payloads, args.hex, codec)
     if error is not None:
         print(f"framelab send: {error}", file=sys.stderr)
         return 1

@@ -29,12 +29,24 @@ import json
 import random
 import signal
 import struct
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgpack
 
+from framelab.common.argtypes import (
+    address,
+    host_port,
+    non_negative_int,
+    positive_duration,
+    positive_int,
+    size,
+)
+from framelab.common.options import STDOUT, add_json_option
+from framelab.common.oserrors import describe_os_error
+from framelab.common.words import plural
 from framelab.servers.process import ServerProcess, process_stats, raise_fd_limit, wait_for_stats
 from framing.decoder import Payload
 from framing.protocol import FramedProtocol
@@ -271,30 +283,59 @@ def _judge(result: SoakResult) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     d = SoakOptions()
     a = parser.add_argument
-    a("--connections", type=int, default=d.connections, help="concurrent connections")
-    a("--seconds", type=float, default=d.seconds, help="how long to send")
-    a("--max-size", type=int, default=d.max_size, metavar="BYTES", help="largest payload")
-    a("--depth", type=int, default=d.depth, help="frames in flight per connection")
-    a("--mode", choices=["framed", "msgpack"], default=d.mode, help="server mode")
-    a("--server-loop", choices=["uvloop", "asyncio"], default=d.server_loop)
-    a("--io", choices=["protocol", "streams"], default=d.io, help="server I/O style")
-    a("--connect", metavar="HOST:PORT", help="soak a running server instead of starting one")
-    a("--server-pid", type=int, help="with --connect: its pid, for descriptors and RSS")
-    a("--seed", type=int, default=d.seed, help="random seed for sizes and contents")
     a(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="write the result as JSON to PATH (no PATH: to stdout instead of the summary)",
+        "--connections",
+        type=positive_int,
+        default=d.connections,
+        metavar="N",
+        help="concurrent connections",
     )
+    a(
+        "--seconds",
+        type=positive_duration,
+        default=d.seconds,
+        metavar="SECONDS",
+        help="how long to send",
+    )
+    a("--max-size", type=size, default=d.max_size, metavar="BYTES", help="largest payload")
+    a(
+        "--depth",
+        type=positive_int,
+        default=d.depth,
+        metavar="N",
+        help="frames in flight per connection",
+    )
+    a("--mode", choices=["framed", "msgpack"], default=d.mode, help="server mode")
+    a(
+        "--server-loop",
+        choices=["uvloop", "asyncio"],
+        default=d.server_loop,
+        help="the started server's event loop",
+    )
+    a("--io", choices=["protocol", "streams"], default=d.io, help="server I/O style")
+    a(
+        "--connect",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="soak a running server instead of starting one",
+    )
+    a(
+        "--server-pid",
+        type=positive_int,
+        metavar="PID",
+        help="with --connect: its pid, for descriptors and RSS",
+    )
+    a(
+        "--seed",
+        type=non_negative_int,
+        default=d.seed,
+        metavar="N",
+        help="random seed for sizes and contents",
+    )
+    add_json_option(parser, "the result")
 
 
 def options_from_args(args: argparse.Namespace) -> SoakOptions:
-    connect = None
-    if args.connect:
-        host, _, port = args.connect.rpartition(":")
-        connect = (host.strip("[]") or "127.0.0.1", int(port))
     return SoakOptions(
         connections=args.connections,
         seconds=args.seconds,
@@ -303,7 +344,7 @@ def options_from_args(args: argparse.Namespace) -> SoakOptions:
         mode=args.mode,
         server_loop=args.server_loop,
         io=args.io,
-        connect=connect,
+        connect=args.connect,
         server_pid=args.server_pid,
         seed=args.seed,
     )
@@ -312,8 +353,8 @@ def options_from_args(args: argparse.Namespace) -> SoakOptions:
 def summary(result: SoakResult) -> str:
     mib = 1 << 20
     lines = [
-        f"connections {result.connections}, {result.seconds:g} s: "
-        f"{result.frames} replies verified ({result.frames_per_second:,.0f}/s, "
+        f"{plural(result.connections, 'connection')}, {result.seconds:g} s: "
+        f"{plural(result.frames, 'reply', 'replies')} verified ({result.frames_per_second:,.0f}/s, "
         f"{result.mib_per_second:.1f} MiB/s, largest {result.largest_frame} bytes)",
         f"lost {result.lost}, duplicated {result.duplicated}, corrupted {result.corrupted}, "
         f"connection errors {result.errors}",
@@ -334,9 +375,17 @@ def summary(result: SoakResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = soak(options_from_args(args))
+    options = options_from_args(args)
+    try:
+        result = soak(options)
+    except OSError as error:  # no server there, or it refused us: nothing was measured
+        where = address(*options.connect) if options.connect else "the started server"
+        print(
+            f"framelab soak: cannot connect to {where}: {describe_os_error(error)}", file=sys.stderr
+        )
+        return 1
     document = json.dumps({**asdict(result), "ok": result.ok}, indent=2)
-    if args.json == "-":
+    if args.json == STDOUT:
         print(document)
     else:
         print(summary(result))

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import socket
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framelab.clients.harness import (
@@ -39,7 +36,14 @@ from framelab.clients.harness import (
     record_reads,
     send_burst,
 )
-from framelab.common.argtypes import positive_int
+from framelab.common.argtypes import positive_int, positive_size
+from framelab.common.options import (
+    add_json_option,
+    add_plot_option,
+    console,
+    emit_json,
+    json_to_stdout,
+)
 from framelab.servers.config import LoopName, ServerConfig, default_loop
 from framelab.servers.runner import BackgroundServer
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
@@ -53,6 +57,8 @@ DEFAULT_SIZE = 30
 DEFAULT_LARGE = 1024 * 1024
 #: longest time the raw server is kept busy while the burst piles up
 HOLD_LIMIT = 1.0
+#: the chart's file name inside --plot DIR
+CHART_NAME = "sticky.png"
 
 
 @dataclass
@@ -278,14 +284,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--size",
-        type=positive_int,
+        type=positive_size,
         default=DEFAULT_SIZE,
         metavar="BYTES",
         help="bytes per small send (default: %(default)s)",
     )
     a(
         "--large",
-        type=positive_int,
+        type=positive_size,
         default=DEFAULT_LARGE,
         metavar="BYTES",
         help="bytes of the one big send (default: %(default)s)",
@@ -296,21 +302,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=default_loop(),
         help="the servers' event loop (default: %(default)s)",
     )
-    a("--json", action="store_true", help="print the observations as one JSON object")
-    a("--plot", type=Path, metavar="PNG", help="also draw sends, reads and messages as a chart")
+    add_json_option(parser, "the observations")
+    add_plot_option(parser, "sticky.png (sends, reads and messages over the same bytes)")
 
 
 def run(args: argparse.Namespace) -> int:
     """0 when framing restored every message; 1 otherwise (it never should fail)."""
     report = observe_sticky(args.messages, args.size, args.large, args.loop)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        from rich.console import Console
-
-        render(report, Console())
+    out = console(args)
+    if not json_to_stdout(args):
+        render(report, out)
+    written = emit_json(args, report.to_json())
+    if written:
+        out.print(written)
     if args.plot:
         from framelab.clients.sticky_plot import write_sticky_chart
 
-        print(f"chart written to {write_sticky_chart(report, args.plot)}", file=sys.stderr)
+        out.print(f"chart written to {write_sticky_chart(report, args.plot / CHART_NAME)}")
     return 0 if report.framing_restored else 1

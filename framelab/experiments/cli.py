@@ -21,6 +21,14 @@ import sys
 from pathlib import Path
 
 from framelab.common.argtypes import positive_int
+from framelab.common.options import (
+    STDOUT,
+    add_json_option,
+    add_plot_option,
+    emit_json,
+    json_to_stdout,
+)
+from framelab.common.options import console as output_console
 from framelab.experiments import engine
 from framelab.experiments.context import DEFAULT_ROUNDS, QUICK_ROUNDS, RunContext
 
@@ -28,10 +36,13 @@ from framelab.experiments.context import DEFAULT_ROUNDS, QUICK_ROUNDS, RunContex
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="the experiments, their claims, and whether they need root")
+    run_help = "run experiments and report a verdict per claim"
     run_parser = actions.add_parser(
-        "run", help="run experiments and report a verdict per claim", description=__doc__
+        "run",
+        help=run_help,
+        description=f"{run_help}. Exit status 1 if an experiment raised (a 'differs' "
+        "verdict is an answer, not a failure), 2 for an unknown name.",
     )
-    run_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     run_parser.add_argument("names", nargs="+", metavar="NAME", help="experiments to run, or 'all'")
     # -- options the experiments see (RunContext fields) --
     run_parser.add_argument(
@@ -44,16 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"repetitions of each timed step (default {DEFAULT_ROUNDS})",
     )
     # -- what the run writes after it ends (engine.Outputs fields) --
-    run_parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
+    add_json_option(run_parser, "the results")
     run_parser.add_argument(
         "--markdown", type=Path, metavar="PATH", help="write the claims table as Markdown"
     )
-    run_parser.add_argument(
-        "--plot",
-        type=Path,
-        metavar="DIR",
-        help="write PNG charts into DIR (nagle.png, retransmission.png) where the run allows",
-    )
+    add_plot_option(run_parser, "nagle.png, retransmission.png, where the run allows")
     # -- how the report looks --
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="show every observed value, not the first few"
@@ -68,16 +74,15 @@ def context_from(args: argparse.Namespace) -> RunContext:
 
 def outputs_from(args: argparse.Namespace) -> engine.Outputs:
     """The files to write once the run has ended."""
-    return engine.Outputs(json=args.json, markdown=args.markdown, charts=args.plot)
+    json_file = None if args.json in (None, STDOUT) else Path(args.json)
+    return engine.Outputs(json=json_file, markdown=args.markdown, charts=args.plot)
 
 
 def run(args: argparse.Namespace) -> int:
     """0 when every experiment ran (whatever the verdicts), 1 if one raised, 2 on bad names."""
-    from rich.console import Console
-
     from framelab.experiments.report import render_environment
 
-    console = Console()
+    console = output_console(args)
     if args.action == "list":
         engine.list_experiments(console)
         return 0
@@ -91,4 +96,6 @@ def run(args: argparse.Namespace) -> int:
     batch = engine.execute(names, ctx, progress=True, console=console)
     engine.report(console, batch, verbose=args.verbose)
     engine.write_outputs(console, batch, outputs_from(args))
+    if json_to_stdout(args):
+        emit_json(args, [result.to_json() for result in batch.results])
     return 1 if batch.failed else 0

@@ -1,4 +1,8 @@
-"""`framelab serve`: one server from the command line."""
+"""`framelab serve`: one server from the command line.
+
+A listener that cannot be opened (port in use, address not on this machine,
+no permission) is one line naming the address and the errno, exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import logging
 import sys
 
+from framelab.common.argtypes import address
+from framelab.common.oserrors import describe_os_error
 from framelab.servers.config import add_server_arguments, config_from_args
 from framelab.servers.logsetup import install as install_logging
 from framelab.servers.runner import run as run_server
@@ -14,7 +20,10 @@ from framelab.servers.runner import run as run_server
 def configure(parser: argparse.ArgumentParser) -> None:
     add_server_arguments(parser)
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the server logs",
     )
 
 
@@ -27,5 +36,11 @@ def run(args: argparse.Namespace) -> int:
     pipeline = install_logging(getattr(logging, args.log_level))  # never blocks the loop
     try:
         return run_server(config)
+    except OSError as error:  # bind() or listen(): nothing was served yet
+        where = address(config.host, config.port)
+        print(
+            f"framelab serve: cannot listen on {where}: {describe_os_error(error)}", file=sys.stderr
+        )
+        return 1
     finally:
         pipeline.close()

@@ -11,6 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from framelab.common.argtypes import (
+    duration,
+    host,
+    non_negative_int,
+    port,
+    positive_int,
+    positive_size,
+)
 from framelab.servers.msgpack_app import MIN_FRAME
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
 from framing.protocol import DEFAULT_FRAME_TIMEOUT, DEFAULT_HIGH_WATER
@@ -71,33 +79,69 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     a("--mode", choices=["raw", "framed", "msgpack"], default=d.mode, help="what to serve")
     a("--io", choices=["protocol", "streams"], default=d.io, help="asyncio API style")
     a("--loop", choices=["uvloop", "asyncio"], default=d.loop, help="event loop")
-    a("--host", default=d.host, help="address to bind (default: loopback only)")
-    a("--port", type=int, default=d.port, help="port (0: any free port, printed)")
-    a("--backlog", type=int, default=d.backlog, help="listen() backlog")
+    a("--host", type=host, default=d.host, metavar="HOST", help="address to bind")
+    a("--port", type=port, default=d.port, metavar="PORT", help="port (0: any free port, printed)")
+    a("--backlog", type=non_negative_int, default=d.backlog, metavar="N", help="listen() backlog")
     a("--nodelay", action=argparse.BooleanOptionalAction, default=d.nodelay, help="TCP_NODELAY")
-    a("--linger", type=float, default=None, metavar="SECONDS", help="SO_LINGER on accepted sockets")
-    a("--max-frame", type=int, default=d.max_frame, metavar="BYTES", help="largest payload")
+    a(
+        "--linger",
+        type=duration,
+        default=None,
+        metavar="SECONDS",
+        help="SO_LINGER on accepted sockets (default: off)",
+    )
+    a(
+        "--max-frame",
+        type=positive_size,
+        default=d.max_frame,
+        metavar="BYTES",
+        help="largest payload",
+    )
     a(
         "--frame-timeout",
         "--idle-timeout",
         dest="frame_timeout",
-        type=float,
+        type=duration,
         default=d.frame_timeout,
         metavar="SECONDS",
         help="close a connection whose frame is incomplete this long after its first byte "
         "(0: never); idle time between frames is allowed",
     )
-    a("--high-water", type=int, default=d.high_water, metavar="BYTES", help="write buffer limit")
-    a("--max-connections", type=int, default=d.max_connections, help="more are closed at once")
-    a("--shutdown-timeout", type=float, default=d.shutdown_timeout, metavar="SECONDS")
+    a(
+        "--high-water",
+        type=positive_size,
+        default=d.high_water,
+        metavar="BYTES",
+        help="write buffer size at which reading pauses",
+    )
+    a(
+        "--max-connections",
+        type=positive_int,
+        default=d.max_connections,
+        metavar="N",
+        help="more are accepted and closed at once",
+    )
+    a(
+        "--shutdown-timeout",
+        type=duration,
+        default=d.shutdown_timeout,
+        metavar="SECONDS",
+        help="graceful shutdown deadline",
+    )
     a(
         "--drain-delay",
-        type=float,
+        type=duration,
         default=d.drain_delay,
         metavar="SECONDS",
         help="on SIGTERM, report draining (health checks fail) this long before not accepting",
     )
-    a("--workers", type=int, default=d.workers, help="processes sharing the port (SO_REUSEPORT)")
+    a(
+        "--workers",
+        type=positive_int,
+        default=d.workers,
+        metavar="N",
+        help="processes sharing the port (SO_REUSEPORT)",
+    )
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
     a("--quiet", action="store_true", help="raw mode: do not log every read")
     a(

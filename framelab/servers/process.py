@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-_READY = re.compile(r"listening on (\S+):(\d+)")
+_READY = re.compile(r"listening on (\S+):(\d+)")  # an IPv6 host in brackets: [::1]:7091
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -145,7 +145,7 @@ class ServerProcess:
         if match is None:
             self.kill()
             raise RuntimeError(f"server did not start: {line!r}; log: {self.log[-20:]}")
-        self.host, self.port = match.group(1), int(match.group(2))
+        self.host, self.port = match.group(1).strip("[]"), int(match.group(2))
 
     def _limit_fds(self) -> None:
         assert self.fd_limit is not None

@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from framelab.common.argtypes import address
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet
 from framelab.servers.drain import accept_queued, refuse_new_handshakes
@@ -215,7 +216,7 @@ async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | No
 
 
 def print_ready(host: str, port: int) -> None:
-    print(f"listening on {host}:{port}", flush=True)
+    print(f"listening on {address(host, port)}", flush=True)
 
 
 def run(config: ServerConfig, ready: Ready = print_ready) -> int:

@@ -3,7 +3,9 @@ short run of the coverage-guided fuzzer (`framelab fuzz`) in its own process."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from framelab.fuzz import cli as fuzz_cli
+from framelab.fuzz.checks import FUZZ_BUFFER_SIZE, check_decoder, check_message, reference_decode
+from framelab.fuzz.target import server_application
 from framelab.servers import msgpack_app
 from framing import FrameDecoder, FrameTooLarge, FramingError, encode_frame, encode_frames
-from framing.fuzz import FUZZ_BUFFER_SIZE, check_decoder, check_message, reference_decode
 
 limits = st.sampled_from([0, 1, 16, 1000, 70_000, 8 * 1024 * 1024])
 large_frames = st.sampled_from([0, 256, 4096, 64 * 1024])
@@ -54,7 +58,7 @@ def test_frames_completed_before_a_bad_header_in_one_feed_come_first(large_frame
 
 @given(st.binary(max_size=5000), st.sampled_from([msgpack_app.MIN_FRAME, 1000, 8 << 20]))
 def test_any_payload_gets_exactly_one_reply(payload: bytes, max_frame: int) -> None:
-    check_message(payload, max_frame)
+    check_message(payload, server_application(max_frame), max_frame)
 
 
 values = st.recursive(
@@ -77,7 +81,7 @@ requests = st.fixed_dictionaries(
 
 @given(requests, st.sampled_from([msgpack_app.MIN_FRAME, 2000, 8 << 20]))
 def test_any_request_gets_exactly_one_reply(request: dict[str, Any], max_frame: int) -> None:
-    check_message(msgpack.packb(request), max_frame)
+    check_message(msgpack.packb(request), server_application(max_frame), max_frame)
 
 
 @given(values)
@@ -174,16 +178,89 @@ TestDecoderMachine.settings = settings(
 )
 
 
+def fuzz_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "framelab", "fuzz", *argv]
+
+
+def scratch_env(tmp_path: Path) -> dict[str, str]:
+    """The environment with a private temp directory, to see what is left in it."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    return {**os.environ, "TMPDIR": str(temp)}
+
+
 def test_the_fuzzer_runs_for_a_few_seconds_and_finds_nothing(tmp_path: Path) -> None:
-    """`framelab fuzz` starts libFuzzer in a child process; a short run must end
-    cleanly (exit 0, no crashing input written) after executing inputs."""
+    """`framelab fuzz` starts libFuzzer in a child process; a short run ends
+    cleanly with one summary line, having executed inputs, and leaves no
+    artifacts directory and no scratch corpus behind."""
     pytest.importorskip("atheris")
-    artifacts = tmp_path / "artifacts"
-    command = [sys.executable, "-m", "framelab", "fuzz", "--seconds", "3"]
-    command += ["--artifacts", str(artifacts), "--corpus", str(tmp_path / "corpus")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    env = scratch_env(tmp_path)
+    corpus = tmp_path / "corpus"
+    done = subprocess.run(
+        fuzz_command("--seconds", "2", "--corpus", str(corpus)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = re.search(r"Done (\d+) runs", done.stderr)
-    assert runs is not None and int(runs.group(1)) > 50, done.stderr[-2000:]
-    assert not list(artifacts.iterdir())
-    assert len(list((tmp_path / "corpus").iterdir())) > 10  # seeded, and grown
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("nothing found"), done.stdout
+    runs = re.search(r"fuzzed [\d.]+ s: ([\d,]+) inputs", lines[0])
+    assert runs is not None and int(runs.group(1).replace(",", "")) > 50, lines[0]
+    assert len(done.stderr.strip().splitlines()) == 1  # "fuzzing ... (2 s)...", no libFuzzer log
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "tmp"]  # no fuzz-artifacts
+    assert not list(Path(env["TMPDIR"]).iterdir())
+    assert len(list(corpus.iterdir())) > 10  # seeded, and grown
+
+
+def test_a_stopped_fuzz_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    env = scratch_env(tmp_path)
+    fuzzing = subprocess.Popen(
+        fuzz_command("--seconds", "60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert fuzzing.stderr is not None
+    assert "fuzzing" in fuzzing.stderr.readline()  # started: the scratch directory exists
+    fuzzing.send_signal(signal.SIGTERM)
+    _, err = fuzzing.communicate(timeout=30)
+    assert fuzzing.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err
+    assert not list(Path(env["TMPDIR"]).iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_without_atheris_one_line_says_what_to_install() -> None:
+    script = (
+        "import sys; sys.modules['atheris'] = None; from framelab.cli import main; "
+        "sys.exit(main(['fuzz', '--seconds', '1']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "framelab fuzz: needs atheris, which is not installed: pip install 'framelab[fuzz]'"
+    ]
+
+
+def test_a_finding_names_the_exception_and_the_saved_input(tmp_path: Path) -> None:
+    """The report of a libFuzzer log with a crash (as atheris writes it)."""
+    crash = tmp_path / "crash-11f6"
+    crash.write_bytes(b"x")
+    log = (
+        "INFO: Seed: 1\n\n === Uncaught Python exception: ===\nValueError: boom\n"
+        "Traceback (most recent call last):\n  ...\nValueError: boom\n\n"
+        "==1== ERROR: libFuzzer: fuzz target exited\n"
+        f"artifact_prefix='{tmp_path}/'; Test unit written to {crash}\n"
+        "stat::number_of_executed_units: 2\n"
+    )
+    outcome = fuzz_cli.read_outcome(77, log, tmp_path, seconds=0.5)
+    assert outcome.runs == 2 and outcome.crash_inputs == [crash]
+    assert outcome.exception is not None and outcome.exception.startswith("ValueError: boom")
