@@ -11,8 +11,15 @@ import pytest
 
 from framelab.cli import main
 from framelab.clients.sticky import Observation, StickyReport
-from framelab.clients.sticky_plot import count, pieces, tracks, write_sticky_chart
+from framelab.clients.sticky_plot import (
+    binary_size,
+    binary_step,
+    pieces,
+    tracks,
+    write_sticky_chart,
+)
 from framelab.common.charts import ChartsUnavailable, pyplot
+from framelab.common.words import plural
 
 
 def observation(sends: list[int], reads: list[int], messages: int) -> Observation:
@@ -40,7 +47,18 @@ def test_the_tracks_are_sends_reads_and_decoded_messages() -> None:
     assert sizes == ([30] * 20, [510, 90], [30] * 20)
     unverified = dataclasses.replace(merged, framed_identical=False)
     assert tracks(unverified)[2][2] == []  # messages not shown unless they matched
-    assert count(1, "read") == "1 read"
+    assert plural(1, "read") == "1 read" and plural(2, "read") == "2 reads"
+
+
+def test_the_byte_axis_counts_in_binary_units_like_the_title() -> None:
+    assert binary_step(1 << 20) == 128 << 10  # 1 MiB in 8 steps of 128 KiB
+    assert binary_step(600) == 100
+    assert [binary_size(v) for v in (0, 512, 128 << 10, 1 << 20)] == [
+        "0 B",
+        "512 B",
+        "128 KiB",
+        "1 MiB",
+    ]
 
 
 def test_the_chart_is_a_png(png_magic: bytes, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -309,14 +310,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """0 when framing restored every message; 1 otherwise (it never should fail)."""
     report = observe_sticky(args.messages, args.size, args.large, args.loop)
-    out = console(args)
-    if not json_to_stdout(args):
+    notes: list[str] = []
+    if json_to_stdout(args):  # JSON only: no table, and no need for rich
+        emit_json(args, report.to_json())
+    else:
+        out = console(args)
         render(report, out)
-    written = emit_json(args, report.to_json())
-    if written:
-        out.print(written)
+        notes += filter(None, [emit_json(args, report.to_json())])
     if args.plot:
         from framelab.clients.sticky_plot import write_sticky_chart
 
-        out.print(f"chart written to {write_sticky_chart(report, args.plot / CHART_NAME)}")
+        notes.append(f"chart written to {write_sticky_chart(report, args.plot / CHART_NAME)}")
+    for note in notes:
+        print(note, file=sys.stderr)
     return 0 if report.framing_restored else 1

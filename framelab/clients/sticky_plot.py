@@ -14,6 +14,7 @@ from typing import Any
 
 from framelab.clients.sticky import Observation, StickyReport
 from framelab.common.charts import pyplot, save
+from framelab.common.words import plural
 
 #: two shades per track, alternating, so neighbouring pieces stay apart
 SHADES = {
@@ -34,14 +35,30 @@ def tracks(obs: Observation) -> list[tuple[str, str, list[int]]]:
     decoded = obs.sends[: obs.framed_messages] if obs.framed_identical else []
     reads = obs.raw_server_reads
     return [
-        (count(len(obs.sends), "send"), "sends", obs.sends),
-        (count(len(reads), "read") + " by the raw echo", "reads", reads),
-        (count(obs.framed_messages, "message") + " through framing", "messages", decoded),
+        (plural(len(obs.sends), "send"), "sends", obs.sends),
+        (plural(len(reads), "read") + " by the raw echo", "reads", reads),
+        (plural(obs.framed_messages, "message") + " through framing", "messages", decoded),
     ]
 
 
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def binary_step(total: int, most: int = 8) -> int:
+    """A tick step leaving at most `most` intervals: a power of two from 1 KiB
+    on (so 1 MiB splits into 128 KiB pieces), 1-2-5 tens of bytes below it."""
+    if total < 1024:
+        steps = [m * 10**e for e in range(4) for m in (1, 2, 5)]
+        return next(step for step in steps if total / step <= most)
+    step = 1024
+    while total / step > most:
+        step *= 2
+    return step
+
+
+def binary_size(value: int) -> str:
+    """Byte offsets as the title counts them: 512 KiB, 1 MiB (never kB or MB)."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value} B"
 
 
 def draw_observation(ax: Any, obs: Observation) -> None:
@@ -50,10 +67,12 @@ def draw_observation(ax: Any, obs: Observation) -> None:
         colours = [SHADES[key][i % 2] for i in range(len(sizes))]
         ax.broken_barh(pieces(sizes), (y - 0.35, 0.7), facecolors=colours, edgecolor="white")
     ax.set_yticks(range(len(rows)), [label for label, _, _ in reversed(rows)])
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
-    ax.set_xlim(0, max(sum(obs.sends), 1))
-    ax.xaxis.set_major_formatter(EngFormatter(unit="B", sep=" "))
+    total = max(sum(obs.sends), 1)
+    ax.set_xlim(0, total)
+    ax.xaxis.set_major_locator(MultipleLocator(binary_step(total)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: binary_size(int(value))))
     ax.set_xlabel("byte offset in the stream")
     ax.set_title(f"{obs.pattern}: TCP delivers bytes, not messages", loc="left")
 

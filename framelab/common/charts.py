@@ -32,7 +32,8 @@ def pyplot() -> Any:
 def save(fig: Any, path: Path, dpi: int = 110) -> Path:
     """Write `fig` to `path` (making its folder) and release it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" keeps it
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path
