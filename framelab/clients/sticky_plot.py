@@ -45,7 +45,7 @@ def binary_step(total: int, most: int = 8) -> int:
     """A tick step leaving at most `most` intervals: a power of two from 1 KiB
     on (so 1 MiB splits into 128 KiB pieces), 1-2-5 tens of bytes below it."""
     if total < 1024:
-        steps = [m * 10**e for e in range(4) for m in (1, 2, 5)]
+        steps: list[int] = [m * 10**e for e in range(4) for m in (1, 2, 5)]
         return next(step for step in steps if total / step <= most)
     step = 1024
     while total / step > most:
