@@ -25,13 +25,13 @@ from framelab.servers.runner import BackgroundServer
 Capture = pytest.CaptureFixture[str]
 
 
-def run_cli(argv: list[str], capsys: Capture) -> tuple[int, str, str]:
+def run_cli(argv: list[str], capture: Capture) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `framelab ARGV`, in this process."""
     try:
         code = main(argv)
     except SystemExit as exit_status:
         code = int(exit_status.code or 0)
-    captured = capsys.readouterr()
+    captured = capture.readouterr()
     return code, captured.out, captured.err
 
 
@@ -148,9 +148,10 @@ def test_an_unknown_host_is_named_without_asking_the_network(
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_on_a_taken_port_says_so_in_one_line(
-    workers: str, taken_port: int, capsys: Capture
+    workers: str, taken_port: int, capfd: Capture
 ) -> None:
-    code, _, err = run_cli(["serve", "--port", str(taken_port), "--workers", workers], capsys)
+    """capfd: the server logs through the stderr descriptor itself."""
+    code, _, err = run_cli(["serve", "--port", str(taken_port), "--workers", workers], capfd)
     assert code == 1
     assert err.strip() == (
         f"framelab serve: cannot listen on 127.0.0.1:{taken_port}: address already in use "
@@ -159,7 +160,7 @@ def test_serve_on_a_taken_port_says_so_in_one_line(
 
 
 def test_serve_on_an_address_not_on_this_machine(
-    monkeypatch: pytest.MonkeyPatch, capsys: Capture
+    monkeypatch: pytest.MonkeyPatch, capfd: Capture
 ) -> None:
     """bind() is made to fail as it does for a foreign address (no such
     address is used: every test stays on loopback)."""
@@ -168,7 +169,7 @@ def test_serve_on_an_address_not_on_this_machine(
         raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
 
     monkeypatch.setattr(socket.socket, "bind", not_here)
-    code, _, err = run_cli(["serve", "--host", "127.0.0.2", "--port", "7000"], capsys)
+    code, _, err = run_cli(["serve", "--host", "127.0.0.2", "--port", "7000"], capfd)
     assert code == 1
     assert_one_clear_line(err, "cannot listen on 127.0.0.2:7000", "(EADDRNOTAVAIL)")
 
