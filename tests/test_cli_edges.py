@@ -94,7 +94,7 @@ USAGE_MISTAKES = [
     (["soak", "--seconds", "-1"], "--seconds: -1"),
     (["soak", "--depth", "0"], "--depth: 0"),
     (["soak", "--max-size", "lots"], "'lots'"),
-    (["demo", "--experiments", "bogus"], "'bogus'"),
+    (["demo", "--experiments", "bogus"], "experiment(s): bogus"),
     (["bench", "--rounds", "0"], "--rounds: 0"),
     (["bench", "--duration", "-1"], "--duration: -1"),
     (["bench", "--warmup", "-1"], "--warmup: -1"),
