@@ -166,6 +166,7 @@ class ConnectionPolicy:
         self._discard_deadline: float | None = None
         self._timer_at: float | None = None
         self._now = 0.0
+        self._lost = False
 
     # -- outputs ------------------------------------------------------------
     def actions(self) -> list[Action]:
@@ -255,6 +256,7 @@ class ConnectionPolicy:
             self.decoder.end_of_stream()
         except TruncatedFrame as error:
             self._fail(error)
+            log.warning("%s; closing the connection", error)
             self._send_error_reply(error)  # the peer only half-closed: it can still read
             self._close()
             return
@@ -315,7 +317,10 @@ class ConnectionPolicy:
         self._close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        """The transport is gone: nothing more will happen."""
+        """The transport is gone: nothing more will happen (reported once)."""
+        if self._lost:
+            return
+        self._lost = True
         if exc is not None and self.error is None:
             self.error = exc
             self._log_lost(exc)

@@ -9,7 +9,7 @@ encode too): a peer using the same limit could not read it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from framing._codec import PACKED_UP_TO_LARGE, STOPPED_AT_OVERSIZED, pack_frames
 from framing.decoder import (
@@ -22,7 +22,31 @@ from framing.decoder import (
 from framing.errors import FrameTooLarge
 
 
-def _checked_length(payload: BytesLike, limit: int) -> int:
+def _not_bytes(function: str, argument: str, value: object) -> TypeError:
+    """The caller passed something that is no bytes-like object (often a str)."""
+    hint = " (encode it first, e.g. text.encode())" if isinstance(value, str) else ""
+    return TypeError(
+        f"{function}: {argument} must be bytes, bytearray or memoryview, "
+        f"not {type(value).__name__}{hint}"
+    )
+
+
+def _pack(
+    function: str, items: Sequence[BytesLike], start: int, limit: int, large: int
+) -> tuple[bytes | bytearray, int, int]:
+    """pack_frames, with a TypeError naming the payload that is not bytes-like."""
+    try:
+        return pack_frames(items, start, limit, large)
+    except TypeError:
+        for index, item in enumerate(items):
+            if not isinstance(item, bytes | bytearray | memoryview):
+                raise _not_bytes(function, f"payloads[{index}]", item) from None
+        raise
+
+
+def _checked_length(payload: BytesLike, limit: int, function: str = "encode_frame") -> int:
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise _not_bytes(function, "payload", payload)
     length = len(payload)
     if length > limit or length > MAX_DECLARABLE:
         raise FrameTooLarge(length, min(limit, MAX_DECLARABLE), encoding=True)
@@ -31,12 +55,12 @@ def _checked_length(payload: BytesLike, limit: int) -> int:
 
 def frame_header(payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> bytes:
     """The 4-byte header for `payload` (checked against the limit)."""
-    return HEADER.pack(_checked_length(payload, max_frame_length))
+    return HEADER.pack(_checked_length(payload, max_frame_length, "frame_header"))
 
 
 def encode_frame(payload: BytesLike, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> bytes:
     """Header + payload as one bytes object (one copy of the payload)."""
-    return frame_header(payload, max_frame_length) + bytes(payload)
+    return HEADER.pack(_checked_length(payload, max_frame_length)) + bytes(payload)
 
 
 def encode_frames(
@@ -45,7 +69,7 @@ def encode_frames(
     """Many frames in one buffer: one copy per payload (in C when compiled), one write for all."""
     items = payloads if isinstance(payloads, list | tuple) else list(payloads)
     # no payload counts as large here: every one is copied into the buffer
-    data, stop, status = pack_frames(items, 0, max_frame_length, MAX_DECLARABLE + 1)
+    data, stop, status = _pack("encode_frames", items, 0, max_frame_length, MAX_DECLARABLE + 1)
     if status == STOPPED_AT_OVERSIZED:
         _checked_length(items[stop], max_frame_length)  # raises FrameTooLarge
     return data
@@ -71,7 +95,7 @@ def write_frames(
     items = payloads if isinstance(payloads, list | tuple) else list(payloads)
     start = 0
     while start < len(items):
-        data, stop, status = pack_frames(items, start, max_frame_length, large_frame)
+        data, stop, status = _pack("write_frames", items, start, max_frame_length, large_frame)
         if status == PACKED_UP_TO_LARGE:
             if writelines is not None:
                 writelines([data, items[stop]])

@@ -20,9 +20,10 @@ from typing import Any
 
 import msgpack
 
+from framing.batch import BatchHandler
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH, BytesLike, Payload
 from framing.errors import FrameTooLarge, MessageError
-from framing.protocol import BatchHandler
+from framing.observer import NULL_OBSERVER, ConnectionObserver
 
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (msgpack.ExtraData, "trailing bytes after the msgpack object"),
@@ -70,6 +71,13 @@ class MessageCodec:
                 max_ext_len=cap,
             )
         except (ValueError, TypeError) as error:  # every msgpack failure is one of these
+            if not isinstance(payload, bytes | bytearray | memoryview):  # our caller's mistake
+                raise TypeError(
+                    "MessageCodec.decode: payload must be bytes, bytearray or memoryview, "
+                    f"not {type(payload).__name__}"
+                ) from None
+            if not payload:
+                raise MessageError("empty frame (no msgpack object)", 0) from error
             raise MessageError(_reason(error), len(payload)) from error
 
 
@@ -77,9 +85,11 @@ def message_handler(
     codec: MessageCodec,
     handle: Any,
     on_error: Any,
+    observer: ConnectionObserver = NULL_OBSERVER,
 ) -> BatchHandler:
     """A batch handler over objects: handle(obj) -> reply obj or None;
-    on_error(MessageError) -> reply obj or None for a payload that is no message."""
+    on_error(MessageError) -> reply obj or None for a payload that is no
+    message (reported to `observer` as "bad_message")."""
 
     def batch(frames: list[Payload]) -> list[bytes]:
         replies = []
@@ -87,6 +97,7 @@ def message_handler(
             try:
                 obj = codec.decode(frame)
             except MessageError as error:
+                observer.error("bad_message", error)
                 reply = on_error(error)
             else:
                 reply = handle(obj)

@@ -10,7 +10,7 @@ import pytest
 
 from framelab.servers.runner import run_on_loop
 from framing import FramedProtocol, FrameReader, Payload, encode_frame, per_frame
-from framing.protocol import DELIVERY_SLICE
+from framing.connection import DELIVERY_SLICE
 from framing.streams import framed_streams
 
 on_both_loops = pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from framelab.common.argtypes import (
     duration,
@@ -20,8 +20,13 @@ from framelab.common.argtypes import (
     positive_size,
 )
 from framelab.servers.msgpack_app import MIN_FRAME
-from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
-from framing.protocol import DEFAULT_FRAME_TIMEOUT, DEFAULT_HIGH_WATER
+from framing import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_FRAME_LENGTH,
+    NULL_OBSERVER,
+    ConnectionObserver,
+)
 
 Mode = Literal["raw", "framed", "msgpack"]
 IoStyle = Literal["protocol", "streams"]
@@ -64,6 +69,7 @@ class ServerConfig:
     log_reads: bool = True  # raw mode: log each read's size
     proxy_protocol: bool = False  # a PROXY v1/v2 header first on every connection
     on_read: ReadObserver | None = None  # in-process observers only (not a CLI option)
+    observer: ConnectionObserver = NULL_OBSERVER  # every framed connection's events (metrics)
 
     def __post_init__(self) -> None:
         if self.mode == "msgpack" and self.max_frame < MIN_FRAME:
@@ -76,9 +82,9 @@ class ServerConfig:
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     a = parser.add_argument
-    a("--mode", choices=["raw", "framed", "msgpack"], default=d.mode, help="what to serve")
-    a("--io", choices=["protocol", "streams"], default=d.io, help="asyncio API style")
-    a("--loop", choices=["uvloop", "asyncio"], default=d.loop, help="event loop")
+    a("--mode", choices=get_args(Mode), default=d.mode, help="what to serve")
+    a("--io", choices=get_args(IoStyle), default=d.io, help="asyncio API style")
+    a("--loop", choices=get_args(LoopName), default=d.loop, help="event loop")
     a("--host", type=host, default=d.host, metavar="HOST", help="address to bind")
     a("--port", type=port, default=d.port, metavar="PORT", help="port (0: any free port, printed)")
     a("--backlog", type=non_negative_int, default=d.backlog, metavar="N", help="listen() backlog")
@@ -99,13 +105,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--frame-timeout",
-        "--idle-timeout",
-        dest="frame_timeout",
         type=duration,
         default=d.frame_timeout,
         metavar="SECONDS",
-        help="close a connection whose frame is incomplete this long after its first byte "
-        "(0: never); idle time between frames is allowed",
+        help="a frame must be complete this long after its first byte, else the connection "
+        "is closed (0: no limit); idle time between frames is not limited",
     )
     a(
         "--high-water",

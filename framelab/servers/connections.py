@@ -14,7 +14,7 @@ import struct
 from typing import Protocol
 
 from framelab.servers.config import ServerConfig
-from framing.protocol import set_nodelay
+from framing import set_nodelay
 
 log = logging.getLogger("framelab.server")
 

@@ -1,17 +1,15 @@
-"""Per-connection handlers for each mode (raw, framed, msgpack) and I/O style.
+"""Per-connection handlers: a mode (servers/modes.py) on an I/O style.
 
 The protocol style subclasses framing.FramedProtocol (the library's fast
-path); the streams style runs one task per connection over FrameReader /
-FrameWriter. Both reach the same application code: `echo_batch` for framed
-mode, msgpack_app for msgpack mode, so the two styles differ only in I/O.
-Raw mode echoes bytes as read and reports each read's size (the evidence for
+path); the streams style runs framing.serve_frames in one task per
+connection. Both are the library's adapters over the same ConnectionPolicy,
+so frame timeout, error reply, graceful drain and the discard after our FIN
+behave identically; this module adds only what a server adds: socket
+options, admission under the connection cap (with the mode's busy reply),
+the connection's origin (the PROXY header's client behind a balancer, see
+servers/proxy_gate.py) and the per-connection log of refused requests. Raw
+mode echoes bytes as read and reports each read's size (the evidence for
 sticky packets).
-
-Failure behaviour is the same in both styles: bad framing is logged with the
-peer, msgpack clients get a last error message, then our side sends FIN and
-input is discarded until the peer's FIN or DEFAULT_LINGER seconds (so the
-close sends no RST that could destroy replies not yet read); refused
-requests are logged with the peer, a few per connection.
 """
 
 from __future__ import annotations
@@ -25,18 +23,10 @@ from typing import Any, cast
 from framelab.servers import msgpack_app
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet, apply_socket_options
+from framelab.servers.modes import RefusalLog, ServerMode, server_mode
 from framelab.servers.proxy_gate import InnerFactory, Origin, ProxyHeaderGate, origin_of
-from framing.decoder import BytesLike, FrameDecoder, Payload
-from framing.errors import FrameTimeout, FramingError, MessageError, TruncatedFrame
-from framing.messages import MessageCodec, message_handler
-from framing.protocol import (
-    DEFAULT_LINGER,
-    BatchHandler,
-    FramedProtocol,
-    log_lost_connection,
-    unread_kernel_bytes,
-)
-from framing.streams import READ_SIZE, FrameReader, FrameWriter
+from framing import FramedProtocol, framed_streams, serve_frames, unread_kernel_bytes
+from framing.streams import READ_SIZE
 
 log = logging.getLogger("framelab.server")
 
@@ -47,116 +37,6 @@ def report_read(config: ServerConfig, peer: str, size: int) -> None:
         log.info("read %d bytes from %s", size, peer)
     if config.on_read is not None:
         config.on_read(peer, size)
-
-
-def echo_batch(frames: list[Payload]) -> list[Payload]:
-    """The framed echo's handler: every frame, as its own message, back."""
-    return frames
-
-
-class RefusalLog:
-    """Logs one connection's refused requests with the peer: the first
-    LIMIT at INFO, then one line saying the rest go unlogged, so a client
-    sending junk in a loop cannot turn the server into a log writer."""
-
-    LIMIT = 10
-
-    def __init__(self) -> None:
-        self.peer = "?"
-        self.count = 0
-
-    def refused(self, reply: dict[str, Any]) -> None:
-        self.count += 1
-        if self.count <= self.LIMIT:
-            error = reply["error"]
-            log.info("peer %s: request refused: %s: %s", self.peer, error["type"], error["message"])
-        elif self.count == self.LIMIT + 1:
-            log.info("peer %s: more requests refused; not logging the rest", self.peer)
-
-
-def application(
-    config: ServerConfig,
-    refusals: RefusalLog | None = None,
-    session: msgpack_app.Session = msgpack_app.NO_SESSION,
-) -> BatchHandler:
-    """The batch handler for framed or msgpack mode (one per connection in
-    msgpack mode, so refused requests are logged with the peer, and `peer`
-    and `health` answer from the connection's session)."""
-    if config.mode != "msgpack":
-        return echo_batch
-    note = refusals or RefusalLog()
-
-    def handle(request: Any) -> dict[str, Any]:
-        reply = msgpack_app.handle_request(request, session)
-        if not reply["ok"]:
-            note.refused(reply)
-        return reply
-
-    def on_bad_message(error: MessageError) -> dict[str, Any]:
-        reply = msgpack_app.reply_to_bad_message(error)
-        note.refused(reply)
-        return reply
-
-    return message_handler(MessageCodec(config.max_frame), handle, on_bad_message)
-
-
-def last_words(config: ServerConfig, error: FramingError) -> bytes | None:
-    """What a dropped client is told (msgpack mode only; raw frames carry no errors)."""
-    if config.mode != "msgpack":
-        return None
-    return MessageCodec(config.max_frame).encode(msgpack_app.reply_to_framing_error(error))
-
-
-def busy_message(config: ServerConfig) -> bytes | None:
-    if config.mode != "msgpack":
-        return None
-    reply = msgpack_app.error("busy", "too many connections; try again later")
-    return MessageCodec(config.max_frame).encode(reply)
-
-
-class FrameWatchdog:
-    """The frame timeout for the streams style, one timer per connection.
-
-    Every `timeout` seconds it looks at the decoder: a frame that was
-    incomplete at the last look and still is, with no frame completed in
-    between, is abandoned: the task is cancelled and FrameTimeout raised in
-    it instead. A frame thus gets between 1x and 2x the timeout after its
-    first byte; time between frames is not limited (keep-alive). Cheaper
-    than a deadline per read: waiting on each frame with a timeout costs a
-    task and a wait per frame, which halved the streams server's rate.
-    """
-
-    def __init__(self, decoder: FrameDecoder, timeout: float | None) -> None:
-        self.decoder = decoder
-        self.timeout = timeout
-        self.expired: FrameTimeout | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._partial_at: int | None = None  # frames_decoded at the last look, if in a frame
-
-    def __enter__(self) -> FrameWatchdog:
-        if self.timeout is not None:
-            self._task = asyncio.current_task()
-            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._look)
-        return self
-
-    def _look(self) -> None:
-        assert self.timeout is not None and self._task is not None
-        decoder = self.decoder
-        if decoder.in_frame and self._partial_at == decoder.frames_decoded:
-            self.expired = FrameTimeout(decoder.buffered, self.timeout)
-            self._task.cancel()
-            return
-        self._partial_at = decoder.frames_decoded if decoder.in_frame else None
-        self._timer = asyncio.get_running_loop().call_later(self.timeout, self._look)
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.expired is not None and et is asyncio.CancelledError:
-            assert self._task is not None
-            self._task.uncancel()
-            raise self.expired from None
 
 
 # -- protocol style ----------------------------------------------------------
@@ -214,37 +94,45 @@ class RawEchoProtocol(asyncio.Protocol):
 
 
 class ServerFramedProtocol(FramedProtocol):
-    """FramedProtocol plus what a server adds: options, admission, last words."""
+    """FramedProtocol plus what a server adds: options, admission, origin, refusals logged."""
 
     def __init__(
-        self, config: ServerConfig, connections: ConnectionSet, origin: Origin | None = None
+        self,
+        config: ServerConfig,
+        mode: ServerMode,
+        connections: ConnectionSet,
+        origin: Origin | None = None,
     ) -> None:
         self.refusals = RefusalLog()
         self.origin = origin
         self.session = msgpack_app.Session(state=connections.state)
         super().__init__(
-            application(config, self.refusals, self.session),
+            mode.application(self.refusals, self.session, config.observer),
             max_frame_length=config.max_frame,
             frame_timeout=config.frame_timeout,
             high_water=config.high_water,
+            error_reply=mode.error_reply,
+            observer=config.observer,
         )
         self.config = config
+        self.mode = mode
         self.connections = connections
+
+    def describe_peer(self, transport: asyncio.BaseTransport) -> str:
+        self.origin = self.origin or origin_of(transport)
+        return self.origin.client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        origin = self.origin or origin_of(transport)
-        self.peer = self.refusals.peer = origin.client
-        self.session.peer = origin.as_result()
+        assert self.origin is not None  # set by describe_peer
+        self.refusals.peer = self.peer
+        self.session.peer = self.origin.as_result()
         apply_socket_options(transport, self.config)
         if not self.connections.admit(self):
-            busy = busy_message(self.config)
+            busy = self.mode.busy_reply()
             if busy is not None:
                 self.send_frame(busy)
             transport.close()
-
-    def error_reply(self, error: FramingError) -> BytesLike | None:
-        return last_words(self.config, error)
 
 
 def behind_proxy(
@@ -260,14 +148,64 @@ def behind_proxy(
 def protocol_factory(
     config: ServerConfig, connections: ConnectionSet
 ) -> Callable[[], asyncio.BaseProtocol]:
-    if config.mode == "raw":
+    mode = server_mode(config)
+    if not mode.framed:
         return behind_proxy(config, connections, lambda o: RawEchoProtocol(config, connections, o))
-    return behind_proxy(config, connections, lambda o: ServerFramedProtocol(config, connections, o))
+    return behind_proxy(
+        config, connections, lambda o: ServerFramedProtocol(config, mode, connections, o)
+    )
 
 
 # -- streams style -----------------------------------------------------------
 class StreamConnection:
-    """One connection served by a task over asyncio streams."""
+    """One framed connection served by a task over asyncio streams."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        mode: ServerMode,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        origin: Origin | None = None,
+    ) -> None:
+        self.origin = origin or origin_of(writer.transport)
+        self.peer = self.origin.client
+        self.frames, self.out = framed_streams(
+            reader,
+            writer,
+            config.max_frame,
+            peer=self.peer,
+            frame_timeout=config.frame_timeout,
+            error_reply=mode.error_reply,
+            observer=config.observer,
+        )
+        self.writer = writer
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def begin_shutdown(self) -> None:
+        self.frames.begin_shutdown()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    async def serve(self, config: ServerConfig, mode: ServerMode, state: Any) -> None:
+        refusals = RefusalLog()
+        refusals.peer = self.peer
+        session = msgpack_app.Session(self.origin.as_result(), state)
+        handler = mode.application(refusals, session, config.observer)
+        assert handler is not None, "raw mode is served by RawStreamConnection"
+        try:
+            await serve_frames(self.frames, self.out, handler)
+        finally:
+            self.finished()
+
+    def finished(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class RawStreamConnection:
+    """The raw echo over streams: bytes back as read, each read's size reported."""
 
     def __init__(
         self,
@@ -279,13 +217,10 @@ class StreamConnection:
         self.config = config
         self.reader = reader
         self.writer = writer
-        self.origin = origin or origin_of(writer.transport)
-        self.peer = self.origin.client
+        self.peer = (origin or origin_of(writer.transport)).client
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.frames = FrameReader(reader, config.max_frame, peer=self.peer)
         self._stopping = False
         self._eof_fed = False
-        self._sink: _Discard | None = None  # set once _linger_close took the transport
 
     def begin_shutdown(self) -> None:
         self._stopping = True
@@ -296,130 +231,58 @@ class StreamConnection:
 
     def _finish_if_idle(self) -> None:
         """Stop taking bytes from the kernel once none are waiting there; the
-        reader then returns what asyncio already buffered, then end of stream."""
-        if self._eof_fed or self.frames.decoder.in_frame:
-            return
+        loop then echoes what asyncio already buffered, then ends."""
         transport = self.writer.transport
-        if unread_kernel_bytes(transport) == 0:
+        if not self._eof_fed and unread_kernel_bytes(transport) == 0:
             cast(asyncio.ReadTransport, transport).pause_reading()
             self.reader.feed_eof()
             self._eof_fed = True
 
-    async def serve(self, handler: BatchHandler | None) -> None:
+    async def serve(self) -> None:
         try:
-            if handler is None:
-                await self._serve_raw()
-            else:
-                await self._serve_frames(handler)
-            if self._eof_fed:  # graceful shutdown: every received frame has its reply
-                await self._linger_close()
-        except FramingError as error:
-            error.peer = self.peer
-            log.warning("%s; closing the connection", error)
-            words = last_words(self.config, error)
-            if words is not None:
-                FrameWriter(self.writer, self.config.max_frame).write_frame(words)
-            if not isinstance(error, TruncatedFrame):  # the peer may still be sending
-                await self._linger_close()
-        except ConnectionError as error:
-            log_lost_connection(self.peer, error, self.frames.decoder)
-        finally:
-            await self._close()
-
-    async def _serve_raw(self) -> None:
-        while data := await self.reader.read(READ_SIZE):
-            report_read(self.config, self.peer, len(data))
-            self.writer.write(data)
-            await self.writer.drain()
-            if self._stopping:
-                self._finish_if_idle()
-
-    async def _serve_frames(self, handler: BatchHandler) -> None:
-        out = FrameWriter(self.writer, self.config.max_frame)
-        with FrameWatchdog(self.frames.decoder, self.config.frame_timeout):
-            while True:
-                first = await self.frames.read_frame()
-                if first is None:
-                    return
-                batch = [first, *self.frames.read_ready()]
-                replies = handler(batch)
-                if replies:
-                    out.write_frames(replies)
-                    await out.drain()
+            while data := await self.reader.read(READ_SIZE):
+                report_read(self.config, self.peer, len(data))
+                self.writer.write(data)
+                await self.writer.drain()
                 if self._stopping:
                     self._finish_if_idle()
-
-    async def _linger_close(self) -> None:
-        """FIN after what is buffered, then discard input until the peer's FIN
-        or DEFAULT_LINGER seconds: a close() with unread input sends RST,
-        which can destroy replies the peer has not read yet. The stream
-        reader is done with, so a discarding protocol takes the transport."""
-        transport = cast(asyncio.Transport, self.writer.transport)
-        if transport.is_closing():
-            return
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
-        if transport.is_closing() or not transport.can_write_eof():
-            return
-        self._sink = sink = _Discard()
-        transport.set_protocol(sink)
-        transport.write_eof()
-        transport.resume_reading()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sink.done), DEFAULT_LINGER)
-        transport.close()
-
-    async def _close(self) -> None:
-        try:
-            self.writer.close()
-            if self._sink is not None:  # wait_closed() would wait on the old protocol
-                await self._sink.done
-            else:
-                await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        except ConnectionError:
+            pass  # the peer reset: nothing left to echo to
         finally:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.writer.wait_closed()
             if not self.closed.done():
                 self.closed.set_result(None)
 
 
-class _Discard(asyncio.Protocol):
-    """Reads and drops everything until the peer's FIN (see _linger_close)."""
-
-    def __init__(self) -> None:
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-    def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_result(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
 def streams_callback(
-    config: ServerConfig, connections: ConnectionSet, origin: Origin | None = None
+    config: ServerConfig,
+    connections: ConnectionSet,
+    origin: Origin | None = None,
+    mode: ServerMode | None = None,
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    chosen = mode or server_mode(config)
+
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         apply_socket_options(writer.transport, config)
         writer.transport.set_write_buffer_limits(high=config.high_water)
-        conn = StreamConnection(config, reader, writer, origin)
-        if not connections.admit(conn):
-            busy = busy_message(config)
-            if busy is not None:
-                FrameWriter(writer, config.max_frame).write_frame(busy)
-            await conn._close()
+        if not chosen.framed:
+            raw = RawStreamConnection(config, reader, writer, origin)
+            if connections.admit(raw):
+                await raw.serve()
+            else:
+                writer.close()
             return
-        refusals = RefusalLog()
-        refusals.peer = conn.peer
-        session = msgpack_app.Session(conn.origin.as_result(), connections.state)
-        handler = None if config.mode == "raw" else application(config, refusals, session)
-        await conn.serve(handler)
+        conn = StreamConnection(config, chosen, reader, writer, origin)
+        if connections.admit(conn):
+            await conn.serve(config, chosen, connections.state)
+            return
+        async with conn.out:
+            busy = chosen.busy_reply()
+            if busy is not None:
+                conn.out.write_frame(busy)
+        conn.finished()
 
     return on_connection
 
@@ -430,10 +293,11 @@ def streams_factory(
     """What asyncio.start_server builds per connection (a reader and its
     protocol), made here so the PROXY header gate can go in front of it."""
     loop = asyncio.get_running_loop()
+    mode = server_mode(config)
 
     def inner(origin: Origin | None) -> asyncio.BaseProtocol:
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
-        callback = streams_callback(config, connections, origin)
+        callback = streams_callback(config, connections, origin, mode)
         return asyncio.StreamReaderProtocol(reader, callback, loop=loop)
 
     return behind_proxy(config, connections, inner)

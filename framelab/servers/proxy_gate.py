@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from framelab.servers.connections import ConnectionSet
-from framing.protocol import peer_name
+from framing import peer_name
 from framing.proxy_protocol import (
     DEFAULT_MAX_V2_LENGTH,
     InetAddress,

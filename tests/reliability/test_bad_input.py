@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig
-from framelab.servers.handlers import RefusalLog
+from framelab.servers.modes import RefusalLog
 from framing import encode_frame, encode_frames
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
 
