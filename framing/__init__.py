@@ -11,6 +11,7 @@ distribution (`pip install framelab`, then `import framing`).
 
 from importlib import metadata as _metadata
 
+from framing._codec import ACCELERATED
 from framing.allocator import keep_large_buffers_in_heap
 from framing.batch import BatchHandler, per_frame
 from framing.connection import (
@@ -54,6 +55,7 @@ def _version() -> str:
 __version__ = _version()
 
 __all__ = [
+    "ACCELERATED",
     "DEFAULT_DISCARD_WINDOW",
     "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_HIGH_WATER",

@@ -40,7 +40,7 @@ SHORT = {RAW.name: "raw", PEER.name: "Twisted peer"}
 
 def environment() -> dict[str, Any]:
     """The machine and software a run's numbers belong to."""
-    from framing._codec import ACCELERATED
+    from framing import ACCELERATED
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from framelab.servers.process import ServerProcess
-from framing._codec import ACCELERATED
+from framing import ACCELERATED
 
 CONNECTIONS = 300
 
