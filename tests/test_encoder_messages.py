@@ -98,3 +98,37 @@ def test_a_bad_message_leaves_the_stream_in_sync() -> None:
 def test_encode_refuses_a_message_larger_than_a_frame() -> None:
     with pytest.raises(FrameTooLarge):
         MessageCodec(max_frame_length=10).encode("x" * 100)
+
+
+def ignore(_data: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: encode_frame("hello"), "encode_frame: payload must be bytes"),  # type: ignore[arg-type]
+        (lambda: frame_header("hello"), "frame_header: payload must be bytes"),  # type: ignore[arg-type]
+        (lambda: encode_frames([b"ok", "no"]), r"encode_frames: payloads\[1\] must be bytes"),  # type: ignore[list-item]
+        (lambda: write_frames(ignore, ["no"]), r"write_frames: payloads\[0\] must be bytes"),  # type: ignore[list-item]
+        (lambda: MessageCodec().decode("abc"), "MessageCodec.decode: payload must be bytes"),  # type: ignore[arg-type]
+    ],
+    ids=["encode_frame", "frame_header", "encode_frames", "write_frames", "decode"],
+)
+def test_a_str_where_bytes_belong_is_the_callers_type_error(call: Any, named: str) -> None:
+    with pytest.raises(TypeError, match=named) as info:
+        call()
+    assert not isinstance(info.value, MessageError)  # not reported as bad data from a peer
+    assert "not str" in str(info.value)
+
+
+def test_decoding_an_empty_frame_says_empty_frame() -> None:
+    with pytest.raises(MessageError, match="empty frame") as info:
+        MessageCodec().decode(b"")
+    assert info.value.payload_length == 0
+
+
+def test_the_library_knows_its_version() -> None:
+    import framing
+
+    assert framing.__version__ and framing.__version__[0].isdigit()
