@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "framelab.cluster.cli",
         "servers behind HAProxy in namespaces: a load, one killed or drained",
     ),
+    "sysctl": ("framelab.sysctl.cli", "the kernel settings the lab touches, explained"),
     "fuzz": ("framelab.fuzz.cli", "coverage-guided fuzzing of the decoder and message layer"),
 }
 

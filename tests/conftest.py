@@ -22,6 +22,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs save their results for `framelab sysctl`: never into the real home from a test."""
+    monkeypatch.setenv("FRAMELAB_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def png_magic() -> bytes:
     """The first bytes of every PNG file (the charts the --plot options write)."""
