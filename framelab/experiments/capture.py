@@ -6,6 +6,9 @@ UDP and ICMP packets of the ports asked for, decoded by experiments/packets.py
 (which also formats them the way tcpdump's one-line output does).
 On loopback each packet is seen twice (outgoing and incoming): the outgoing
 copy is dropped. On a veth end both directions are distinct packets.
+Each packet keeps its captured bytes and the kernel's receive time, and
+`recording()` collects every capture a block of code made, so a run can
+write them out as pcap files afterwards (experiments/pcap_export.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
 from framelab.experiments.netns import socket_in
@@ -74,12 +77,28 @@ def port_filter(ports: Iterable[int]) -> bytes:
     )
 
 
+_recordings: list[list[Capture]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Capture]]:
+    """Every Capture started while the block runs, in start order."""
+    captures: list[Capture] = []
+    _recordings.append(captures)
+    try:
+        yield captures
+    finally:
+        _recordings.remove(captures)
+
+
 class Capture:
     """Capture on `interface` (in `netns`, if given) while the block runs.
 
     `ports`: keep only packets to or from these ports (ICMP errors quoting
     them, and IP fragments, are kept too). An empty set keeps everything.
     """
+
+    snaplen = _SNAPLEN
 
     def __init__(
         self, interface: str = "lo", ports: Iterable[int] = (), netns: str | None = None
@@ -126,6 +145,8 @@ class Capture:
         self._realtime_offset = time.time() - self.started
         self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
         self._thread.start()
+        for captures in _recordings:
+            captures.append(self)
         return self
 
     def __exit__(
@@ -163,19 +184,26 @@ class Capture:
                 continue
             if skip_outgoing and addr[2] == PACKET_OUTGOING:
                 continue
-            pkt = parse_frame(bytes(buf[: min(size, _SNAPLEN)]), size, self._when(ancillary))
+            stamp_ns = self._stamp_ns(ancillary)
+            pkt = parse_frame(bytes(buf[: min(size, _SNAPLEN)]), size, self._when(stamp_ns))
             if pkt is not None and self._keep(pkt):
+                pkt.time_ns = stamp_ns
                 with self._changed:
                     self.packets.append(pkt)
                     self._changed.notify_all()
 
-    def _when(self, ancillary: list[tuple[int, int, bytes]]) -> float:
-        """The kernel's timestamp of a packet, on the time.monotonic() scale."""
+    @staticmethod
+    def _stamp_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+        """The kernel's receive time of a packet, ns since the epoch (now, if it gave none)."""
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-                return float(seconds + nanoseconds / 1e9 - self._realtime_offset)
-        return time.monotonic()
+                return int(seconds * 1_000_000_000 + nanoseconds)
+        return time.time_ns()
+
+    def _when(self, stamp_ns: int) -> float:
+        """A receive time on the time.monotonic() scale, which experiments compare with."""
+        return stamp_ns / 1e9 - self._realtime_offset
 
     def wait_for(self, predicate: Callable[[Packet], bool], timeout: float = 2.0) -> Packet | None:
         """Block until a captured packet matches (the event to await, not a sleep)."""

@@ -60,6 +60,10 @@ class Packet:
     icmp_type: int | None = None
     icmp_code: int | None = None
     options: list[str] = field(default_factory=list)
+    #: the frame's bytes as captured (at most the capture's snap length), for pcap files
+    data: bytes = field(default=b"", repr=False, compare=False)
+    #: the kernel's receive time, ns since the epoch (0: not from a capture)
+    time_ns: int = field(default=0, repr=False, compare=False)
 
     @property
     def flags(self) -> str:
@@ -100,6 +104,7 @@ def parse_frame(frame: bytes, frame_len: int, when: float) -> Packet | None:
         dont_fragment=bool(frag & DONT_FRAGMENT),
         more_fragments=bool(frag & MORE_FRAGMENTS),
         fragment_offset=offset,
+        data=frame,
     )
     data_len = max(0, total - ihl)
     if offset:  # a later fragment: no transport header of its own
