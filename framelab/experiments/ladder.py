@@ -152,29 +152,44 @@ def mark_delays(items: Sequence[Item]) -> None:
         previous = seg
 
 
-def wire_states(items: Sequence[Item]) -> dict[int, list[tuple[str, str]]]:
-    """{segment index: [(endpoint, new state)]}: RFC 793's transitions on what was seen."""
+@dataclass(frozen=True)
+class StateChange:
+    endpoint: str
+    old: str
+    new: str
+
+
+#: the state a side must have been in, when its first segment seen moves it to `new`
+_BEFORE = {"SYN_SENT": "CLOSED", "SYN_RECV": "LISTEN"}
+
+
+def wire_states(items: Sequence[Item]) -> dict[int, list[StateChange]]:
+    """{segment index: state changes}: RFC 793's transitions applied to what was seen.
+
+    A connection first seen after its handshake starts as ESTABLISHED."""
     state: dict[tuple[str, str], str] = {}  # (endpoint, peer) -> state
     fin_end: dict[tuple[str, str], int] = {}  # our FIN's sequence number + 1
-    changes: dict[int, list[tuple[str, str]]] = {}
+    changes: dict[int, list[StateChange]] = {}
 
     def move(index: int, me: str, peer: str, new: str) -> None:
-        if state.get((me, peer)) != new:
+        old = state.get((me, peer)) or _BEFORE.get(new, "ESTABLISHED")
+        if old != new:
             state[me, peer] = new
-            changes.setdefault(index, []).append((me, new))
+            changes.setdefault(index, []).append(StateChange(me, old, new))
 
     for index, seg in enumerate(segments(items)):
         if seg.kind != "tcp":
             continue
         me, peer, flags = seg.src, seg.dst, seg.flags
-        if "R" in flags:
-            move(index, me, peer, "CLOSED")
-            move(index, peer, me, "CLOSED")
+        if "R" in flags:  # only sides seen in a state: a reset may answer no connection
+            for side in ((me, peer), (peer, me)):
+                if side in state:
+                    move(index, *side, "CLOSED")
             continue
-        if "S" in flags and "." not in flags:
+        if "S" in flags and "." not in flags:  # a new connection, even on an old 4-tuple
+            state.pop((me, peer), None)
+            state.pop((peer, me), None)
             move(index, me, peer, "SYN_SENT")
-            if state.get((peer, me)) in (None, "CLOSED", "TIME_WAIT"):
-                move(index, peer, me, "SYN_RECV")
             continue
         if "S" in flags:  # SYN+ACK
             move(index, me, peer, "SYN_RECV")
@@ -288,11 +303,12 @@ def _display(endpoint: str) -> str:
 
 def _roles(block: Block) -> dict[str, str]:
     out: dict[str, str] = {}
-    for seg in segments(block.items):
-        if seg.kind == "tcp" and seg.flags == "S":
-            src, dst = block.ends[id(seg)]
-            out.setdefault(src, "client")
-            out.setdefault(dst, "server")
+    for seg in segments(
+        block.items
+    ):  # a port that answers SYN+ACK listens; one that sends SYN connects
+        if seg.kind == "tcp" and "S" in seg.flags:
+            src, _ = block.ends[id(seg)]
+            out.setdefault(src, "server" if "." in seg.flags else "client")
     return out
 
 
@@ -387,7 +403,7 @@ class _Layout:
         y: float,
         xs: dict[str, float],
         block: Block,
-        changes: list[tuple[str, str]],
+        changes: list[StateChange],
         notes_x: float,
         start: float,
     ) -> float:
@@ -426,8 +442,9 @@ class _Layout:
                 Text(notes_x, y + 4 + 12 * number, note, size=10.5, color="#b26a00", bold=True)
             )
         names = block.names
-        for endpoint, new_state in changes:
-            lane = src if endpoint == seg.src else dst
+        for change in changes:
+            new_state = change.new
+            lane = src if change.endpoint == seg.src else dst
             lx = xs[lane]
             # beside the line, on the side the arrow does not take
             other_end = x2 if lane == src else x1
