@@ -205,9 +205,10 @@ def to_png(drawing: Drawing, path: Path, scale: float = 1.0) -> Path:
                 if shape.background
                 else None
             )
+            align = {"start": "left", "middle": "center", "end": "right"}[shape.anchor]
             ax.text(
                 shape.x, shape.y, shape.text, fontsize=shape.size * points_per_px,
-                color=shape.color, ha={"start": "left", "middle": "center", "end": "right"}[shape.anchor],
+                color=shape.color, ha=align,
                 va="baseline", fontweight="bold" if shape.bold else "normal",
                 family="monospace" if shape.mono else "sans-serif", alpha=shape.opacity, bbox=bbox,
             )  # fmt: skip

@@ -12,7 +12,7 @@ per experiment. Timestamps are the kernel's receive times.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,14 +108,3 @@ def write_pcaps(
 def _write(path: Path, packets: Sequence[Packet]) -> Path:
     path.write_bytes(pcap_bytes(frames(packets), snaplen=Capture.snaplen))
     return path
-
-
-def pcap_links(written: Mapping[str, Path], base: Path) -> dict[str, str]:
-    """Paths relative to `base` where possible (a report next to its pcaps links them so)."""
-    links = {}
-    for name, path in written.items():
-        try:
-            links[name] = str(path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            links[name] = str(path.resolve())
-    return links
