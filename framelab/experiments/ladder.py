@@ -198,8 +198,11 @@ def wire_states(items: Sequence[Item]) -> dict[int, list[StateChange]]:
             continue
         if "." in flags and state.get((peer, me)) == "SYN_RECV":
             move(index, peer, me, "ESTABLISHED")
-        if "." in flags and seg.ack is not None and seg.ack >= fin_end.get((peer, me), 1 << 33):
+        acks_their_fin = seg.ack is not None and seg.ack >= fin_end.get((peer, me), 1 << 33)
+        if "." in flags and acks_their_fin:
             after = {"FIN_WAIT1": "FIN_WAIT2", "CLOSING": "TIME_WAIT", "LAST_ACK": "CLOSED"}
+            if "F" in flags:  # FIN+ACK of FIN: FIN_WAIT1 goes straight to TIME_WAIT, below
+                after.pop("FIN_WAIT1")
             if state.get((peer, me)) in after:
                 move(index, peer, me, after[state[peer, me]])
         if "F" in flags:
