@@ -22,7 +22,7 @@ from framelab.experiments.pcap import Frame, pcap_bytes
 from framelab.experiments.result import ClaimResult
 
 #: a trace line: stamp, the endpoints, ..., the frame length
-_LINE = re.compile(r"^\s*(-?\d+\.\d+)ms IP (.+?): .*\(frame (\d+)\)\s*$")
+_LINE = re.compile(r"^\s*(-?\d+\.\d+)ms IP (.+?): .*?\(frame (\d+)\)")
 
 
 def line_key(line: str) -> tuple[str, str, str] | None:

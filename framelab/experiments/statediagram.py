@@ -89,7 +89,7 @@ EDGES: tuple[Edge, ...] = (
     Edge("ESTABLISHED", "CLOSED ", "rcv RST, or close with unread data / snd RST",
          ((562, 420), (985, 420), (985, 830), (902, 830)), (990, 410), "end"),
     Edge("CLOSE_WAIT", "CLOSED ", "write, rcv RST",
-         ((902, 560), (950, 560), (950, 812), (902, 812)), (944, 652), "end"),
+         ((902, 560), (950, 560), (950, 812), (902, 812)), (944, 597), "end"),
     Edge("FIN_WAIT1", "FIN_WAIT2", "rcv ACK of FIN",
          ((140, 579), (140, 681)), (134, 630), "end"),
     Edge("FIN_WAIT1", "CLOSING", "rcv FIN / snd ACK (simultaneous close)",
