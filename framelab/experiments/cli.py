@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from framelab.common.argtypes import positive_int
+from framelab.common.argtypes import directory, positive_int
 from framelab.common.options import (
     STDOUT,
     add_json_option,
@@ -60,6 +60,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--markdown", type=Path, metavar="PATH", help="write the claims table as Markdown"
     )
     add_plot_option(run_parser, "nagle.png, retransmission.png, where the run allows")
+    run_parser.add_argument(
+        "--pcap",
+        type=directory,
+        metavar="DIR",
+        help="write the packets captured for each claim into DIR as CLAIM.pcap (needs root)",
+    )
+    run_parser.add_argument(
+        "--html", type=Path, metavar="PATH", help="write a self-contained HTML report to PATH"
+    )
     # -- how the report looks --
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="show every observed value, not the first few"
@@ -75,7 +84,9 @@ def context_from(args: argparse.Namespace) -> RunContext:
 def outputs_from(args: argparse.Namespace) -> engine.Outputs:
     """The files to write once the run has ended."""
     json_file = None if args.json in (None, STDOUT) else Path(args.json)
-    return engine.Outputs(json=json_file, markdown=args.markdown, charts=args.plot)
+    return engine.Outputs(
+        json=json_file, markdown=args.markdown, charts=args.plot, pcap=args.pcap, html=args.html
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from framelab.experiments.capture import recording
 from framelab.experiments.context import RunContext
+from framelab.experiments.pcap_export import RunCaptures
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment, load
 from framelab.experiments.result import ClaimResult, Verdict, skipped
 
@@ -89,6 +91,8 @@ class Batch:
     failed: list[str] = field(default_factory=list)  # raised, or could not be imported
     leftover_namespaces: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    #: the packet captures each experiment made, for pcap files and the report
+    captures: RunCaptures = field(default_factory=RunCaptures)
 
 
 def run_one(loaded: Loaded, ctx: RunContext) -> tuple[list[ClaimResult], bool]:
@@ -131,7 +135,9 @@ def execute(
             loaded = load_experiment(name)
             claims = ", ".join(loaded.experiment.claims) if loaded.experiment else "?"
             bar.update(task, description=f"{name} ({claims})")
-            results, ok = run_one(loaded, ctx)
+            with recording() as captures:
+                results, ok = run_one(loaded, ctx)
+            batch.captures.add(name, captures)
             batch.results += results
             if not ok:
                 batch.failed.append(name)
@@ -191,6 +197,8 @@ class Outputs:
     json: Path | None = None
     markdown: Path | None = None
     charts: Path | None = None
+    pcap: Path | None = None  # a directory: one pcap file per claim
+    html: Path | None = None  # the self-contained report
 
 
 def write_outputs(console: Console, batch: Batch, outputs: Outputs) -> list[Path]:
@@ -214,6 +222,14 @@ def write_outputs(console: Console, batch: Batch, outputs: Outputs) -> list[Path
         charts = write_charts(batch.results, outputs.charts)
         console.print(Text(f"charts: {', '.join(map(str, charts)) or 'none for these claims'}"))
         written += charts
+    from framelab.experiments.evidence import write_evidence
+
+    chart_files = [path for path in written if path.suffix == ".png"]
+    written += write_evidence(
+        console, batch.results, batch.captures,
+        pcap_dir=outputs.pcap, html=outputs.html, chart_files=chart_files,
+    )  # fmt: skip
+    # (write_evidence also saves the results as the last run, for framelab sysctl)
     return written
 
 

@@ -2,7 +2,7 @@
 
     framelab sysctl                       # every setting the lab touches
     framelab sysctl tcp_tw_reuse somaxconn
-    framelab sysctl fs.file-max --json    # pure JSON on stdout
+    framelab sysctl fs.file-max --json    # pure JSON on stdout (--json PATH: to a file)
 
 Each setting: its live value (from /proc/sys), the kernel default, what it
 does and when to change it, the experiment and claim that show its effect,
@@ -13,12 +13,16 @@ and what the last saved run measured there (`framelab experiment run` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from framelab.common.options import add_json_option, emit_json, json_to_stdout
+from framelab.common.options import console as output_console
+
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from framelab.sysctl.explain import Explained
 
 
@@ -26,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("names", nargs="*", metavar="NAME", help="settings (default: all)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(parser, "the settings")
     parser.add_argument(
         "--results",
         type=Path,
@@ -52,21 +56,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"framelab sysctl: {exc}", file=sys.stderr)
         return 2
     source = str(args.results or last_run_path()) if results else None
-    if args.json:
-        print(json.dumps({"results": source, "settings": [r.to_json() for r in rows]}, indent=2))
+    document = {"results": source, "settings": [r.to_json() for r in rows]}
+    if json_to_stdout(args):
+        emit_json(args, document)
         return 0
-    _print_table(rows, source)
+    console = output_console(args)
+    _print_table(console, rows, source)
+    where = emit_json(args, document)
+    if where:
+        console.print(where)
     return 0
 
 
-def _print_table(rows: list[Explained], source: str | None) -> None:
+def _print_table(console: Console, rows: list[Explained], source: str | None) -> None:
     """Three columns, so it reads on an 80-column terminal: the setting and its
     values, the explanation, the evidence."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
     table = Table(title="Kernel settings the lab touches", title_justify="left", show_lines=True)
     table.add_column("setting", ratio=2, overflow="fold")
     table.add_column("what it does, when to change it", ratio=3)
