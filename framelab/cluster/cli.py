@@ -31,6 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="drain: how long the server fails its health check before it stops accepting",
     )
+    a(
+        "--proxy",
+        choices=["v1", "v2"],
+        default="v2",
+        help="PROXY protocol version HAProxy sends (send-proxy / send-proxy-v2)",
+    )
     a("--check-inter", type=int, default=200, metavar="MS", help="HAProxy health check interval")
     a("--fall", type=int, default=2, help="failed checks before HAProxy marks a server DOWN")
     a("--json", type=Path, metavar="PATH", help="write every number of the run here")
@@ -75,13 +81,11 @@ def run(args: argparse.Namespace) -> int:
         victim=args.victim,
         drain_delay=args.drain_delay,
         timing=CheckTiming(inter_ms=args.check_inter, fall=args.fall),
+        proxy_line="send-proxy" if args.proxy == "v1" else "send-proxy-v2",
     )
     try:
         result = run_cluster(spec, progress=True)
-    except HAProxyUnavailable as exc:
-        print(f"framelab cluster: {exc}", file=sys.stderr)
-        return 2
-    except PermissionError as exc:
+    except (HAProxyUnavailable, PermissionError) as exc:
         print(f"framelab cluster: {exc}", file=sys.stderr)
         return 2
     print_report(result)

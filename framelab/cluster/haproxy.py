@@ -32,6 +32,8 @@ from framing.encoder import encode_frame
 
 INSTALL_HINT = "install it with: apt-get install haproxy (Debian/Ubuntu)"
 MIN_VERSION = (2, 0)
+#: where Debian and source installs put it, for a PATH without sbin
+PLACES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 _VERSION = re.compile(r"HAProxy version (\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -41,9 +43,7 @@ class HAProxyUnavailable(RuntimeError):
 
 def find_haproxy() -> tuple[str, str]:
     """(path, version) of the haproxy binary, or HAProxyUnavailable."""
-    path = shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
-    )
+    path = shutil.which("haproxy") or next((p for p in PLACES if Path(p).exists()), None)
     if path is None:
         raise HAProxyUnavailable(f"haproxy is not installed; {INSTALL_HINT}")
     out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False).stdout

@@ -128,11 +128,20 @@ def time_wait_sentence(result: ClusterResult) -> str:
     by_side = [(t.host, t.side, t.count) for t in result.time_wait]
     if not by_side:
         return "TIME_WAIT was not counted"
-    most = max(by_side, key=lambda t: t[2])
     parts = ", ".join(f"{host} {side}: {count}" for host, side, count in by_side)
-    if most[2] == 0:
+    holders = [f"the {host} ({side})" for host, side, count in by_side if count]
+    if not holders:
         return f"no TIME_WAIT anywhere ({parts})"
-    return f"TIME_WAIT after the run: {parts}; most on the {most[0]} ({most[1]})"
+    text = f"TIME_WAIT after the run: {parts}; held by {' and '.join(holders)}: they closed first"
+    budget = result.port_budget
+    balancer_held = any(h == "balancer" and s == "to servers" and c for h, s, c in by_side)
+    if budget is not None and balancer_held:
+        text += (
+            f". The balancer's ports {budget.port_range[0]}-{budget.port_range[1]} "
+            f"(tcp_tw_reuse={budget.tw_reuse}) allow about {budget.per_second:.0f} new "
+            "connections a second to each server before TIME_WAIT runs them out"
+        )
+    return text
 
 
 def connections_over_time(result: ClusterResult) -> dict[str, list[int]]:
@@ -155,6 +164,11 @@ def as_json(result: ClusterResult) -> dict[str, Any]:
         "backends": [asdict(s) for s in summarize(result)],
         "failover": asdict(f) if f is not None else None,
         "time_wait": [asdict(t) for t in result.time_wait],
+        "port_budget": (
+            None
+            if result.port_budget is None
+            else {**asdict(result.port_budget), "per_second": result.port_budget.per_second}
+        ),
         "connections_per_bucket": {"bucket_seconds": BUCKET, **connections_over_time(result)},
         "samples": [
             {"at": round(s.at, 3), **{n: asdict(st) for n, st in s.servers.items()}}

@@ -38,13 +38,15 @@ from framelab.cluster.haproxy import (
 )
 from framelab.cluster.load import ConnectionRecord, LoadSpec, run_load
 from framelab.experiments.netns import Star
-from framelab.experiments.observe import proc_net_tcp
+from framelab.experiments.observe import proc_net_tcp, sysctl
 from framelab.servers.process import ServerProcess
 
 Event = Literal["kill", "drain", "none"]
 SERVER_PORT = 7000
 FRONTEND_PORT = 7000
 SAMPLE_INTERVAL = 0.05
+#: Linux's fixed TIME_WAIT (TCP_TIMEWAIT_LEN, include/net/tcp.h)
+TIME_WAIT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,25 @@ class TimeWaitCount:
     count: int
 
 
+@dataclass(frozen=True)
+class PortBudget:
+    """What bounds new connections from the balancer to one server while
+    TIME_WAIT holds their 4-tuples: the balancer namespace's settings."""
+
+    port_range: tuple[int, int]  # net.ipv4.ip_local_port_range
+    tw_reuse: str  # net.ipv4.tcp_tw_reuse (2: loopback only)
+
+    @property
+    def ports(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1
+
+    @property
+    def per_second(self) -> float:
+        """New connections per second to one server address that TIME_WAIT
+        (60 s on Linux) allows when the balancer closes first and no reuse applies."""
+        return self.ports / TIME_WAIT_SECONDS
+
+
 @dataclass
 class ClusterResult:
     spec: ClusterSpec
@@ -91,6 +112,7 @@ class ClusterResult:
     event_at: float | None = None  # seconds since the load began
     victim_exit: int | None = None  # the victim's exit status (drain: 0 expected)
     time_wait: list[TimeWaitCount] = field(default_factory=list)
+    port_budget: PortBudget | None = None
     victim_log: list[str] = field(default_factory=list)
 
     def backend_name(self, address: str | None) -> str:
@@ -129,20 +151,23 @@ class _Sampler(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.is_set():
+        while True:
+            stopping = self.stopped.is_set()  # one last sample after the load ended
             with contextlib.suppress(OSError):
                 stats = self.haproxy.stats()
                 self.samples.append(Sample(time.monotonic() - self.origin, stats))
+            if stopping:
+                return
             self.stopped.wait(SAMPLE_INTERVAL)
 
 
 def run_cluster(spec: ClusterSpec, progress: bool = False) -> ClusterResult:
     """Build the cluster, run the load with its failure, tear everything down."""
+    binary, version = find_haproxy()
     if os.geteuid() != 0:
         raise PermissionError("framelab cluster needs root (it creates network namespaces)")
     if not 1 <= (spec.victim or spec.servers) <= spec.servers:
         raise ValueError(f"--victim must be 1..{spec.servers}")
-    binary, version = find_haproxy()
     names = [f"s{i + 1}" for i in range(spec.servers)]
     with (
         _sigterm_as_interrupt(),
@@ -193,7 +218,17 @@ def run_cluster(spec: ClusterSpec, progress: bool = False) -> ClusterResult:
             sampler.join()
             result.samples = sampler.samples
         result.time_wait = count_time_wait(star, backends, frontend)
+        result.port_budget = port_budget(star.hub_netns)
     return result
+
+
+def port_budget(netns: str) -> PortBudget | None:
+    ports = sysctl("net.ipv4.ip_local_port_range", netns)
+    reuse = sysctl("net.ipv4.tcp_tw_reuse", netns)
+    if ports is None or reuse is None:
+        return None
+    low, high = (int(p) for p in ports.split())
+    return PortBudget((low, high), reuse.strip())
 
 
 async def _load_with_event(
