@@ -256,11 +256,17 @@ def _remove(namespaces: list[str], links: list[str]) -> None:
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
 
 
-def leftover_namespaces() -> list[str]:
-    """Namespaces this module made that still exist (should be none)."""
+def leftover_namespaces(every_process: bool = False) -> list[str]:
+    """Namespaces this process made here that still exist (should be none).
+
+    Names carry the pid of the process that made them, so another program
+    (a second test run on the same machine) does not count; `every_process`
+    lists them all.
+    """
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
-    return [n for n in names if n.startswith(NAME_PREFIX)]
+    prefix = NAME_PREFIX if every_process else f"{NAME_PREFIX}{os.getpid()}-"
+    return [n for n in names if n.startswith(prefix)]
 
 
 class SettingError(ValueError):
