@@ -166,3 +166,21 @@ def address(host_name: str, port_number: int) -> str:
     if ":" in host_name:
         return f"[{host_name}]:{port_number}"
     return f"{host_name}:{port_number}"
+
+
+def sysctl_setting(text: str) -> tuple[str, str]:
+    """An argparse type: 'net.ipv4.tcp_syncookies=2' -> ('net.ipv4.tcp_syncookies', '2')."""
+    key, equals, value = text.partition("=")
+    if not equals or not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    if not key.startswith("net.") or "/" in key or ".." in key:
+        raise argparse.ArgumentTypeError(f"{key!r}: only net.* settings belong to a namespace")
+    return key, value
+
+
+def link_mtu(text: str) -> int:
+    """An argparse type: an IPv4 link MTU, 68 (RFC 791's minimum) to 65535."""
+    value = int(text)
+    if not 68 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: an MTU is 68 to 65535")
+    return value

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from framelab.common.argtypes import directory, positive_int
+from framelab.common.argtypes import directory, link_mtu, positive_int, sysctl_setting
 from framelab.common.options import (
     STDOUT,
     add_json_option,
@@ -54,6 +54,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"repetitions of each timed step (default {DEFAULT_ROUNDS})",
     )
+    run_parser.add_argument(
+        "--sysctl",
+        type=sysctl_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run inside a fresh network namespace with this net.* setting (repeatable; root)",
+    )
+    run_parser.add_argument(
+        "--mtu",
+        type=link_mtu,
+        metavar="N",
+        help="MTU of the links experiments build between namespaces (default 1500)",
+    )
     # -- what the run writes after it ends (engine.Outputs fields) --
     add_json_option(run_parser, "the results")
     run_parser.add_argument(
@@ -78,7 +92,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def context_from(args: argparse.Namespace) -> RunContext:
     """The settings every experiment of this run receives."""
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    return RunContext(rounds=rounds, quick=args.quick)
+    return RunContext(rounds=rounds, quick=args.quick, sysctls=tuple(args.sysctl), mtu=args.mtu)
 
 
 def outputs_from(args: argparse.Namespace) -> engine.Outputs:
@@ -103,8 +117,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"framelab experiment run: {exc}", file=sys.stderr)
         return 2
     ctx = context_from(args)
+    if ctx.sysctls and not ctx.root:
+        print("framelab experiment run: --sysctl needs root (a network namespace)", file=sys.stderr)
+        return 2
     render_environment(console)
-    batch = engine.execute(names, ctx, progress=True, console=console)
+    from framelab.experiments.netns import SettingError
+
+    try:
+        batch = engine.execute(names, ctx, progress=True, console=console)
+    except SettingError as exc:
+        print(f"framelab experiment run: --sysctl {exc}", file=sys.stderr)
+        return 2
     engine.report(console, batch, verbose=args.verbose)
     engine.write_outputs(console, batch, outputs_from(args))
     if json_to_stdout(args):

@@ -29,12 +29,18 @@ class RunContext:
     `rounds`: repetitions for timings (median); `quick`: the short pass;
     `root`: whether claims that need namespaces and captures can be checked,
     asked when the context is made (not once at import, so a test or a
-    process that changes its user sees the truth).
+    process that changes its user sees the truth). `sysctls`: the run's
+    loopback parts happen in a fresh namespace with these settings; `mtu`:
+    links between namespaces get it, and sizes follow the route's MTU.
     """
 
     rounds: int = DEFAULT_ROUNDS
     quick: bool = False
     root: bool = field(default_factory=running_as_root)
+    #: net.* settings of a fresh namespace the whole run happens in (empty: this host's)
+    sysctls: tuple[tuple[str, str], ...] = ()
+    #: MTU of the links experiments build between namespaces (None: Ethernet's 1500)
+    mtu: int | None = None
 
     @property
     def can_capture(self) -> bool:

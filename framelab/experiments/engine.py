@@ -129,7 +129,13 @@ def execute(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+    from framelab.experiments.netns import run_settings, settings_namespace
+
+    with (
+        Progress(*columns, console=console, transient=True, disable=not progress) as bar,
+        settings_namespace(ctx.sysctls),
+    ):
+        where = run_settings(ctx)
         task = bar.add_task("experiments", total=len(names))
         for name in names:
             loaded = load_experiment(name)
@@ -138,6 +144,8 @@ def execute(
             with recording() as captures:
                 results, ok = run_one(loaded, ctx)
             batch.captures.add(name, captures)
+            for result in results:
+                result.context.setdefault("run", where)
             batch.results += results
             if not ok:
                 batch.failed.append(name)

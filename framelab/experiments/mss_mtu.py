@@ -120,7 +120,7 @@ def fragment_data(mtu: int) -> int:
 def run(ctx: RunContext) -> list[ClaimResult]:
     wire: Wire | None = None
     if ctx.root:
-        wire = observe_veth(getattr(ctx, "mtu", None) or DEFAULT_MTU)
+        wire = observe_veth(ctx.mtu or DEFAULT_MTU)
         results = [
             judge_largest_frame(wire),
             judge_small_frames(wire),

@@ -23,6 +23,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from framelab.experiments.context import RunContext
 
 CLONE_NEWNET = 0x40000000
 NAME_PREFIX = "framelab-"
@@ -311,3 +315,25 @@ def fresh_namespace(
 
 
 _run_numbers = itertools.count()
+
+
+def settings_namespace(
+    settings: tuple[tuple[str, str], ...],
+) -> contextlib.AbstractContextManager[str | None]:
+    """A fresh namespace with `settings` for the whole run, or this host's when there are none."""
+    if not settings:
+        return contextlib.nullcontext()
+    return fresh_namespace(dict(settings))
+
+
+def run_settings(ctx: RunContext) -> dict[str, object]:
+    """What the results were observed under: settings asked for, loopback's routes, MTU."""
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return {
+        "namespace": "fresh, with the settings below" if ctx.sysctls else "this host's",
+        "sysctls": dict(ctx.sysctls),
+        "link_mtu": ctx.mtu or 1500,
+        "loopback_routes": [r for r in routes if " lo " in f"{r} " or r.endswith(" lo")],
+    }

@@ -93,8 +93,8 @@ def expected_schedule(rto_ms: float, retries2: int, probe_ms: float | None) -> d
 def run(ctx: RunContext) -> list[ClaimResult]:
     if not ctx.root:
         return [skipped(NAME, "C40", "needs root: two hosts in network namespaces (veth)")]
-    observed, trace = observe_abort(user_timeout_ms=USER_TIMEOUT_MS)
-    observed["tcp_retries2_run"], _ = observe_abort(retries2=SMALL_RETRIES2)
+    observed, trace = observe_abort(user_timeout_ms=USER_TIMEOUT_MS, mtu=ctx.mtu)
+    observed["tcp_retries2_run"], _ = observe_abort(retries2=SMALL_RETRIES2, mtu=ctx.mtu)
     return [judge_c40(observed, trace)]
 
 
@@ -191,10 +191,10 @@ def judge_c40(observed: dict[str, Any], trace: list[str]) -> ClaimResult:
 
 
 def observe_abort(
-    user_timeout_ms: int | None = None, retries2: int | None = None
+    user_timeout_ms: int | None = None, retries2: int | None = None, mtu: int | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Lose every segment after one good exchange; watch the resends and the abort."""
-    with VethLink() as link:
+    with VethLink(mtu=mtu or 1500) as link:
         if retries2 is not None:
             link.a.set_sysctl("net.ipv4.tcp_retries2", retries2)
         listener = link.b.socket()

@@ -158,3 +158,27 @@ def test_namespaces_left_behind_are_reported() -> None:
     batch = engine.Batch(leftover_namespaces=["framelab-123-a"])
     engine.report(Console(file=out, width=200), batch)
     assert "network namespaces left behind: framelab-123-a" in out.getvalue()
+
+
+def test_sysctl_and_mtu_reach_the_run_context() -> None:
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    args = parser.parse_args(
+        ["run", "backlog", "--sysctl", "net.ipv4.tcp_syncookies=2", "--mtu", "9000"]
+    )
+    ctx = cli.context_from(args)
+    assert ctx.sysctls == (("net.ipv4.tcp_syncookies", "2"),) and ctx.mtu == 9000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--sysctl", "net.ipv4.tcp_syncookies"], ["--sysctl", "kernel.pid_max=5"], ["--mtu", "9"]],
+)
+def test_bad_settings_are_one_line_errors(
+    bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_status:  # argparse's own exit for a bad argument
+        main(["experiment", "run", "backlog", *bad])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
