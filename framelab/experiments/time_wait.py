@@ -42,6 +42,7 @@ from framelab.experiments.observe import (
     sysctl,
     sysctls,
 )
+from framelab.experiments.packets import ACK, FIN, SYN
 from framelab.experiments.pairs import (
     maybe_capture,
     recv_outcome,
@@ -58,6 +59,7 @@ from framelab.experiments.queues import (
     listener_in,
     poll_until,
 )
+from framelab.experiments.rawpeer import STRANGER, RawPeer, timestamp_option, timestamps_of
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 
@@ -358,7 +360,7 @@ def lasts_two_practical_msl(reading: dict[str, Any]) -> bool:
     )
 
 
-def check_c11(ctx: RunContext) -> ClaimResult:
+def check_c11(ctx: RunContext, scripted: dict[str, Any] | None = None) -> ClaimResult:
     time_wait = fresh_time_wait(None)
     fin_wait2 = orphaned_fin_wait2(None)
     observed: dict[str, Any] = {
@@ -387,12 +389,32 @@ def check_c11(ctx: RunContext) -> ClaimResult:
         all(lasts_two_practical_msl(r) for r in readings),
         evidence,
     )
+    if scripted is not None:
+        observed["scripted_server_time_wait"] = scripted
+    parts = [part, refin_part(scripted)]
     expected = {
         "2 x MSL with RFC 793's MSL of 2 min (s)": 2 * RFC_MSL_S,
         f"2 x MSL with an MSL of {PRACTICAL_MSL_S} s (s)": 2 * PRACTICAL_MSL_S,
         "Linux": "TCP_TIMEWAIT_LEN, a constant of 60 s in include/net/tcp.h",
     }
-    return judge_parts(NAME, "C11", [part], observed, expected=expected)
+    return judge_parts(NAME, "C11", parts, observed, expected=expected)
+
+
+def refin_part(scripted: dict[str, Any] | None) -> Part:
+    """The notes' reason for 2 MSL: a FIN sent again reaches TIME_WAIT, which ACKs it again."""
+    name = "so that a FIN sent again (its ACK lost) is still ACKed, the wait starting over"
+    if scripted is None:
+        return Part(name, None, "not observable without root: it needs a scripted peer")
+    fin = scripted.get("retransmitted_fin")
+    if fin is None:
+        return Part(name, False, f"the scripted close did not reach TIME_WAIT: {scripted}")
+    return Part(
+        name,
+        fin["acked_again"] and fin["timer_restarted"],
+        f"a scripted peer sent its FIN again into the server's TIME_WAIT: it was"
+        f" {'ACKed again' if fin['acked_again'] else 'not answered'}, and the timer went from"
+        f" {fin['timer_before_s']} s to {fin['timer_after_s']} s",
+    )
 
 
 # --- C33: tcp_tw_recycle -----------------------------------------------------------
@@ -628,16 +650,71 @@ def judge_c34(cases: dict[str, dict[str, Any]] | None, host: dict[str, Any]) -> 
     ]
 
 
-def check_c34(ctx: RunContext) -> ClaimResult:
+def server_reuse_parts(scripted: dict[str, Any] | None) -> list[Part]:
+    """The notes' two conditions for a server to reuse its TIME_WAIT for a new SYN."""
+    names = (
+        "a SYN with a higher sequence number than the old connection's reuses the server's"
+        " TIME_WAIT",
+        "with timestamps, a SYN with a newer timestamp reuses it",
+        "either condition alone suffices",
+    )
+    probes = None if scripted is None else scripted.get("with_timestamps")
+    if scripted is None or probes is None:
+        why = (
+            "not observable without root: it needs a scripted peer"
+            if scripted is None
+            else f"the scripted close did not reach TIME_WAIT: {scripted}"
+        )
+        return [Part(name, None if scripted is None else False, why) for name in names]
+    by_label = {p["probe"]: p for p in [*probes, *scripted["without_timestamps"]]}
+
+    def told(*labels: str) -> str:
+        return "; ".join(f"{label} -> {by_label[label]['answer']}" for label in labels)
+
+    plain, stamped = (
+        ("lower seq", "higher seq"),
+        (
+            "lower seq, older timestamp",
+            "lower seq, newer timestamp",
+        ),
+    )
+    mixed = "higher seq, older timestamp"
+    return [
+        Part(
+            names[0],
+            by_label["higher seq"]["reused"] and not by_label["lower seq"]["reused"],
+            f"no timestamps on the connection: {told(*plain)}",
+        ),
+        Part(
+            names[1],
+            by_label[stamped[1]]["reused"] and not by_label[stamped[0]]["reused"],
+            f"timestamps on the connection: {told(*stamped)}",
+        ),
+        Part(
+            names[2],
+            by_label[mixed]["reused"],
+            f"timestamps on the connection: {told(mixed, 'lower seq, no timestamp')}",
+        ),
+    ]
+
+
+def check_c34(ctx: RunContext, scripted: dict[str, Any] | None = None) -> ClaimResult:
     host, trace = host_reuse(ctx)
     observed: dict[str, Any] = {"host_loopback": host}
     cases = namespace_reuse() if ctx.root else None
     if cases is not None:
         observed["namespaces"] = cases
+    if scripted is not None:
+        observed["scripted_server_time_wait"] = scripted
+        trace = [
+            *trace,
+            "-- a scripted peer and the server's TIME_WAIT --",
+            *scripted.get("trace", []),
+        ]
     return judge_parts(
         NAME,
         "C34",
-        judge_c34(cases, host),
+        [*judge_c34(cases, host), *server_reuse_parts(scripted)],
         observed,
         trace=trace,
         context={"host net.ipv4.tcp_tw_reuse": host["net.ipv4.tcp_tw_reuse"]},
@@ -713,7 +790,14 @@ def judge_c35(capped: dict[str, Any], roomy: dict[str, Any]) -> list[Part]:
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
-    return [check_c11(ctx), check_c32(ctx), check_c33(ctx), check_c34(ctx), check_c35(ctx)]
+    scripted = scripted_server_time_wait() if ctx.root else None
+    return [
+        check_c11(ctx, scripted),
+        check_c32(ctx),
+        check_c33(ctx),
+        check_c34(ctx, scripted),
+        check_c35(ctx),
+    ]
 
 
 EXPERIMENT = Experiment(
@@ -726,3 +810,138 @@ EXPERIMENT = Experiment(
     ),
     run=run,
 )
+
+
+# --- the server's TIME_WAIT, driven by a scripted peer (root) -------------------------
+
+#: how far a re-armed timer must have come back up (seconds)
+TIMER_RESTART_MIN_S = 0.5
+NOTES_PORT_TS, NOTES_PORT_PLAIN = 40100, 40101
+FLAG_NAMES = {".": "ACK", "R": "RST", "R.": "RST"}
+
+
+@dataclass
+class ScriptedClose:
+    """A connection the peer opened and b (the server) closed first: b now holds TIME_WAIT."""
+
+    peer: RawPeer
+    server_port: int
+    seq: int  # the peer's next sequence number
+    ack: int  # what the peer acknowledges of b
+    ts: int | None  # the peer's last TSval, None when the connection has no timestamps
+    b_ts: int = 0
+
+    def options(self, ts: int | None = None) -> bytes:
+        if self.ts is None and ts is None:
+            return b""
+        return timestamp_option(ts if ts is not None else self.ts or 0, self.b_ts)
+
+
+def server_closes_first(
+    peer: RawPeer, listener: socket.socket, isn: int, ts: int | None
+) -> ScriptedClose | None:
+    """Handshake from the peer, b's close(), the peer's FIN+ACK: b ends in TIME_WAIT."""
+    port = address_of(listener)[1]
+    syn_options = timestamp_option(ts, 0) if ts is not None else b""
+    sent = peer.send(port, isn, 0, SYN, syn_options)
+    synack = peer.expect(sent, lambda p: p.flags == "S.")
+    if synack is None:
+        return None
+    stamps = timestamps_of(synack)
+    state = ScriptedClose(peer, port, isn + 1, (synack.seq + 1) & 0xFFFFFFFF, ts)
+    state.b_ts = stamps[0] if stamps else 0
+    peer.send(port, state.seq, state.ack, ACK, state.options())
+    listener.settimeout(2.0)
+    server, _ = listener.accept()
+    mark = len(peer.capture.packets) - 1
+    server.close()  # b's FIN leaves in this call
+    fin = peer.expect(mark, lambda p: p.has("F"))
+    if fin is None:
+        return None
+    stamps = timestamps_of(fin)
+    state.b_ts = stamps[0] if stamps else state.b_ts
+    state.ack = (fin.seq + 1) & 0xFFFFFFFF
+    if ts is not None:
+        state.ts = ts + 1
+    peer.send(port, state.seq, state.ack, FIN | ACK, state.options())
+    state.seq += 1
+    return state
+
+
+def syn_probe(state: ScriptedClose, label: str, seq: int, ts: int | None) -> dict[str, Any]:
+    """A SYN on the TIME_WAIT's 4-tuple: does b open a new connection (SYN-ACK) or refuse it?"""
+    options = timestamp_option(ts, 0) if ts is not None else b""
+    sent = state.peer.send(state.server_port, seq & 0xFFFFFFFF, 0, SYN, options)
+    synack = state.peer.expect(sent, lambda p: p.flags == "S.", timeout=0.5)
+    others = [p.flags for p in state.peer.answers(sent) if p.flags != "S."]
+    return {
+        "probe": label,
+        "seq_vs_old": "higher" if seq > state.seq else "lower",
+        "timestamp_vs_old": None if ts is None else ("newer" if ts > (state.ts or 0) else "older"),
+        "answer": "SYN-ACK: reused"
+        if synack
+        else (f"{FLAG_NAMES.get(others[0], others[0])}: refused" if others else "no answer"),
+        "reused": synack is not None,
+    }
+
+
+def b_time_wait(link: VethLink, state: ScriptedClose) -> ProcTcpEntry | None:
+    local, remote = (link.b.address, state.server_port), (STRANGER, state.peer.port)
+    return time_wait_row(local, remote, link.b.netns)
+
+
+def scripted_server_time_wait() -> dict[str, Any]:
+    """The notes' TIME_WAIT mechanics on a server, segment by segment (like packetdrill)."""
+    with VethLink() as link:
+        listener = listener_in(link.b.netns, link.b.address, 8)
+        port = address_of(listener)[1]
+        with listener, Capture(link.a.ifname, ports=[port], netns=link.a.netns) as cap:
+            stamped = server_closes_first(
+                RawPeer.reach(link, NOTES_PORT_TS, cap), listener, 1000, 500
+            )
+            plain = server_closes_first(RawPeer(link, NOTES_PORT_PLAIN, cap), listener, 9000, None)
+            if stamped is None or plain is None:
+                return {"scripted": "the handshake or b's FIN did not come"}
+            row = b_time_wait(link, stamped)
+            seen: dict[str, Any] = {"time_wait_held": row is not None}
+            if row is None:
+                return seen
+            seen["retransmitted_fin"] = retransmitted_fin(link, stamped)
+            old, ts = stamped.seq, stamped.ts or 0
+            seen["with_timestamps"] = [
+                syn_probe(stamped, "lower seq, no timestamp", old - 100_000, None),
+                syn_probe(stamped, "lower seq, older timestamp", old - 100_000, ts - 50),
+                syn_probe(stamped, "higher seq, older timestamp", old + 100_000, ts - 50),
+                syn_probe(stamped, "lower seq, newer timestamp", old - 100_000, ts + 1000),
+            ]
+            old = plain.seq
+            seen["without_timestamps"] = [
+                syn_probe(plain, "lower seq", old - 100_000, None),
+                syn_probe(plain, "higher seq", old + 100_000, None),
+            ]
+            seen["trace"] = short_trace(cap, port, limit=24)
+            return seen
+
+
+def retransmitted_fin(link: VethLink, state: ScriptedClose) -> dict[str, Any]:
+    """The peer sends its FIN again, as if b's last ACK were lost: b must ACK it and re-arm 60 s."""
+
+    def aged() -> float | None:
+        row = b_time_wait(link, state)
+        return (
+            row.timer_seconds if row and row.timer_seconds <= 60 - 2 * TIMER_RESTART_MIN_S else None
+        )
+
+    before = poll_until(aged, 3.0)
+    sent = state.peer.send(state.server_port, state.seq - 1, state.ack, FIN | ACK, state.options())
+    reack = state.peer.expect(sent, lambda p: p.flags == "." and p.ack == state.seq)
+    row = b_time_wait(link, state)
+    after = row.timer_seconds if row else None
+    return {
+        "timer_before_s": before,
+        "acked_again": reack is not None,
+        "timer_after_s": after,
+        "timer_restarted": before is not None
+        and after is not None
+        and after >= before + TIMER_RESTART_MIN_S,
+    }

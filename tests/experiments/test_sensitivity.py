@@ -51,7 +51,7 @@ def test_c34_verdict_does_not_follow_the_run_namespaces_tw_reuse(host_tw_reuse: 
     with fresh_namespace({"net.ipv4.tcp_tw_reuse": host_tw_reuse}):
         result = time_wait.check_c34(QUICK)
     assert result.context["host net.ipv4.tcp_tw_reuse"] == host_tw_reuse
-    assert [p.holds for p in result.parts] == [True, False]
+    assert [p.holds for p in result.parts][:2] == [True, False]
     assert result.verdict is Verdict.PARTLY
     assert "None" not in result.summary
 
