@@ -9,7 +9,10 @@ who the client is); the cluster tests build namespaces and need root.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +195,34 @@ def test_cluster_drain_loses_no_connection() -> None:
     assert sum(s.corrupted for s in summarize(result)) == 0
     # it served until the balancer moved away, then nothing new reached it
     assert f.last_connection_after is None or f.last_connection_after < f.marked_down_after + 0.1
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_cluster_leaves_no_namespace_or_process(sig: int) -> None:
+    command = [sys.executable, "-m", "framelab", "cluster", "--servers", "2", "--seconds", "60"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline().startswith("cluster up")
+        mine = f"framelab-{child.pid}-"
+        namespaces = [n for n in leftover_namespaces(every_process=True) if n.startswith(mine)]
+        assert len(namespaces) == 4  # the balancer, the client, two servers
+        inside = [
+            int(pid)
+            for name in namespaces
+            for pid in subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert len(inside) == 3  # HAProxy and the two servers
+        child.send_signal(sig)
+        assert child.wait(20) == 130
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    left = [n for n in leftover_namespaces(every_process=True) if n.startswith(mine)]
+    assert left == []
+    assert [pid for pid in inside if Path(f"/proc/{pid}").exists()] == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -323,3 +325,10 @@ def test_writers_refuse_mixed_address_kinds() -> None:
         v1_header(InetAddress("1.2.3.4", 1), InetAddress("::1", 2))
     with pytest.raises(ValueError, match="same kind"):
         v2_header("proxy", InetAddress("1.2.3.4", 1), UnixAddress(b"/x"))
+
+
+def test_the_readme_example_runs() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+    [example] = [b for b in blocks if "ProxyHeaderParser()" in b]
+    exec(compile(example, "README.md", "exec"), {})  # its asserts check the parse

@@ -184,11 +184,15 @@ def run_cluster(spec: ClusterSpec, progress: bool = False) -> ClusterResult:
             if spec.event == "drain":
                 args += ["--drain-delay", str(spec.drain_delay)]
             command = server_command(star.spokes[backend.name].netns)
-            servers[backend.name] = stack.enter_context(ServerProcess(args, command=command))
+            server = servers[backend.name] = ServerProcess(args, command=command)
+            stack.callback(server.kill)  # before start: an interrupt while starting kills it too
+            server.start()
         frontend = (star.hub_ends["client"].address, FRONTEND_PORT)
         stats = Path(tmp) / "admin.sock"
         config = config_text(frontend, backends, stats, spec.timing, spec.proxy_line)
-        haproxy = stack.enter_context(HAProxy(binary, config, Path(tmp), stats, star.hub_netns))
+        haproxy = HAProxy(binary, config, Path(tmp), stats, star.hub_netns)
+        stack.callback(haproxy.stop)
+        haproxy.start()
         haproxy.wait_until("up", names)
         if progress:
             print(f"cluster up: haproxy {version}, servers {', '.join(names)}", file=sys.stderr)
