@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from framelab.cluster.haproxy import (
     Backend,
@@ -128,10 +128,16 @@ def server_command(netns: str) -> list[str]:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every with-block cleans up."""
+    """SIGTERM unwinds like Ctrl-C, so every with-block cleans up: it goes to
+    whatever handles SIGINT now (inside asyncio.run, the runner, which cancels
+    the load's task instead of raising in the middle of the loop)."""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def interrupt(signum: int, frame: Any) -> None:
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if callable(on_sigint):
+            on_sigint(signal.SIGINT, frame)
+        else:  # SIGINT ignored (a background job): unwind anyway
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
