@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import struct
+from collections.abc import Sequence
+from typing import get_args
 
 import msgpack
+import pytest
 from reliability.support import Ending, matrix, read_frames, read_to_end
 from reliability.support import connect as connect_to
 
-from framelab.servers.config import IoStyle, LoopName, ServerConfig
+from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig, add_server_arguments
+from framelab.servers.modes import MODES, server_mode
 from framelab.servers.runner import BackgroundServer
-from framing import FrameDecoder, encode_frame, encode_frames
+from framing import (
+    BytesLike,
+    ErrorKind,
+    FrameDecoder,
+    FrameTimeout,
+    NullObserver,
+    encode_frame,
+    encode_frames,
+)
 
 
 def connect(srv: BackgroundServer) -> socket.socket:
@@ -98,3 +111,65 @@ def test_connections_over_the_cap_are_closed_at_once() -> None:
             frames = FrameDecoder().feed(read_to_end(second).data)
         assert msgpack.unpackb(frames[0])["error"]["type"] == "busy"
         assert srv.connections.refused == 1
+
+
+class CountingObserver(NullObserver):
+    """Counts what a server's connections report (called on the server's thread)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+        self.frames_in_count = 0
+        self.frames_out_count = 0
+        self.errors: list[str] = []
+
+    def connection_opened(self, peer: str) -> None:
+        self.opened += 1
+
+    def connection_closed(self, peer: str, error: BaseException | None) -> None:
+        self.closed += 1
+
+    def frames_in(self, frames: Sequence[BytesLike]) -> None:
+        self.frames_in_count += len(frames)
+
+    def frames_out(self, frames: Sequence[BytesLike]) -> None:
+        self.frames_out_count += len(frames)
+
+    def error(self, kind: ErrorKind, error: BaseException) -> None:
+        self.errors.append(kind)
+
+
+@matrix
+def test_the_config_observer_sees_every_connection(loop: LoopName, io: IoStyle) -> None:
+    observer = CountingObserver()
+    config = ServerConfig(mode="msgpack", loop=loop, io=io, observer=observer)
+    requests = [msgpack.packb({"op": "echo", "id": 1, "args": "x"}), b"\xc1"]
+    with BackgroundServer(config) as srv:
+        with connect(srv) as sock:
+            sock.sendall(encode_frames(requests))
+            assert len(read_frames(sock, 2)) == 2
+        srv.wait_for_connections(0)
+    assert (observer.opened, observer.closed) == (1, 1)
+    assert (observer.frames_in_count, observer.frames_out_count) == (2, 2)
+    assert observer.errors == ["bad_message"]
+
+
+def test_modes_are_objects_chosen_once() -> None:
+    raw, framed, packed = (server_mode(ServerConfig(mode=m)) for m in ("raw", "framed", "msgpack"))
+    assert not raw.framed and framed.framed and packed.framed
+    assert raw.error_reply(FrameTimeout(3, 1.0)) is None
+    assert framed.busy_reply() is None  # raw frames carry no errors
+    reply = packed.error_reply(FrameTimeout(3, 1.0))
+    assert reply is not None and msgpack.unpackb(reply)["error"]["type"] == "timeout"
+    busy = packed.busy_reply()
+    assert busy is not None and msgpack.unpackb(busy)["error"]["type"] == "busy"
+    assert sorted(MODES) == sorted(get_args(Mode))  # every --mode has its object
+
+
+def test_the_idle_timeout_alias_is_gone() -> None:
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    assert parser.parse_args(["--frame-timeout", "5"]).frame_timeout == 5
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--idle-timeout", "5"])
+    assert exited.value.code == 2
