@@ -247,6 +247,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
                 transport.resume_reading()
 
     def _arm(self, at: float | None) -> None:
+        """One loop timer, moved only when it would fire late: a timer that
+        fires early costs one clock() call, which asks for the real deadline,
+        so pipelined reads do not re-arm a timer each."""
+        timer = self._timer
+        if timer is not None and not self.policy.closed and (at is None or timer.when() <= at):
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
