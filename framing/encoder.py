@@ -21,6 +21,8 @@ from framing.decoder import (
 )
 from framing.errors import FrameTooLarge
 
+_SEQUENCES = (list, tuple)  # taken as they are; `list | tuple` would be built per call
+
 
 def _not_bytes(function: str, argument: str, value: object) -> TypeError:
     """The caller passed something that is no bytes-like object (often a str)."""
@@ -31,17 +33,12 @@ def _not_bytes(function: str, argument: str, value: object) -> TypeError:
     )
 
 
-def _pack(
-    function: str, items: Sequence[BytesLike], start: int, limit: int, large: int
-) -> tuple[bytes | bytearray, int, int]:
-    """pack_frames, with a TypeError naming the payload that is not bytes-like."""
-    try:
-        return pack_frames(items, start, limit, large)
-    except TypeError:
-        for index, item in enumerate(items):
-            if not isinstance(item, bytes | bytearray | memoryview):
-                raise _not_bytes(function, f"payloads[{index}]", item) from None
-        raise
+def _which_is_not_bytes(function: str, items: Sequence[BytesLike], error: TypeError) -> TypeError:
+    """pack_frames raised TypeError: name the payload that is not bytes-like."""
+    for index, item in enumerate(items):
+        if not isinstance(item, bytes | bytearray | memoryview):
+            return _not_bytes(function, f"payloads[{index}]", item)
+    return error
 
 
 def _checked_length(payload: BytesLike, limit: int, function: str = "encode_frame") -> int:
@@ -67,9 +64,11 @@ def encode_frames(
     payloads: Iterable[BytesLike], max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH
 ) -> bytes | bytearray:
     """Many frames in one buffer: one copy per payload (in C when compiled), one write for all."""
-    items = payloads if isinstance(payloads, list | tuple) else list(payloads)
-    # no payload counts as large here: every one is copied into the buffer
-    data, stop, status = _pack("encode_frames", items, 0, max_frame_length, MAX_DECLARABLE + 1)
+    items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
+    try:  # no payload counts as large here: every one is copied into the buffer
+        data, stop, status = pack_frames(items, 0, max_frame_length, MAX_DECLARABLE + 1)
+    except TypeError as error:
+        raise _which_is_not_bytes("encode_frames", items, error) from None
     if status == STOPPED_AT_OVERSIZED:
         _checked_length(items[stop], max_frame_length)  # raises FrameTooLarge
     return data
@@ -92,10 +91,13 @@ def write_frames(
     A payload over the limit raises FrameTooLarge after the frames before
     it were written. Returns the number of frames written.
     """
-    items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+    items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
     start = 0
     while start < len(items):
-        data, stop, status = _pack("write_frames", items, start, max_frame_length, large_frame)
+        try:
+            data, stop, status = pack_frames(items, start, max_frame_length, large_frame)
+        except TypeError as error:
+            raise _which_is_not_bytes("write_frames", items, error) from None
         if status == PACKED_UP_TO_LARGE:
             if writelines is not None:
                 writelines([data, items[stop]])

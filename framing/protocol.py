@@ -39,7 +39,6 @@ from framing.connection import (
     ArmTimer,
     ConnectionPolicy,
     ErrorReply,
-    State,
     Write,
 )
 from framing.decoder import (
@@ -57,6 +56,7 @@ from framing.transport import WriteLines, peer_name, unread_kernel_bytes, writev
 log = logging.getLogger("framing")
 
 DEFAULT_HIGH_WATER = 1024 * 1024
+_SEQUENCES = (list, tuple)  # taken as they are; `list | tuple` would be built per call
 
 
 class FramedProtocol(asyncio.BufferedProtocol):
@@ -139,9 +139,9 @@ class FramedProtocol(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.policy.state not in (State.OPEN, State.DRAINING):
+        if not self.policy.live:
             return  # our FIN is out: nothing more may be written
-        items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+        items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
         self.observer.frames_out(items)
         write_frames(
             transport.write, items, self.max_frame_length, self.large_frame, self._writelines

@@ -4,12 +4,14 @@ A translator, like FramedProtocol, over the same ConnectionPolicy
 (framing/connection.py), so the frame timeout, the error reply, the
 graceful drain and the discard after FIN mean exactly what they mean there.
 The reader feeds whatever `StreamReader.read()` returns into the policy's
-decoder (readexactly() would buffer whatever a header declares), reads
-under `asyncio.timeout_at(policy.deadline)` (a rescheduled deadline, not a
-task per read), and carries out the policy's actions on the writer it was
-paired with by `framed_streams`. Streams cost more copies than
-FramedProtocol (the stream's own buffer sits in between): choose them for
-convenience, the protocol for speed.
+decoder (readexactly() would buffer whatever a header declares), keeps one
+loop timer for the policy's deadline (moved only when it would fire late;
+when it changes the policy's state, it interrupts the read it is waiting
+in), and carries out the policy's actions on the writer it was paired with
+by `framed_streams`. Not `asyncio.timeout()` per read: entering one costs
+several microseconds, a tenth of a small frame's whole round trip here.
+Streams cost more copies than FramedProtocol (the stream's own buffer sits
+in between): choose them for convenience, the protocol for speed.
 
 Flow control is the streams' own: `serve_frames` awaits `drain()` after
 every slice of replies before it reads on, so a peer that does not read
@@ -34,7 +36,6 @@ from framing.connection import (
     ArmTimer,
     ConnectionPolicy,
     ErrorReply,
-    State,
     Write,
 )
 from framing.decoder import (
@@ -86,7 +87,9 @@ class FrameReader:
         self.peer = peer
         self.policy.connection_made(peer or "?")
         self._ready: deque[Payload] = deque()
-        self._timeout: asyncio.Timeout | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading_task: asyncio.Task[object] | None = None  # blocked in _read_once
+        self._interrupted = False  # our timer cancelled that read
 
     def attach(self, writer: asyncio.StreamWriter) -> None:
         """Carry out the policy's writes (error reply, FIN, close) on `writer`."""
@@ -162,21 +165,24 @@ class FrameReader:
 
     async def _read_once(self) -> None:
         loop = asyncio.get_running_loop()
+        task = self._reading_task = asyncio.current_task()
         try:
-            async with asyncio.timeout_at(self.policy.deadline) as self._timeout:
-                data = await self.reader.read(READ_SIZE)
-        except TimeoutError:
-            self.policy.clock(loop.time())
+            data = await self.reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            if not self._interrupted or task is None:
+                raise
+            self._interrupted = False
+            task.uncancel()  # our own timer's doing: the policy has moved on
+            return
         except ConnectionError as error:
             self.connection_lost(error)
             raise
-        else:
-            if data:
-                self.policy.receive(data, loop.time())
-            else:
-                self.policy.end_of_stream(loop.time())
         finally:
-            self._timeout = None
+            self._reading_task = None
+        if data:
+            self.policy.receive(data, loop.time())
+        else:
+            self.policy.end_of_stream(loop.time())
         self.apply_actions()
 
     def apply_actions(self) -> None:
@@ -184,8 +190,7 @@ class FrameReader:
         writer = self._writer
         for action in self.policy.actions():
             if isinstance(action, ArmTimer):
-                if self._timeout is not None:
-                    self._timeout.reschedule(action.at)
+                self._arm(action.at)
             elif writer is None or writer.transport.is_closing():
                 continue
             elif isinstance(action, Write):
@@ -195,6 +200,26 @@ class FrameReader:
             elif action is CLOSE:
                 writer.close()
             # PAUSE_READING / RESUME_READING: the streams pause on their own
+
+    def _arm(self, at: float | None) -> None:
+        timer = self._timer
+        if timer is not None and not self.policy.closed and (at is None or timer.when() <= at):
+            return  # it fires early: clock() then asks for the real deadline
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        if at is not None:
+            self._timer = asyncio.get_running_loop().call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        before = self.policy.state
+        self.policy.clock(asyncio.get_running_loop().time())
+        self.apply_actions()
+        task = self._reading_task
+        if self.policy.state is not before and task is not None:
+            self._interrupted = True  # wake the read: an error to raise, or the end
+            task.cancel()
 
 
 class FrameWriter:
@@ -223,10 +248,10 @@ class FrameWriter:
         FrameTooLarge for a payload over the limit (after the ones before it);
         ConnectionError once the connection is closing (our FIN is out).
         """
-        items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+        items = payloads if isinstance(payloads, (list, tuple)) else list(payloads)
         policy = self.policy
         if policy is not None:
-            if policy.state not in (State.OPEN, State.DRAINING):
+            if not policy.live:
                 why = policy.error or "shut down"
                 raise ConnectionError(f"connection to {policy.peer} is closing ({why})")
             policy.observer.frames_out(items)

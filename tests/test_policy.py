@@ -86,6 +86,10 @@ def make(
     return policy, observer
 
 
+def acts(policy: ConnectionPolicy) -> list[Action]:
+    return list(policy.actions())
+
+
 def drain(policy: ConnectionPolicy) -> list[bytes]:
     """What an adapter does after every input: hand out every slice."""
     out: list[bytes] = []
@@ -97,7 +101,7 @@ def drain(policy: ConnectionPolicy) -> list[bytes]:
 def feed(policy: ConnectionPolicy, data: BytesLike, now: float) -> tuple[list[bytes], list[Action]]:
     policy.receive(data, now)
     frames = drain(policy)
-    return frames, policy.actions()
+    return frames, acts(policy)
 
 
 # -- OPEN: frames and the frame timer -------------------------------------------------
@@ -132,12 +136,12 @@ def test_the_frame_timeout_boundary_to_the_millisecond(early_ms: int) -> None:
     feed(policy, encode_frame(b"slow")[:3], 100.0)
     policy.clock(100.0 + TIMEOUT - early_ms / 1000)
     assert state_of(policy) is State.OPEN and policy.error is None
-    assert policy.actions() == [ArmTimer(100.0 + TIMEOUT)]  # woken early: asks again
+    assert acts(policy) == [ArmTimer(100.0 + TIMEOUT)]  # woken early: asks again
     policy.clock(100.0 + TIMEOUT)
     assert state_of(policy) is State.DISCARDING
     assert isinstance(policy.error, FrameTimeout)
     assert policy.error.peer == "192.0.2.1:4000" and policy.error.buffered == 3
-    assert policy.actions() == [
+    assert acts(policy) == [
         Write(encode_frame(b"bye: FrameTimeout")),
         WRITE_EOF,
         ArmTimer(100.0 + TIMEOUT + WINDOW),
@@ -151,7 +155,7 @@ def test_a_frame_completed_a_millisecond_before_its_deadline_is_on_time() -> Non
     feed(policy, wire[:5], 0.0)
     assert feed(policy, wire[5:], TIMEOUT - 0.001) == ([b"just in time"], [ArmTimer(None)])
     policy.clock(TIMEOUT)  # a stale timer firing changes nothing
-    assert state_of(policy) is State.OPEN and policy.actions() == []
+    assert state_of(policy) is State.OPEN and acts(policy) == []
 
 
 def test_pipelined_frames_each_get_a_full_timeout_from_their_first_byte() -> None:
@@ -162,7 +166,7 @@ def test_pipelined_frames_each_get_a_full_timeout_from_their_first_byte() -> Non
     assert feed(policy, first[5:] + second[:5], 4.0) == ([b"one" * 10], [ArmTimer(4.0 + TIMEOUT)])
     policy.clock(TIMEOUT)  # the first frame's deadline: the second is not late
     assert state_of(policy) is State.OPEN
-    assert policy.actions() == [ArmTimer(4.0 + TIMEOUT)]
+    assert acts(policy) == [ArmTimer(4.0 + TIMEOUT)]
     policy.clock(4.0 + TIMEOUT)
     assert isinstance(policy.error, FrameTimeout)
 
@@ -171,7 +175,7 @@ def test_idle_time_between_frames_is_not_limited() -> None:
     policy, _ = make()
     feed(policy, encode_frame(b"a"), 0.0)
     policy.clock(1000.0)
-    assert state_of(policy) is State.OPEN and policy.actions() == []
+    assert state_of(policy) is State.OPEN and acts(policy) == []
     assert feed(policy, encode_frame(b"b"), 2000.0) == ([b"b"], [])
 
 
@@ -201,9 +205,9 @@ def test_an_oversized_header_answers_the_frames_before_it_then_discards() -> Non
     room = policy.get_buffer(-1)
     room[:4] = b"\xff\xff\xff\xff"
     policy.buffer_updated(4, 1.5)
-    assert drain(policy) == [] and policy.actions() == []
+    assert drain(policy) == [] and acts(policy) == []
     policy.end_of_stream(1.6)
-    assert policy.actions() == [CLOSE, ArmTimer(None)]
+    assert acts(policy) == [CLOSE, ArmTimer(None)]
     assert state_of(policy) is State.CLOSED
 
 
@@ -212,9 +216,9 @@ def test_the_discard_window_ends_with_a_close() -> None:
     feed(policy, (11).to_bytes(4, "big"), 0.0)
     policy.clock(WINDOW - 0.001)
     assert state_of(policy) is State.DISCARDING
-    assert policy.actions() == [ArmTimer(WINDOW)]
+    assert acts(policy) == [ArmTimer(WINDOW)]
     policy.clock(WINDOW)
-    assert state_of(policy) is State.CLOSED and policy.actions() == [CLOSE, ArmTimer(None)]
+    assert state_of(policy) is State.CLOSED and acts(policy) == [CLOSE, ArmTimer(None)]
 
 
 def test_without_an_error_reply_hook_nothing_is_said() -> None:
@@ -239,7 +243,7 @@ def test_end_of_stream_inside_a_frame_replies_and_closes() -> None:
     policy, observer = make()
     feed(policy, encode_frame(b"cut short")[:6], 0.0)
     policy.end_of_stream(1.0)
-    assert policy.actions() == [Write(encode_frame(b"bye: TruncatedFrame")), CLOSE, ArmTimer(None)]
+    assert acts(policy) == [Write(encode_frame(b"bye: TruncatedFrame")), CLOSE, ArmTimer(None)]
     assert isinstance(policy.error, TruncatedFrame) and policy.error.peer == "192.0.2.1:4000"
     assert observer.errors == ["truncated"]
 
@@ -248,7 +252,7 @@ def test_end_of_stream_at_a_boundary_closes_cleanly() -> None:
     policy, observer = make()
     feed(policy, encode_frame(b"done"), 0.0)
     policy.end_of_stream(1.0)
-    assert policy.actions() == [CLOSE] and policy.error is None
+    assert acts(policy) == [CLOSE] and policy.error is None
     policy.connection_lost(None)
     assert observer.closed == [None] and observer.errors == []
 
@@ -257,7 +261,7 @@ def test_the_application_rejecting_a_peer_discards_like_bad_framing() -> None:
     policy, observer = make()
     feed(policy, encode_frame(b"q"), 0.0)
     policy.reject(FrameTooLarge(2000, 1000, encoding=True), 3.0)
-    assert policy.actions() == [
+    assert acts(policy) == [
         Write(encode_frame(b"bye: FrameTooLarge")),
         WRITE_EOF,
         ArmTimer(3.0 + WINDOW),
@@ -270,7 +274,7 @@ def test_a_crashed_handler_closes_only_this_connection() -> None:
     feed(policy, encode_frame(b"boom")[:3], 0.0)
     crash = RuntimeError("handler bug")
     policy.abandon(crash)
-    assert policy.actions() == [CLOSE, ArmTimer(None)]
+    assert acts(policy) == [CLOSE, ArmTimer(None)]
     assert policy.error is crash and observer.errors == ["handler"]
 
 
@@ -279,10 +283,10 @@ def test_connection_lost_cancels_the_timer_and_reports_the_error() -> None:
     feed(policy, encode_frame(b"abc")[:2], 0.0)
     reset = ConnectionResetError("reset by peer")
     policy.connection_lost(reset)
-    assert policy.actions() == [ArmTimer(None)]
+    assert acts(policy) == [ArmTimer(None)]
     assert state_of(policy) is State.CLOSED and observer.closed == [reset]
     policy.clock(100.0)  # a late timer after the loss does nothing
-    assert policy.actions() == []
+    assert acts(policy) == []
 
 
 # -- flow control --------------------------------------------------------------------
@@ -292,14 +296,14 @@ def test_paused_writes_hold_frames_and_pause_reading_until_resumed() -> None:
     assert len(policy.next_frames()) == DELIVERY_SLICE
     policy.writes_paused()  # the first slice's replies filled the write buffer
     assert policy.next_frames() == []
-    assert policy.actions() == [PAUSE_READING]
+    assert acts(policy) == [PAUSE_READING]
     assert observer.pauses == 1
     policy.writes_resumed(1.0)
     sizes = []
     while frames := policy.next_frames():
         sizes.append(len(frames))
     assert sizes == [DELIVERY_SLICE, 5]
-    assert policy.actions() == [RESUME_READING]
+    assert acts(policy) == [RESUME_READING]
 
 
 def test_reading_stays_paused_while_held_frames_refill_the_buffer() -> None:
@@ -311,7 +315,7 @@ def test_reading_stays_paused_while_held_frames_refill_the_buffer() -> None:
     assert len(policy.next_frames()) == DELIVERY_SLICE
     policy.writes_paused()  # those replies filled it again
     assert policy.next_frames() == []
-    assert policy.actions() == [PAUSE_READING]  # once, and no resume in between
+    assert acts(policy) == [PAUSE_READING]  # once, and no resume in between
 
 
 def test_end_of_stream_waits_for_held_frames() -> None:
@@ -320,10 +324,10 @@ def test_end_of_stream_waits_for_held_frames() -> None:
     policy.next_frames()
     policy.writes_paused()
     policy.end_of_stream(1.0)
-    assert policy.actions() == [PAUSE_READING]  # no CLOSE: one frame is unanswered
+    assert acts(policy) == [PAUSE_READING]  # no CLOSE: one frame is unanswered
     policy.writes_resumed(2.0)
     assert drain(policy) == [b"x"]
-    assert policy.actions() == [RESUME_READING, CLOSE]
+    assert acts(policy) == [RESUME_READING, CLOSE]
 
 
 # -- graceful drain ------------------------------------------------------------------
@@ -332,7 +336,7 @@ def test_shutdown_when_idle_sends_fin_at_once() -> None:
     feed(policy, encode_frame(b"a"), 0.0)
     policy.shutdown_requested(5.0)
     assert policy.next_frames() == []
-    assert policy.actions() == [WRITE_EOF, ArmTimer(5.0 + WINDOW)]
+    assert acts(policy) == [WRITE_EOF, ArmTimer(5.0 + WINDOW)]
     assert state_of(policy) is State.DISCARDING
 
 
@@ -342,7 +346,7 @@ def test_shutdown_waits_for_a_frame_in_flight_then_answers_it() -> None:
     feed(policy, wire[:4], 0.0)
     policy.shutdown_requested(1.0)
     assert state_of(policy) is State.DRAINING
-    assert policy.actions() == []
+    assert acts(policy) == []
     frames, actions = feed(policy, wire[4:], 2.0)
     assert frames == [b"in flight"]
     assert actions == [ArmTimer(None), WRITE_EOF, ArmTimer(2.0 + WINDOW)]
@@ -352,7 +356,7 @@ def test_shutdown_waits_for_bytes_still_in_the_kernel() -> None:
     waiting = [len(encode_frame(b"late"))]
     policy = ConnectionPolicy(FrameDecoder(1000), unread=lambda: waiting[0])
     policy.shutdown_requested(0.0)
-    assert policy.actions() == []
+    assert acts(policy) == []
     waiting[0] = 0
     frames, actions = feed(policy, encode_frame(b"late"), 1.0)
     assert frames == [b"late"] and WRITE_EOF in actions
@@ -364,10 +368,10 @@ def test_shutdown_waits_for_frames_held_by_paused_writes() -> None:
     policy.next_frames()
     policy.writes_paused()
     policy.shutdown_requested(1.0)
-    assert policy.next_frames() == [] and policy.actions() == [PAUSE_READING]
+    assert policy.next_frames() == [] and acts(policy) == [PAUSE_READING]
     policy.writes_resumed(2.0)
     assert drain(policy) == [b"y"] * 3
-    assert policy.actions() == [RESUME_READING, WRITE_EOF, ArmTimer(2.0 + WINDOW)]
+    assert acts(policy) == [RESUME_READING, WRITE_EOF, ArmTimer(2.0 + WINDOW)]
 
 
 def test_a_timeout_while_draining_still_fails_the_frame() -> None:
@@ -408,4 +412,4 @@ def test_any_chunking_through_either_path_delivers_the_same_frames(
     assert got_zero == got_copy == payloads
     for policy in (zero_copy, copying):
         policy.end_of_stream(now)
-        assert CLOSE in policy.actions() and policy.error is None
+        assert CLOSE in acts(policy) and policy.error is None
