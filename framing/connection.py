@@ -159,7 +159,8 @@ class ConnectionPolicy:
         self.peer = "?"
         #: why the connection failed (None: it did not, or not yet)
         self.error: BaseException | None = None
-        self._actions: list[Action] = []
+        #: the actions not yet taken with actions() (adapters test it before calling)
+        self.due: list[Action] = []
         self._held: list[Payload] = []
         self._held_at = 0
         self._writes_paused = False
@@ -176,10 +177,10 @@ class ConnectionPolicy:
     # -- outputs ------------------------------------------------------------
     def actions(self) -> Sequence[Action]:
         """The actions due, in order; each is returned once."""
-        actions = self._actions
+        actions = self.due
         if not actions:
             return ()
-        self._actions = []
+        self.due = []
         return actions
 
     def next_frames(self) -> list[Payload]:
@@ -298,7 +299,7 @@ class ConnectionPolicy:
         self.observer.writes_paused()
         if self.live and not self._reading_paused:
             self._reading_paused = True
-            self._actions.append(PAUSE_READING)
+            self.due.append(PAUSE_READING)
 
     def writes_resumed(self, now: float) -> None:
         """The write buffer drained below its low-water mark; call next_frames() next."""
@@ -342,26 +343,32 @@ class ConnectionPolicy:
 
     # -- internals --------------------------------------------------------------
     def _take(self, frames: list[Payload], now: float) -> None:
+        """Hold what a read completed; time the frame it started, if any.
+
+        The per-read path: a few attribute tests, no call beyond the
+        observer's, when no frame is left half-received."""
         if frames:
             self.observer.frames_in(frames)
             if self._held_at >= len(self._held):
                 self._held, self._held_at = frames, 0
             else:
                 self._held += frames
-        if self.decoder.failed is not None:
-            self._failure = self.decoder.failed  # answered after the frames before it
-            self._parsing = False
-        self._watch_frame(now)
-
-    def _watch_frame(self, now: float) -> None:
-        """A frame's deadline runs from its own first byte."""
         decoder = self.decoder
-        if self.frame_timeout is None or self._failure is not None or not decoder.in_frame:
-            self._frame_deadline = None
-        elif self._frame_deadline is None or decoder.frames_decoded != self._timed_frame:
-            self._frame_deadline = now + self.frame_timeout
-            self._timed_frame = decoder.frames_decoded
-        self._sync_timer()
+        if decoder.failed is not None:
+            self._failure = decoder.failed  # answered after the frames before it
+            self._parsing = False
+            if self._frame_deadline is not None:
+                self._frame_deadline = None
+                self._sync_timer()
+        elif self.frame_timeout is not None:
+            if decoder.in_frame:  # a frame's deadline runs from its own first byte
+                if self._frame_deadline is None or decoder.frames_decoded != self._timed_frame:
+                    self._frame_deadline = now + self.frame_timeout
+                    self._timed_frame = decoder.frames_decoded
+                    self._sync_timer()
+            elif self._frame_deadline is not None:
+                self._frame_deadline = None
+                self._sync_timer()
 
     def _after_delivery(self) -> None:
         """Every held frame is out (or none can go out now): what follows."""
@@ -374,7 +381,7 @@ class ConnectionPolicy:
             return
         if self._reading_paused and not self._writes_paused:
             self._reading_paused = False
-            self._actions.append(RESUME_READING)
+            self.due.append(RESUME_READING)
         if self._peer_done:
             self._close()
         elif self._draining and not self.decoder.in_frame and self.unread() == 0:
@@ -408,7 +415,7 @@ class ConnectionPolicy:
             log.warning("peer %s: error reply not sent: %s", self.peer, too_large)
             return
         self.observer.frames_out((reply,))
-        self._actions.append(Write(data))
+        self.due.append(Write(data))
 
     def _half_close(self) -> None:
         """FIN after what is buffered; drop input until the peer's FIN or the window."""
@@ -419,10 +426,10 @@ class ConnectionPolicy:
             return
         self._enter(State.DISCARDING)
         self._discard_deadline = self._now + self.discard_window
-        self._actions.append(WRITE_EOF)
+        self.due.append(WRITE_EOF)
         if self._reading_paused:  # the discarded input must keep flowing
             self._reading_paused = False
-            self._actions.append(RESUME_READING)
+            self.due.append(RESUME_READING)
         self._sync_timer()
 
     def _enter(self, state: State) -> None:
@@ -433,14 +440,14 @@ class ConnectionPolicy:
     def _close(self) -> None:
         self._enter(State.CLOSED)
         self._held, self._held_at = [], 0
-        self._actions.append(CLOSE)
+        self.due.append(CLOSE)
         self._sync_timer()
 
     def _sync_timer(self) -> None:
         wanted = self.deadline
         if wanted != self._timer_at:
             self._timer_at = wanted
-            self._actions.append(ArmTimer(wanted))
+            self.due.append(ArmTimer(wanted))
 
     def _log_lost(self, exc: BaseException) -> None:
         """A connection the peer ended abnormally (e.g. a reset): a warning if

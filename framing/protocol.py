@@ -215,9 +215,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
     # -- internals -------------------------------------------------------
     def _run(self) -> None:
         """Hand every slice the policy releases to the handler, then act."""
-        while frames := self.policy.next_frames():
+        policy = self.policy
+        while frames := policy.next_frames():
             self._deliver(frames)
-        self._apply()
+        if policy.due:
+            self._apply()
 
     def _deliver(self, frames: list[Payload]) -> None:
         """Run the handler on one slice; its failure closes only this connection."""

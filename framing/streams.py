@@ -88,7 +88,8 @@ class FrameReader:
         self.policy.connection_made(peer or "?")
         self._ready: deque[Payload] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._reading_task: asyncio.Task[object] | None = None  # blocked in _read_once
+        self._task: asyncio.Task[object] | None = None  # the task that reads
+        self._waiting = False  # it is blocked in a read now
         self._interrupted = False  # our timer cancelled that read
 
     def attach(self, writer: asyncio.StreamWriter) -> None:
@@ -104,25 +105,32 @@ class FrameReader:
             frames = list(self._ready)
             self._ready.clear()
             return frames
+        policy = self.policy
         while True:
-            frames = self.policy.next_frames()
-            self.apply_actions()
+            frames = policy.next_frames()
+            if policy.due:
+                self.apply_actions()
             if frames:
                 return frames
-            error = self.policy.error
+            error = policy.error
             if isinstance(error, FramingError):
                 raise error
-            if not self.policy.reading:
+            if not policy.reading:
                 return []
-            await self._read_once()
+            await self._read_once()  # one await deep: this is every frame's path
 
     async def read_frame(self) -> Payload | None:
         """The next payload; None at a clean end of stream."""
-        if not self._ready:
-            self._ready.extend(await self.read_batch())
-            if not self._ready:
-                return None
-        return self._ready.popleft()
+        ready = self._ready
+        if ready:
+            return ready.popleft()
+        frames = await self.read_batch()
+        if not frames:
+            return None
+        if len(frames) > 1:
+            ready.extend(frames)
+            return ready.popleft()
+        return frames[0]
 
     def read_ready(self) -> list[Payload]:
         """Every payload already decoded, without awaiting (for batching)."""
@@ -165,7 +173,8 @@ class FrameReader:
 
     async def _read_once(self) -> None:
         loop = asyncio.get_running_loop()
-        task = self._reading_task = asyncio.current_task()
+        task = self._task = asyncio.current_task()  # any task may read (e.g. under wait_for)
+        self._waiting = True
         try:
             data = await self.reader.read(READ_SIZE)
         except asyncio.CancelledError:
@@ -178,12 +187,13 @@ class FrameReader:
             self.connection_lost(error)
             raise
         finally:
-            self._reading_task = None
+            self._waiting = False
         if data:
             self.policy.receive(data, loop.time())
         else:
             self.policy.end_of_stream(loop.time())
-        self.apply_actions()
+        if self.policy.due:
+            self.apply_actions()
 
     def apply_actions(self) -> None:
         """Carry out what the policy decided (on the attached writer, if any)."""
@@ -216,8 +226,8 @@ class FrameReader:
         before = self.policy.state
         self.policy.clock(asyncio.get_running_loop().time())
         self.apply_actions()
-        task = self._reading_task
-        if self.policy.state is not before and task is not None:
+        task = self._task
+        if self.policy.state is not before and self._waiting and task is not None:
             self._interrupted = True  # wake the read: an error to raise, or the end
             task.cancel()
 
