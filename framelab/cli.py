@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("framelab.demo", "run the sticky-packet demo and a short experiment pass"),
     "serve": ("framelab.servers.cli", "start a raw, framed or msgpack server"),
     "sticky": (
-        "framelab.clients.sticky",
+        "framelab.clients.sticky_cli",
         "show sticky packets on raw TCP, and framing fixing them",
     ),
     "send": ("framelab.clients.send", "send messages to a running framed or msgpack server"),

@@ -13,10 +13,7 @@ from framelab.clients.harness import (
     IoLog,
     Sender,
     ServerReads,
-    SocketOptions,
     connect,
-    corked,
-    loopback_pair,
     make_messages,
     read_frames,
     record_reads,
@@ -24,11 +21,22 @@ from framelab.clients.harness import (
     send_large,
     write_write_read,
 )
+from framelab.lab.sockets import NO_OPTIONS, SocketOptions, connected_pair, corked
 from framelab.servers.config import ServerConfig
 from framelab.servers.runner import BackgroundServer
 from framing import TruncatedFrame, encode_frame, encode_frames
 
 
+def loopback_pair(
+    client: SocketOptions = NO_OPTIONS, server: SocketOptions = NO_OPTIONS
+) -> tuple[socket.socket, socket.socket]:
+    """(client, accepted) with their options; the listener is closed at once."""
+    pair = connected_pair(client=client, server=server, io_timeout=5.0)
+    pair.listener.close()
+    return pair.client, pair.server
+
+
+@pytest.mark.kernel
 def test_a_burst_read_late_arrives_in_fewer_reads_than_sends() -> None:
     messages = make_messages(20, 30)
     near, far = loopback_pair()
@@ -40,6 +48,7 @@ def test_a_burst_read_late_arrives_in_fewer_reads_than_sends() -> None:
     assert bytes(received.data) == b"".join(messages)
 
 
+@pytest.mark.kernel
 def test_a_large_write_arrives_in_several_reads() -> None:
     payload = make_messages(1, 1 << 20)[0]
     near, far = loopback_pair()
@@ -49,6 +58,7 @@ def test_a_large_write_arrives_in_several_reads() -> None:
     assert bytes(received.data) == payload
 
 
+@pytest.mark.kernel
 def test_a_corked_burst_leaves_as_one_segment_even_for_a_waiting_reader() -> None:
     messages = make_messages(20, 30)
     near, far = loopback_pair(client=SocketOptions(nodelay=True))
@@ -118,6 +128,7 @@ def test_server_reads_are_per_client_and_holding_merges_a_burst() -> None:
     assert large_log.total == len(big) and large_log.count > 1
 
 
+@pytest.mark.kernel
 def test_write_write_read_stalls_with_nagle_against_a_whole_request_server() -> None:
     """Header then payload, then wait for the echo: with Nagle on, the payload
     waits for the server's delayed ACK (tens of ms); with TCP_NODELAY it does not."""

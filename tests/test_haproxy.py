@@ -34,7 +34,7 @@ from framelab.cluster.haproxy import (
 )
 from framelab.cluster.report import failover, summarize
 from framelab.cluster.run import ClusterSpec, run_cluster
-from framelab.experiments.netns import leftover_namespaces
+from framelab.lab.netns import leftover_namespaces
 from framelab.servers.config import ServerConfig
 from framelab.servers.runner import BackgroundServer
 

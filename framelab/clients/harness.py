@@ -4,8 +4,9 @@ The point of this module is the kernel's behaviour, so there is no event loop
 here: each call is one visible syscall pattern and every send() and recv() is
 recorded with its size and time (an `IoLog`). The pieces:
 
-- `SocketOptions` (TCP_NODELAY, SO_SNDBUF / SO_RCVBUF, TCP_CORK, TCP_QUICKACK,
-  SO_LINGER), applied by `connect()` and `loopback_pair()`; `corked(sock)`.
+- `connect()`: a client socket to host:port with the lab kit's
+  `SocketOptions` (TCP_NODELAY, buffers, TCP_CORK, TCP_QUICKACK, SO_LINGER);
+  a loopback pair with options is the kit's `connected_pair()`.
 - Send patterns: `send_burst` (N small writes), `send_large` (one large
   write), `write_write_read` (two writes, then wait for the reply: the Nagle
   and delayed-ACK stall), and `Sender` to run any of them in a thread while
@@ -25,80 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from framelab.lab.sockets import SocketOptions, set_quickack
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH, BytesLike, FrameDecoder, Payload
 
 DEFAULT_TIMEOUT = 5.0
 #: recv() size: smaller than one large write, so a large write needs several reads
 DEFAULT_READ_SIZE = 64 * 1024
-
-
-# -- socket options --------------------------------------------------------------
-@dataclass(frozen=True)
-class SocketOptions:
-    """Options a test client sets; None leaves the kernel's default.
-
-    `nodelay=False` turns Nagle on explicitly (the kernel default for plain
-    sockets; asyncio turns it off). `cork=True` starts the socket corked: data
-    waits for full segments until `corked()` ends or TCP_CORK is cleared (the
-    kernel sends a partial segment after 200 ms anyway). `quickack=True` is set
-    once after connect; the kernel clears it again, which is why record_reads()
-    can re-arm it before every recv(). `linger=0` makes close() send RST.
-    """
-
-    nodelay: bool | None = None
-    sndbuf: int | None = None
-    rcvbuf: int | None = None
-    cork: bool = False
-    quickack: bool = False
-    linger: int | None = None  # seconds
-
-    def apply_before_connect(self, sock: socket.socket) -> None:
-        """Buffers must be set before the handshake to affect the window scale."""
-        if self.sndbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
-        if self.rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        if self.nodelay is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self.nodelay))
-        if self.cork:
-            set_cork(sock, True)
-        if self.linger is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, self.linger))
-
-    def apply_after_connect(self, sock: socket.socket) -> None:
-        if self.quickack:
-            set_quickack(sock)
-
-    def apply(self, sock: socket.socket) -> None:
-        """All of them, for a socket that is already connected (or accepted)."""
-        self.apply_before_connect(sock)
-        self.apply_after_connect(sock)
-
-
-def set_cork(sock: socket.socket, on: bool) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
-
-
-def set_quickack(sock: socket.socket) -> None:
-    """ACK at once from now on, until the kernel falls back to delayed ACKs."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-
-
-@contextlib.contextmanager
-def corked(sock: socket.socket) -> Iterator[None]:
-    """Writes inside the block leave as full segments; the rest when it ends."""
-    set_cork(sock, True)
-    try:
-        yield
-    finally:
-        set_cork(sock, False)
 
 
 def connect(
@@ -126,35 +65,6 @@ def connect(
             continue
         return sock
     raise error or OSError(f"no address for {host!r}")
-
-
-def loopback_pair(
-    client: SocketOptions | None = None,
-    server: SocketOptions | None = None,
-    host: str = "127.0.0.1",
-    timeout: float | None = DEFAULT_TIMEOUT,
-) -> tuple[socket.socket, socket.socket]:
-    """(client, accepted) sockets connected on loopback, each with its options.
-
-    The server side's options are set on the listener before accept (buffers
-    are inherited and count from the handshake) and again on the accepted socket.
-    """
-    server = server or SocketOptions()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as listener:
-        server.apply_before_connect(listener)
-        listener.bind((host, 0))
-        listener.listen(1)
-        listener.settimeout(timeout)
-        near = connect(host, listener.getsockname()[1], client, timeout)
-        try:
-            far, _ = listener.accept()
-        except BaseException:
-            near.close()
-            raise
-    far.settimeout(timeout)
-    server.apply(far)
-    return near, far
 
 
 # -- logs ------------------------------------------------------------------------

@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from framelab.clients.harness import SocketOptions, connect, read_frames
+from framelab.clients.harness import connect, read_frames
 from framelab.common.argtypes import address, host, port, positive_duration, positive_size
 from framelab.common.oserrors import describe_os_error
 from framelab.common.words import plural
+from framelab.lab.sockets import SocketOptions
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH, BytesLike, Payload
 from framing.encoder import encode_frames
 from framing.errors import FramingError

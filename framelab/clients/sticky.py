@@ -1,4 +1,4 @@
-"""`framelab sticky`: TCP keeps bytes, not message boundaries; framing restores them.
+"""Sticky packets observed: TCP keeps bytes, not message boundaries; framing restores them.
 
 Self-contained on loopback: the raw and framed echo servers run in-process
 (servers.runner.BackgroundServer) on ephemeral ports. Two patterns go through
@@ -13,16 +13,15 @@ payloads come back, decoded with framing.FrameDecoder, as exactly N messages,
 compared byte for byte.
 
 `observe_sticky()` returns a StickyReport (plain data, JSON-ready through
-`to_json()`) and `render()` draws it; `framelab demo` uses both. Cost: about
+`to_json()`) and `render()` shows it as a table; `framelab sticky`
+(sticky_cli.py) and `framelab demo` use both, sticky_plot.py draws it. Cost: about
 2 x (N x size + large) bytes each way, bounded by the socket timeouts.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import socket
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,14 +35,6 @@ from framelab.clients.harness import (
     read_frames,
     record_reads,
     send_burst,
-)
-from framelab.common.argtypes import positive_int, positive_size
-from framelab.common.options import (
-    add_json_option,
-    add_plot_option,
-    console,
-    emit_json,
-    json_to_stdout,
 )
 from framelab.servers.config import LoopName, ServerConfig, default_loop
 from framelab.servers.runner import BackgroundServer
@@ -274,53 +265,3 @@ def render(report: StickyReport, console: Console) -> None:
 
 
 # -- command line ----------------------------------------------------------------
-def configure(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    a(
-        "--messages",
-        type=positive_int,
-        default=DEFAULT_MESSAGES,
-        metavar="N",
-        help="small sends (default: %(default)s)",
-    )
-    a(
-        "--size",
-        type=positive_size,
-        default=DEFAULT_SIZE,
-        metavar="BYTES",
-        help="bytes per small send (default: %(default)s)",
-    )
-    a(
-        "--large",
-        type=positive_size,
-        default=DEFAULT_LARGE,
-        metavar="BYTES",
-        help="bytes of the one big send (default: %(default)s)",
-    )
-    a(
-        "--loop",
-        choices=["uvloop", "asyncio"],
-        default=default_loop(),
-        help="the servers' event loop (default: %(default)s)",
-    )
-    add_json_option(parser, "the observations")
-    add_plot_option(parser, "sticky.png (sends, reads and messages over the same bytes)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """0 when framing restored every message; 1 otherwise (it never should fail)."""
-    report = observe_sticky(args.messages, args.size, args.large, args.loop)
-    notes: list[str] = []
-    if json_to_stdout(args):  # JSON only: no table, and no need for rich
-        emit_json(args, report.to_json())
-    else:
-        out = console(args)
-        render(report, out)
-        notes += filter(None, [emit_json(args, report.to_json())])
-    if args.plot:
-        from framelab.clients.sticky_plot import write_sticky_chart
-
-        notes.append(f"chart written to {write_sticky_chart(report, args.plot / CHART_NAME)}")
-    for note in notes:
-        print(note, file=sys.stderr)
-    return 0 if report.framing_restored else 1

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from framelab.experiments.netns import socket_in
+from framelab.lab.netns import socket_in
 from framing.errors import FramingError
 from framing.messages import MessageCodec
 from framing.streams import FrameReader, FrameWriter

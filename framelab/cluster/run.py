@@ -1,6 +1,6 @@
 """`framelab cluster`'s run: hosts, servers, balancer, load, one failure, what was seen.
 
-Hosts are network namespaces in a star (experiments/netns.py `Star`): the
+Hosts are network namespaces in a star (lab/netns.py `Star`): the
 balancer in the middle, one link to the client, one to each server. Each
 server is `framelab serve --mode msgpack --proxy-protocol` in its own
 namespace; HAProxy balances over them with send-proxy-v2 and the framed
@@ -37,8 +37,8 @@ from framelab.cluster.haproxy import (
     find_haproxy,
 )
 from framelab.cluster.load import ConnectionRecord, LoadSpec, run_load
-from framelab.experiments.netns import Star
-from framelab.experiments.observe import proc_net_tcp, sysctl
+from framelab.lab.kernel import proc_net_tcp, sysctl
+from framelab.lab.netns import Star
 from framelab.servers.process import ServerProcess
 
 Event = Literal["kill", "drain", "none"]

@@ -1,1 +1,1 @@
-"""experiments package."""
+"""The experiments, each checking claims of the source notes, and the engine running them."""

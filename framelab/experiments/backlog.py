@@ -28,10 +28,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink, socket_in
-from framelab.experiments.observe import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, Part, judge_parts
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import (
     connections_on_port,
     errno_name,
     netstat_counters,
@@ -40,18 +41,19 @@ from framelab.experiments.observe import (
     sysctls,
     tcp_info,
 )
-from framelab.experiments.packets import SYN, ipv4_header, tcp_segment
-from framelab.experiments.pairs import gaps_ms, maybe_capture, recv_outcome, short_trace
-from framelab.experiments.queues import (
+from framelab.lab.netns import VethLink, socket_in
+from framelab.lab.packets import SYN, ipv4_header, tcp_segment
+from framelab.lab.sockets import (
     LOOPBACK,
     address_of,
     close_all,
-    listener_in,
-    poll_until,
+    listening_socket,
+    recv_outcome,
     start_connect,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge_parts
+from framelab.lab.timing import gaps_ms
+from framelab.lab.traces import maybe_capture, short_trace
+from framelab.lab.waiting import poll_until
 
 NAME = "backlog"
 SETTINGS = [
@@ -136,7 +138,7 @@ def section(title: str, lines: list[str]) -> list[str]:
 
 def deferring_listener(netns: str | None, host: str, backlog: int) -> socket.socket:
     """A listener that keeps a handshake in its SYN queue until the client sends data."""
-    listener = listener_in(netns, host, backlog)
+    listener = listening_socket(host, backlog, netns=netns)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
     return listener
 
@@ -212,7 +214,7 @@ def observe_retransmits(
 def accept_queue_overflow(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
     backlog = 2 if ctx.quick else 4
     before = netstat_counters()
-    listener = listener_in(None, LOOPBACK, backlog)
+    listener = listening_socket(LOOPBACK, backlog)
     opened = [listener]
     try:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
@@ -249,7 +251,7 @@ def accept_queue_overflow(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
 
 
 def somaxconn_cap() -> dict[str, Any]:
-    listener = listener_in(None, LOOPBACK, HUGE_BACKLOG)
+    listener = listening_socket(LOOPBACK, HUGE_BACKLOG)
     try:
         return {
             "listen_backlog": HUGE_BACKLOG,
@@ -539,7 +541,7 @@ def unanswered_synack(retries: int) -> dict[str, Any]:
         link.b.set_sysctl("net.ipv4.tcp_synack_retries", retries)
         mac = link.a.run("cat", f"/sys/class/net/{link.a.ifname}/address").stdout.strip()
         link.b.run("ip", "neigh", "replace", STRANGER, "lladdr", mac, "dev", link.b.ifname)
-        listener = listener_in(link.b.netns, link.b.address, 8)
+        listener = listening_socket(link.b.address, 8, netns=link.b.netns)
         raw = socket_in(link.a.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         port = address_of(listener)[1]
         with listener, raw, Capture(link.b.ifname, ports=[port], netns=link.b.netns) as cap:

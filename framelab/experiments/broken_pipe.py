@@ -36,25 +36,15 @@ import sys
 import time
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import errno_name, netstat_counters, selected_delta, tcp_state
-from framelab.experiments.pairs import (
-    POLL_INTERVAL,
-    connect_to,
-    listening_socket,
-    maybe_capture,
-    poll,
-    recv_outcome,
-    send_error,
-    set_linger,
-    short_trace,
-    titled,
-    wait_for_flag,
-)
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge
-from framelab.experiments.sockio import asyncio_log, close_writer, connect_streams, on_each_loop
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import errno_name, netstat_counters, selected_delta, tcp_state
+from framelab.lab.loops import asyncio_log, close_writer, connect_streams, on_each_loop
+from framelab.lab.sockets import connect_to, listening_socket, recv_outcome, send_error, set_linger
+from framelab.lab.traces import maybe_capture, short_trace, titled, wait_for_flag
+from framelab.lab.waiting import poll, poll_until_async
 
 NAME = "broken_pipe"
 DATA = b"x" * 100
@@ -65,20 +55,18 @@ CONNLOST_WARNING = "socket.send() raised exception."
 
 #: a process with SIGPIPE at its default action: the second send() should kill it
 SIGPIPE_CHILD = """
-import signal, socket, sys, time
+import signal, sys
+from framelab.lab.kernel import tcp_state
+from framelab.lab.sockets import connected_pair
+from framelab.lab.waiting import poll
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-listener = socket.create_server(("127.0.0.1", 0))
-client = socket.create_connection(listener.getsockname())
-peer, _ = listener.accept()
-peer.close()
-client.recv(1)
-client.send(b"x")
-deadline = time.monotonic() + 2
-while client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 7:
-    if time.monotonic() > deadline:
-        sys.exit(3)
-    time.sleep(0.001)
-client.send(b"x")
+pair = connected_pair()
+pair.server.close()
+pair.client.recv(1)
+pair.client.send(b"x")
+if poll(lambda: tcp_state(pair.client), "CLOSE", timeout=2) != "CLOSE":
+    sys.exit(3)
+pair.client.send(b"x")
 sys.exit(0)
 """
 
@@ -163,10 +151,12 @@ def describe(exc: BaseException) -> str:
 
 async def wait_for_reset(sock: socket.socket) -> str:
     """Our end's state once it leaves CLOSE_WAIT (an RST arrived), or after a deadline."""
-    deadline = time.monotonic() + EVENT_TIMEOUT
-    while (state := tcp_state(sock)) == "CLOSE_WAIT" and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_INTERVAL)
-    return state
+
+    def left_close_wait() -> str | None:
+        state = tcp_state(sock)
+        return None if state == "CLOSE_WAIT" else state
+
+    return await poll_until_async(left_close_wait, EVENT_TIMEOUT) or tcp_state(sock)
 
 
 async def asyncio_broken_pipe() -> dict[str, Any]:
@@ -242,10 +232,10 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         *titled("peer closed (FIN); we send twice", fin_trace),
         *titled("peer aborted (RST, SO_LINGER 0); we send twice", rst_trace),
     ]
-    return [c25(after_fin, after_rst, sigpipe(), loops, trace)]
+    return [judge_c25(after_fin, after_rst, sigpipe(), loops, trace)]
 
 
-def c25(
+def judge_c25(
     after_fin: dict[str, Any],
     after_rst: dict[str, Any],
     pipe_signal: dict[str, Any],

@@ -71,7 +71,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     # -- what the run writes after it ends (engine.Outputs fields) --
     add_json_option(run_parser, "the results")
     run_parser.add_argument(
-        "--markdown", type=Path, metavar="PATH", help="write the claims table as Markdown"
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="write the claims table (and links to --plot's charts) as Markdown; into PATH's"
+        " marked region when it has one (a README regenerated in place)",
     )
     add_plot_option(run_parser, "nagle.png, retransmission.png, where the run allows")
     run_parser.add_argument(
@@ -116,12 +120,20 @@ def run(args: argparse.Namespace) -> int:
     except engine.UnknownExperiment as exc:
         print(f"framelab experiment run: {exc}", file=sys.stderr)
         return 2
+    if args.markdown is not None:
+        from framelab.experiments.markdown import MarkdownRegionError, check_region
+
+        try:
+            check_region(args.markdown)
+        except (MarkdownRegionError, OSError) as exc:
+            print(f"framelab experiment run: --markdown: {exc}", file=sys.stderr)
+            return 2
     ctx = context_from(args)
     if ctx.sysctls and not ctx.root:
         print("framelab experiment run: --sysctl needs root (a network namespace)", file=sys.stderr)
         return 2
     render_environment(console)
-    from framelab.experiments.netns import SettingError
+    from framelab.lab.netns import SettingError
 
     try:
         batch = engine.execute(names, ctx, progress=True, console=console)

@@ -46,6 +46,10 @@ class RunContext:
     def can_capture(self) -> bool:
         return self.root
 
+    def timing_rounds(self, quick_rounds: int = 2) -> int:
+        """How many times to repeat a slow timed step: `rounds`, fewer in the short pass."""
+        return max(1, min(self.rounds, quick_rounds) if self.quick else self.rounds)
+
     @property
     def quiet(self) -> float:
         """Seconds to watch for something that should not come (a segment, an error)."""

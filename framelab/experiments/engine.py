@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from framelab.experiments.capture import recording
 from framelab.experiments.context import RunContext
 from framelab.experiments.pcap_export import RunCaptures
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment, load
 from framelab.experiments.result import ClaimResult, Verdict, skipped
+from framelab.lab.capture import recording
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -129,7 +129,7 @@ def execute(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    from framelab.experiments.netns import run_settings, settings_namespace
+    from framelab.lab.netns import run_settings, settings_namespace
 
     with (
         Progress(*columns, console=console, transient=True, disable=not progress) as bar,
@@ -157,7 +157,7 @@ def execute(
 
 def leftover_namespaces() -> list[str]:
     """Namespaces experiments made and did not remove ([] when `ip` is missing)."""
-    from framelab.experiments.netns import leftover_namespaces as find
+    from framelab.lab.netns import leftover_namespaces as find
 
     try:
         return find()
@@ -213,23 +213,27 @@ def write_outputs(console: Console, batch: Batch, outputs: Outputs) -> list[Path
     """Write what `outputs` asks for, say where on `console`; the paths written."""
     from rich.text import Text
 
-    from framelab.experiments.report import markdown_table, write_json
+    from framelab.experiments.report import write_json
 
     written: list[Path] = []
     if outputs.json:
         write_json(outputs.json, batch.results)
         console.print(Text(f"JSON written to {outputs.json}"))
         written.append(outputs.json)
-    if outputs.markdown:
-        outputs.markdown.write_text(markdown_table(batch.results))
-        console.print(Text(f"Markdown written to {outputs.markdown}"))
-        written.append(outputs.markdown)
+    charts: list[Path] = []
     if outputs.charts:
         from framelab.experiments.plot import write_charts
 
         charts = write_charts(batch.results, outputs.charts)
         console.print(Text(f"charts: {', '.join(map(str, charts)) or 'none for these claims'}"))
         written += charts
+    if outputs.markdown:  # after the charts: it links the ones this run drew
+        from framelab.experiments.markdown import write_markdown
+
+        where = write_markdown(outputs.markdown, batch.results, charts)
+        inside = "its marked region of " if where == "region" else ""
+        console.print(Text(f"Markdown written to {inside}{outputs.markdown}"))
+        written.append(outputs.markdown)
     from framelab.experiments.evidence import write_evidence
 
     chart_files = [path for path in written if path.suffix == ".png"]

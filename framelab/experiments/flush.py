@@ -33,27 +33,16 @@ import threading
 import time
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.packets import Packet
-from framelab.experiments.pairs import (
-    Stopwatch,
-    connect_to,
-    listening_socket,
-    maybe_capture,
-    short_trace,
-    titled,
-)
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge
-from framelab.experiments.sockio import (
-    close_writer,
-    connect_streams,
-    data_segments_out,
-    on_each_loop,
-    readable,
-    segments_since,
-)
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import data_segments_out, segments_since
+from framelab.lab.loops import close_writer, connect_streams, on_each_loop
+from framelab.lab.packets import Packet
+from framelab.lab.sockets import SocketOptions, connect_to, listening_socket, readable
+from framelab.lab.timing import Stopwatch
+from framelab.lab.traces import maybe_capture, short_trace, titled
 
 NAME = "flush"
 MESSAGE = b"hello"
@@ -197,9 +186,9 @@ async def drain_is_flow_control(
 
 
 async def asyncio_writes(quiet: float) -> dict[str, Any]:
-    listener = listening_socket(rcvbuf=SMALL_BUFFER)
+    listener = listening_socket(options=SocketOptions(rcvbuf=SMALL_BUFFER))
     try:
-        _, writer, peer = await connect_streams(listener, sndbuf=SMALL_BUFFER)
+        _, writer, peer = await connect_streams(listener, client=SocketOptions(sndbuf=SMALL_BUFFER))
         try:
             return {
                 **await write_is_a_send(writer, peer),
@@ -228,10 +217,10 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     finally:
         listener.close()
     loops: dict[str, dict[str, Any]] = on_each_loop(lambda: asyncio_writes(quiet))
-    return [c31(raw, wrapped, loops, trace)]
+    return [judge_c31(raw, wrapped, loops, trace)]
 
 
-def c31(
+def judge_c31(
     raw: dict[str, Any],
     wrapped: dict[str, Any],
     loops: dict[str, dict[str, Any]],

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import Host, RoutedPath, socket_in
-from framelab.experiments.packets import icmp_echo_request
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.netns import Host, RoutedPath, socket_in
+from framelab.lab.packets import icmp_echo_request
 
 NAME = "icmp"
 PROBE_PORT = 33434  # traceroute's first port

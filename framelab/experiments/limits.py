@@ -36,14 +36,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import connections_on_port, errno_name, sysctls, tcp_info
-from framelab.experiments.queues import LOOPBACK, address_of, close_all
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.lab.kernel import connections_on_port, errno_name, sysctls, tcp_info
+from framelab.lab.sockets import LOOPBACK, address_of, close_all
 
 NAME = "limits"
 #: RLIMIT_NOFILE of the child
@@ -242,7 +243,7 @@ class Child:
         shed = self.shed()
         if not (self.count("emfile") or shed):
             return False
-        queued = kernel_view(self.port)["accept_queue"]
+        queued = kernel_view(self.port).accept_queue
         return self.count("accepted") + shed + queued >= len(self.clients)
 
     def stop(self) -> None:
@@ -268,21 +269,121 @@ def pump(children: list[Child], timeout: float, done: Callable[[], bool] = lambd
                 open_pipes.remove(child)
 
 
-def kernel_view(port: int) -> dict[str, int]:
+# --- what was observed ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """The listener's port as /proc/net/tcp shows it."""
+
+    accept_queue: int  # -1: no listener row
+    established_without_descriptor: int
+    held_by_child: int
+
+
+@dataclass(frozen=True)
+class QueuedClientSend:
+    """The last client, still in the accept queue, sends: where do its bytes go?"""
+
+    sent_bytes: int
+    server_row_rx_queue: int | None
+    server_row_has_descriptor: bool
+
+
+@dataclass(frozen=True)
+class AtLimit:
+    """What the child, the kernel and the clients show once the child hit its limit."""
+
+    accepted: int
+    highest_fd: int
+    accept_error: str | None
+    error_message: str | None
+    kernel: KernelView
+    client_states: dict[str, int]
+    queued_client_send: QueuedClientSend | None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Accepts after descriptors were freed: how many, and how soon."""
+
+    descriptors_freed: int
+    accepted_again: int
+    first_accept_after_freeing_ms: float | None
+    first_accept_after_last_emfile_ms: float | None
+
+
+@dataclass(frozen=True)
+class ErrorReports:
+    """How often the loop reported EMFILE, in bursts (a gap over 0.5 s starts one)."""
+
+    emfile_reports: int
+    reports_per_burst: list[int]
+    gaps_between_bursts_ms: list[int]
+
+
+@dataclass
+class LoopRun:
+    """One accept loop's run, filled in as the steps happen (None: not reached)."""
+
+    unavailable: str | None = None
+    raise_past_nr_open: str | None = None
+    at_limit: AtLimit | None = None
+    cpu_ms_over_window: int | None = None
+    window_ms: int | None = None
+    recovery: Recovery | None = None
+    errors: ErrorReports | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One flat record per loop, the steps not reached left out."""
+        data: dict[str, Any] = {
+            "unavailable": self.unavailable,
+            "raise_past_nr_open": self.raise_past_nr_open,
+            **(asdict(self.at_limit) if self.at_limit else {}),
+            "cpu_ms_over_window": self.cpu_ms_over_window,
+            "window_ms": self.window_ms,
+            "recovery": asdict(self.recovery) if self.recovery else None,
+            **(asdict(self.errors) if self.errors else {}),
+        }
+        return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class LimitsSeen:
+    """Everything C37 is judged on: the limits in force and every accept loop's run."""
+
+    limits_in_force: dict[str, Any]
+    child_limit: int
+    probe_as_root: bool
+    loops: dict[str, LoopRun]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.limits_in_force,
+            "child_RLIMIT_NOFILE": self.child_limit,
+            "nr_open_probe_as_root": self.probe_as_root,
+            "accept_loops": {name: run.to_json() for name, run in self.loops.items()},
+        }
+
+
+# --- observing -----------------------------------------------------------------------
+
+
+def kernel_view(port: int) -> KernelView:
     """The listener's accept queue and the connections no process holds a descriptor for."""
     rows = connections_on_port(port)
     listening = [e for e in rows if e.state == "LISTEN"]
     children = [e for e in rows if e.local[1] == port and e.state != "LISTEN"]
-    return {
-        "accept_queue": listening[0].rx_queue if listening else -1,
-        "established_without_descriptor": sum(
+    return KernelView(
+        accept_queue=listening[0].rx_queue if listening else -1,
+        established_without_descriptor=sum(
             e.state == "ESTABLISHED" and e.inode == 0 for e in children
         ),
-        "held_by_child": sum(e.inode != 0 for e in children),
-    }
+        held_by_child=sum(e.inode != 0 for e in children),
+    )
 
 
-def queued_client_sends(child: Child) -> dict[str, Any] | None:
+def queued_client_sends(child: Child) -> QueuedClientSend | None:
     """The last client is still in the accept queue: can it send, and where do the bytes go?"""
     client = child.clients[-1]
     if tcp_info(client).state != "ESTABLISHED":
@@ -294,17 +395,17 @@ def queued_client_sends(child: Child) -> dict[str, Any] | None:
         for e in connections_on_port(child.port)
         if e.local[1] == child.port and e.remote == remote
     ]
-    return {
-        "sent_bytes": sent,
-        "server_row_rx_queue": rows[0].rx_queue if rows else None,
-        "server_row_has_descriptor": bool(rows and rows[0].inode),
-    }
+    return QueuedClientSend(
+        sent_bytes=sent,
+        server_row_rx_queue=rows[0].rx_queue if rows else None,
+        server_row_has_descriptor=bool(rows and rows[0].inode),
+    )
 
 
-def emfile_episodes(child: Child) -> list[list[float]]:
-    """EMFILE reports grouped into bursts (a gap of more than 0.5 s starts a new one)."""
+def emfile_bursts(times: list[float]) -> list[list[float]]:
+    """EMFILE report times grouped into bursts (a gap of more than 0.5 s starts a new one)."""
     bursts: list[list[float]] = []
-    for t in child.times("emfile"):
+    for t in times:
         if bursts and t - bursts[-1][-1] <= 0.5:
             bursts[-1].append(t)
         else:
@@ -312,19 +413,18 @@ def emfile_episodes(child: Child) -> list[list[float]]:
     return bursts
 
 
-def snapshot(child: Child) -> dict[str, Any]:
-    """What the child, the kernel and the clients show once the child hit its limit."""
+def at_limit(child: Child) -> AtLimit:
     error = child.first("emfile")
     fds = [e["fd"] for e in child.events if e["event"] == "accepted"]
-    return {
-        "accepted": child.count("accepted"),
-        "highest_fd": max([*fds, error.get("highest_fd", -1) if error else -1]),
-        "accept_error": error["errno"] if error else None,
-        "error_message": error.get("message") if error else None,
-        "kernel": kernel_view(child.port),
-        "client_states": dict(Counter(tcp_info(c).state for c in child.clients)),
-        "queued_client_send": queued_client_sends(child),
-    }
+    return AtLimit(
+        accepted=child.count("accepted"),
+        highest_fd=max([*fds, error.get("highest_fd", -1) if error else -1]),
+        accept_error=error["errno"] if error else None,
+        error_message=error.get("message") if error else None,
+        kernel=kernel_view(child.port),
+        client_states=dict(Counter(tcp_info(c).state for c in child.clients)),
+        queued_client_send=queued_client_sends(child),
+    )
 
 
 def close_accepted(child: Child) -> None:
@@ -333,53 +433,46 @@ def close_accepted(child: Child) -> None:
     child.clients = child.clients[FREED:]
 
 
-def recovery(child: Child, accepted: int, freed_at: float) -> dict[str, Any]:
-    """Accepts after descriptors were freed: how many, and how soon."""
+def recovery(child: Child, accepted: int, freed_at: float) -> Recovery:
     resumed = child.times("accepted")[accepted:]
     errors_before = [t for t in child.times("emfile") if t < freed_at]
     first = resumed[0] if resumed else None
-    return {
-        "descriptors_freed": FREED,
-        "accepted_again": len(resumed),
-        "first_accept_after_freeing_ms": round((first - freed_at) * 1000, 1) if first else None,
-        "first_accept_after_last_emfile_ms": (
+    return Recovery(
+        descriptors_freed=FREED,
+        accepted_again=len(resumed),
+        first_accept_after_freeing_ms=round((first - freed_at) * 1000, 1) if first else None,
+        first_accept_after_last_emfile_ms=(
             round((first - errors_before[-1]) * 1000, 1) if first and errors_before else None
         ),
-    }
+    )
 
 
-def error_reports(child: Child) -> dict[str, Any]:
-    bursts = emfile_episodes(child)
-    return {
-        "emfile_reports": child.count("emfile"),
-        "reports_per_burst": [len(burst) for burst in bursts],
-        "gaps_between_bursts_ms": [
-            round((b[0] - a[0]) * 1000) for a, b in itertools.pairwise(bursts)
-        ],
-    }
+def error_reports(child: Child) -> ErrorReports:
+    bursts = emfile_bursts(child.times("emfile"))
+    return ErrorReports(
+        emfile_reports=child.count("emfile"),
+        reports_per_burst=[len(burst) for burst in bursts],
+        gaps_between_bursts_ms=[round((b[0] - a[0]) * 1000) for a, b in itertools.pairwise(bursts)],
+    )
 
 
-def measure_cpu(children: list[Child], window: float) -> dict[str, dict[str, int]]:
-    """Each child's CPU time over the same window, while its events keep being read."""
+def measure_cpu(children: list[Child], window: float) -> tuple[dict[str, int], int]:
+    """Each child's CPU ms over the same window (its events kept being read); the window ms."""
     before = {c.flavour: c.cpu_ms() for c in children}
     started = time.monotonic()
     pump(children, window)
     elapsed = round((time.monotonic() - started) * 1000)
-    return {
-        c.flavour: {"cpu_ms_over_window": round(c.cpu_ms() - before[c.flavour])}
-        | {"window_ms": elapsed}
-        for c in children
-    }
+    return {c.flavour: round(c.cpu_ms() - before[c.flavour]) for c in children}, elapsed
 
 
-def start_children(results: dict[str, dict[str, Any]]) -> list[Child]:
+def start_children(runs: dict[str, LoopRun]) -> list[Child]:
     """Every flavour's child, listening; those that could not start are reported and dropped."""
     children = []
     for flavour in FLAVOURS:
         try:
             children.append(Child(flavour, DESCRIPTOR_LIMIT))
         except OSError as exc:  # e.g. an interpreter this user may not execute
-            results[flavour] = {"unavailable": f"could not start a child Python: {exc}"}
+            runs[flavour] = LoopRun(unavailable=f"could not start a child Python: {exc}")
     pump(
         children, 5.0, lambda: all(c.first("listening") or c.first("unavailable") for c in children)
     )
@@ -387,27 +480,31 @@ def start_children(results: dict[str, dict[str, Any]]) -> list[Child]:
     for child in children:
         started = child.first("listening")
         if started is None:
-            results[child.flavour] = {"unavailable": child.first("unavailable") or "no start"}
+            reason = child.first("unavailable")
+            runs[child.flavour] = LoopRun(
+                unavailable=str(reason["reason"] if reason else "no start")
+            )
             child.stop()
             continue
         child.port = started["port"]
-        results[child.flavour] = {"raise_past_nr_open": started["raise_past_nr_open"]}
+        runs[child.flavour] = LoopRun(raise_past_nr_open=started["raise_past_nr_open"])
         running.append(child)
     return running
 
 
-def run_children(ctx: RunContext) -> dict[str, dict[str, Any]]:
+def run_children(ctx: RunContext) -> dict[str, LoopRun]:
     """All accept loops side by side, so the slow steps (asyncio's 1 s retry) overlap."""
-    results: dict[str, dict[str, Any]] = {}
-    running = start_children(results)
+    runs: dict[str, LoopRun] = {}
+    running = start_children(runs)
     try:
         for child in running:
             child.connect(DESCRIPTOR_LIMIT + EXTRA_CONNECTIONS)
         pump(running, 2.0, lambda: all(c.settled() for c in running))
         for child in running:
-            results[child.flavour].update(snapshot(child))
-        for flavour, cpu in measure_cpu(running, 0.3 if ctx.quick else 0.5).items():
-            results[flavour].update(cpu)
+            runs[child.flavour].at_limit = at_limit(child)
+        cpu, window = measure_cpu(running, 0.3 if ctx.quick else 0.5)
+        for flavour, cpu_ms in cpu.items():
+            runs[flavour].cpu_ms_over_window, runs[flavour].window_ms = cpu_ms, window
         for child in [c for c in running if c.flavour == "naive"]:
             child.stop()  # it spins: measured, done
             running.remove(child)
@@ -429,12 +526,12 @@ def run_children(ctx: RunContext) -> dict[str, dict[str, Any]]:
             lambda: all(c.count("accepted") >= accepted[c.flavour] + FREED for c in running),
         )
         for child in running:
-            results[child.flavour]["recovery"] = recovery(child, accepted[child.flavour], freed_at)
-            results[child.flavour].update(error_reports(child))
+            runs[child.flavour].recovery = recovery(child, accepted[child.flavour], freed_at)
+            runs[child.flavour].errors = error_reports(child)
     finally:
         for child in running:
             child.stop()
-    return results
+    return runs
 
 
 def limits_in_force() -> dict[str, Any]:
@@ -447,54 +544,73 @@ def limits_in_force() -> dict[str, Any]:
     }
 
 
-def check_c37(ctx: RunContext) -> ClaimResult:
-    limits = limits_in_force()
-    loops = run_children(ctx)
-    selector = loops["selector"]
-    if "accepted" not in selector:
-        return skipped(NAME, "C37", f"the accept loop did not run: {selector.get('unavailable')}")
-    observed = {
-        **limits,
-        "child_RLIMIT_NOFILE": DESCRIPTOR_LIMIT,
-        "nr_open_probe_as_root": ctx.root,
-        "accept_loops": loops,
-    }
-    kernel = selector.get("kernel", {})
+# --- judging -------------------------------------------------------------------------
+
+
+def judge_c37(seen: LimitsSeen) -> ClaimResult:
+    """C37 from the observations alone: EMFILE at the limit while the kernel keeps completing."""
+    selector = seen.loops.get("selector", LoopRun(unavailable="not run"))
+    edge = selector.at_limit
+    if edge is None:
+        return skipped(NAME, "C37", f"the accept loop did not run: {selector.unavailable}")
     holds = (
-        selector.get("accept_error") == "EMFILE"
-        and selector.get("highest_fd") == DESCRIPTOR_LIMIT - 1
-        and kernel.get("established_without_descriptor", 0) > 0
+        edge.accept_error == "EMFILE"
+        and edge.highest_fd == seen.child_limit - 1
+        and edge.kernel.established_without_descriptor > 0
     )
-    asyncio_result = loops.get("asyncio", {})
-    uvloop_result = loops.get("uvloop", {})
-    asyncio_recovery = asyncio_result.get("recovery", {})
-    uvloop_shed = uvloop_result.get("client_states", {}).get("CLOSE_WAIT", 0)
     summary = (
-        f"with RLIMIT_NOFILE={DESCRIPTOR_LIMIT} the child accepted"
-        f" {selector.get('accepted')} connections (highest fd {selector.get('highest_fd')}),"
-        f" then accept() failed with {selector.get('accept_error')}; the kernel still"
-        f" completed {kernel.get('established_without_descriptor')} more, which sat in the"
-        f" accept queue with ESTABLISHED clients; a naive retry loop burned"
-        f" {loops.get('naive', {}).get('cpu_ms_over_window')} ms CPU in"
-        f" {loops.get('naive', {}).get('window_ms')} ms, the selector loop"
-        f" {selector.get('cpu_ms_over_window')} ms; closing {FREED} connections let"
-        f" {selector.get('recovery', {}).get('accepted_again')} more in; asyncio reported"
-        f" '{asyncio_result.get('error_message')}'"
-        f" {asyncio_result.get('reports_per_burst')} times per burst, paused and accepted"
-        f" again {asyncio_recovery.get('first_accept_after_last_emfile_ms')} ms after"
-        f" its last EMFILE; uvloop reported"
-        f" {uvloop_result.get('emfile_reports')} errors and closed {uvloop_shed} queued"
-        f" connections instead. ulimit -n here: {limits['ulimit -n (RLIMIT_NOFILE soft, hard)']},"
-        f" fs.file-max={limits['fs.file-max']}, fs.nr_open={limits['fs.nr_open']}"
+        f"with RLIMIT_NOFILE={seen.child_limit} the child accepted {edge.accepted} connections"
+        f" (highest fd {edge.highest_fd}), then accept() failed with {edge.accept_error};"
+        f" the kernel still completed {edge.kernel.established_without_descriptor} more,"
+        f" which sat in the accept queue with ESTABLISHED clients"
+        f"{loop_sentences(seen.loops)}. ulimit -n here:"
+        f" {seen.limits_in_force.get('ulimit -n (RLIMIT_NOFILE soft, hard)')},"
+        f" fs.file-max={seen.limits_in_force.get('fs.file-max')},"
+        f" fs.nr_open={seen.limits_in_force.get('fs.nr_open')}"
     )
     return judge(
         NAME,
         "C37",
         holds,
-        observed,
+        seen.to_json(),
         confirmed=summary,
         differs=f"the open-file limit did not bound accepted connections as claimed: {summary}",
     )
+
+
+def loop_sentences(loops: dict[str, LoopRun]) -> str:
+    """'; a naive retry loop burned ...': one clause per loop that got that far."""
+    clauses = []
+    naive, selector = loops.get("naive"), loops.get("selector")
+    if naive and naive.cpu_ms_over_window is not None and selector:
+        clauses.append(
+            f"a naive retry loop burned {naive.cpu_ms_over_window} ms CPU in"
+            f" {naive.window_ms} ms, the selector loop {selector.cpu_ms_over_window} ms"
+        )
+    if selector and selector.recovery:
+        clauses.append(
+            f"closing {FREED} connections let {selector.recovery.accepted_again} more in"
+        )
+    asyncio_run = loops.get("asyncio")
+    if asyncio_run and asyncio_run.at_limit and asyncio_run.errors and asyncio_run.recovery:
+        clauses.append(
+            f"asyncio reported '{asyncio_run.at_limit.error_message}'"
+            f" {asyncio_run.errors.reports_per_burst} times per burst, paused and accepted again"
+            f" {asyncio_run.recovery.first_accept_after_last_emfile_ms} ms after its last EMFILE"
+        )
+    uv = loops.get("uvloop")
+    if uv and uv.at_limit and uv.errors:
+        shed = uv.at_limit.client_states.get("CLOSE_WAIT", 0)
+        clauses.append(
+            f"uvloop reported {uv.errors.emfile_reports} errors and closed {shed} queued"
+            " connections instead"
+        )
+    return "".join(f"; {clause}" for clause in clauses)
+
+
+def check_c37(ctx: RunContext) -> ClaimResult:
+    seen = LimitsSeen(limits_in_force(), DESCRIPTOR_LIMIT, ctx.root, run_children(ctx))
+    return judge_c37(seen)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:

@@ -26,33 +26,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import counter_delta, netstat_counters, sysctls
-from framelab.experiments.pairs import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import counter_delta, endpoint_state, netstat_counters, sysctls, tcp_entry
+from framelab.lab.sockets import (
     Pair,
-    Stopwatch,
+    SocketOptions,
     address_of,
     connect_to,
     drain,
-    endpoint_state,
     fill_send_queue,
-    fin_rst_sent,
-    flags_sent,
     listening_socket,
-    maybe_capture,
-    median_ms,
     recv_outcome,
     set_linger,
+)
+from framelab.lab.timing import Stopwatch, median_ms
+from framelab.lab.traces import (
+    fin_rst_sent,
+    flags_sent,
+    maybe_capture,
     short_trace,
-    tcp_entry,
-    timing_rounds,
     titled,
     wait_for_flag,
-    wait_for_state,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.lab.waiting import wait_for_state
 
 NAME = "linger"
 #: small buffers so that filling the peer's window takes a few hundred KiB, not MiBs
@@ -133,7 +132,7 @@ def linger_zero(listener: socket.socket, cap: Capture | None) -> CaseRun:
 
 def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
     """(c) SO_LINGER(1, N) while the peer reads nothing: data cannot leave in time."""
-    pair = connect_to(listener, sndbuf=BUFFER_BYTES)
+    pair = connect_to(listener, client=SocketOptions(sndbuf=BUFFER_BYTES))
     try:
         queued = fill_send_queue(pair.client)
         before = tcp_entry(pair.client_address, pair.server_address)
@@ -183,7 +182,7 @@ def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds:
 
 def linger_peer_reads(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
     """(d) SO_LINGER(1, N) with queued data and a peer that starts reading."""
-    pair = connect_to(listener, sndbuf=BUFFER_BYTES)
+    pair = connect_to(listener, client=SocketOptions(sndbuf=BUFFER_BYTES))
     received: list[tuple[int, str]] = []
     reader = threading.Thread(target=lambda: received.append(drain(pair.server, EVENT_TIMEOUT)))
     try:
@@ -294,9 +293,9 @@ def seen(stuck: dict[str, Any], zero: dict[str, Any]) -> str:
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
-    rounds = timing_rounds(ctx)
+    rounds = ctx.timing_rounds()
     seconds = 1 if ctx.quick else 2
-    listener = listening_socket(rcvbuf=BUFFER_BYTES)
+    listener = listening_socket(options=SocketOptions(rcvbuf=BUFFER_BYTES))
     try:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
             default, t_default = repeat(lambda: default_close(listener, cap), rounds)

@@ -41,18 +41,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink, socket_in
-from framelab.experiments.observe import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import (
+    data_segments_out,
     errno_name,
     netstat_counters,
+    segments_since,
     selected_delta,
     sysctl,
     sysctls,
     tcp_info,
 )
-from framelab.experiments.packets import (
+from framelab.lab.netns import VethLink, socket_in
+from framelab.lab.packets import (
     ACK,
     DONT_FRAGMENT,
     ETHERNET_HEADER,
@@ -66,17 +70,15 @@ from framelab.experiments.packets import (
     tcp_segment,
     udp_fragments,
 )
-from framelab.experiments.pairs import (
+from framelab.lab.sockets import (
+    SocketOptions,
     address_of,
     connect_to,
     listening_socket,
-    maybe_capture,
+    recv_exactly,
     set_linger,
-    truncate_lines,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
-from framelab.experiments.sockio import data_segments_out, segments_since
+from framelab.lab.traces import maybe_capture, truncate_lines
 
 NAME = "mss_mtu"
 # linux/in.h (the socket module of Python 3.11 lacks them)
@@ -122,17 +124,17 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     if ctx.root:
         wire = observe_veth(ctx.mtu or DEFAULT_MTU)
         results = [
-            judge_largest_frame(wire),
-            judge_small_frames(wire),
-            judge_fragmentation(wire),
-            judge_udp_with_df(wire),
-            judge_mss_from_mtu(wire),
-            judge_segmentation(wire),
+            judge_c01(wire),
+            judge_c02(wire),
+            judge_c04(wire),
+            judge_c07(wire),
+            judge_c12(wire),
+            judge_c19(wire),
         ]
     else:
         why = "needs root: two hosts in network namespaces joined by a veth"
         results = [skipped(NAME, claim, why) for claim in NETNS_CLAIMS]
-    results += [check_ip_limits(ctx), check_default_mss(ctx, wire)]
+    results += [check_c03(ctx), check_c13(ctx, wire)]
     return sorted(results, key=lambda r: r.claim)
 
 
@@ -222,22 +224,11 @@ def fresh_veth_mtu() -> int | None:
 
 def tcp_over_veth(link: VethLink, port: int, size: int) -> dict[str, Any]:
     """Connect a to b, read TCP_MAXSEG, and send `size` bytes in one send()."""
-    listener = link.b.socket()
-    client = link.a.socket()
-    with listener, client:
-        listener.bind((link.b.address, port))
-        listener.listen(1)
-        listener.settimeout(2)
-        client.settimeout(2)
-        client.connect((link.b.address, port))
-        server, _ = listener.accept()
-        with server:
-            maxseg = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
-            sent = client.send(bytes(size))
-            received = 0
-            server.settimeout(2)
-            while received < sent:
-                received += len(server.recv(65536))
+    listener = listening_socket(link.b.address, 1, netns=link.b.netns, port=port)
+    with listener, connect_to(listener, netns=link.a.netns, io_timeout=2) as pair:
+        maxseg = pair.client.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        sent = pair.client.send(bytes(size))
+        received = sum(map(len, recv_exactly(pair.server, sent)))
     return {"tcp_maxseg_after_connect": maxseg, "sent_in_one_send": sent, "received": received}
 
 
@@ -387,7 +378,7 @@ def segment_to(dst: str, seq: int, ack: int, flags: int) -> bytes:
     return ipv4_header(STRANGER, dst, socket.IPPROTO_TCP, len(segment), 0, DONT_FRAGMENT) + segment
 
 
-def judge_largest_frame(wire: Wire) -> ClaimResult:
+def judge_c01(wire: Wire) -> ClaimResult:
     largest = max(p.frame_len for p in wire.packets)
     by_kind = {
         "tcp": max((p.frame_len for p in wire.packets if p.proto == "tcp"), default=None),
@@ -426,7 +417,7 @@ def judge_largest_frame(wire: Wire) -> ClaimResult:
     return judge_parts(NAME, "C01", parts, observed, trace=wire.trace(full, limit=4))
 
 
-def judge_small_frames(wire: Wire) -> ClaimResult:
+def judge_c02(wire: Wire) -> ClaimResult:
     def udp_1_byte(packets: list[Packet]) -> int | None:
         return next((p.frame_len for p in packets if p.proto == "udp" and p.payload_len == 1), None)
 
@@ -461,7 +452,7 @@ def judge_small_frames(wire: Wire) -> ClaimResult:
     return judge_parts(NAME, "C02", parts, observed, trace=wire.trace(examples, limit=4))
 
 
-def judge_fragmentation(wire: Wire) -> ClaimResult:
+def judge_c04(wire: Wire) -> ClaimResult:
     frag, lost = wire.sockets["fragments"], wire.sockets["lost_fragment"]
     kernel_made = [
         p
@@ -516,7 +507,7 @@ def judge_fragmentation(wire: Wire) -> ClaimResult:
     )
 
 
-def judge_udp_with_df(wire: Wire) -> ClaimResult:
+def judge_c07(wire: Wire) -> ClaimResult:
     udp = wire.sockets["udp_df"]
     largest = udp["largest_payload"]
     fits = (
@@ -551,7 +542,7 @@ def judge_udp_with_df(wire: Wire) -> ClaimResult:
     )
 
 
-def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
+def judge_c12(wire: Wire) -> ClaimResult:
     seen: dict[str, Any] = {"mtu": wire.mtu}
     handshakes: list[Packet] = []
     connections = (
@@ -613,7 +604,7 @@ def judge_mss_from_mtu(wire: Wire) -> ClaimResult:
     return judge_parts(NAME, "C12", parts, seen, trace=wire.trace(handshakes, limit=4))
 
 
-def judge_segmentation(wire: Wire) -> ClaimResult:
+def judge_c19(wire: Wire) -> ClaimResult:
     tcp = wire.sockets["tcp"]
     segments = wire.data_to(TCP_PORT)
     mss = tcp["tcp_maxseg_after_connect"]
@@ -634,7 +625,7 @@ def judge_segmentation(wire: Wire) -> ClaimResult:
 
 
 # -- on loopback ------------------------------------------------------------------
-def check_ip_limits(ctx: RunContext) -> ClaimResult:
+def check_c03(ctx: RunContext) -> ClaimResult:
     observed: dict[str, Any] = {}
     trace: list[str] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
@@ -725,17 +716,11 @@ def lowered_mss_connection(
     listener: socket.socket, mss: int
 ) -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connection whose client set TCP_MAXSEG before connect()."""
-    client = socket.socket()
-    with client:
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
-        client.settimeout(2)
-        client.connect(address_of(listener))
-        server, _ = listener.accept()
-        with server:
-            yield client, server
+    with connect_to(listener, client=SocketOptions(maxseg=mss), io_timeout=2) as pair:
+        yield pair.client, pair.server
 
 
-def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
+def check_c13(ctx: RunContext, wire: Wire | None) -> ClaimResult:
     lo_mtu = int(Path("/sys/class/net/lo/mtu").read_text())
     observed: dict[str, Any] = {"loopback_mtu": lo_mtu}
     with (
@@ -756,10 +741,7 @@ def check_default_mss(ctx: RunContext, wire: Wire | None) -> ClaimResult:
             observed["peer_maxseg"] = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
             before = data_segments_out(lowered)
             lowered.sendall(bytes(LOWERED_SEND))
-            server.settimeout(2)
-            got = 0
-            while got < LOWERED_SEND:
-                got += len(server.recv(65536))
+            recv_exactly(server, LOWERED_SEND)
             observed["segments_for_4000_bytes"] = segments_since(lowered, before)
             lowered_port = address_of(lowered)[1]
         if cap is not None:

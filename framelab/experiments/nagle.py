@@ -34,25 +34,28 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelab.clients.harness import SocketOptions, corked, loopback_pair, set_quickack
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import tcp_info
-from framelab.experiments.packets import format_trace
-from framelab.experiments.pairs import LOOPBACK, maybe_capture, median_ms, timing_rounds, titled
-from framelab.experiments.registry import Experiment
+from framelab.experiments.registry import Chart, Drawing, Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts
-from framelab.experiments.sockio import (
-    close_writer,
-    data_segments_out,
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import data_segments_out, segments_since, tcp_info
+from framelab.lab.loops import close_writer, on_each_loop
+from framelab.lab.packets import format_trace
+from framelab.lab.sockets import (
+    LOOPBACK,
+    SocketOptions,
+    connected_pair,
+    corked,
     nodelay,
-    on_each_loop,
-    segments_since,
+    recv_exactly,
+    set_quickack,
 )
+from framelab.lab.timing import median_ms
+from framelab.lab.traces import maybe_capture, titled
 
 NAME = "nagle"
 HEADER = b"h" * 10
@@ -182,20 +185,11 @@ class ReplyServer(threading.Thread):
             self.error = exc
 
 
-def read_reply(sock: socket.socket) -> None:
-    received = 0
-    while received < len(REPLY):
-        chunk = sock.recv(len(REPLY) - received)
-        if not chunk:
-            raise ConnectionError("server closed before replying")
-        received += len(chunk)
-
-
 def round_trip(sock: socket.socket, pattern: Pattern, log: WriteLog | None = None) -> float:
     """Seconds from the first write of a request to the end of its reply."""
     started = time.perf_counter()
     pattern(sock, log if log is not None else WriteLog())
-    read_reply(sock)
+    recv_exactly(sock, len(REPLY))
     return time.perf_counter() - started
 
 
@@ -218,7 +212,10 @@ class Timing:
 
 
 def time_case(case: Case, rounds: int, cap: Capture | None = None) -> Timing:
-    client, server = loopback_pair(SocketOptions(nodelay=case.nodelay), timeout=TIMEOUT)
+    client, server, listener = connected_pair(
+        client=SocketOptions(nodelay=case.nodelay), timeout=TIMEOUT, io_timeout=TIMEOUT
+    )
+    listener.close()  # one connection is all this case needs
     replier = ReplyServer(server, case.quickack)
     replier.start()
     try:
@@ -349,7 +346,7 @@ def stalled(slow: Timing | float, fast: Timing | float) -> bool:
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
-    slow_rounds = timing_rounds(ctx, quick_rounds=3)
+    slow_rounds = ctx.timing_rounds(quick_rounds=3)
     fast_rounds = max(slow_rounds, ctx.rounds) * FAST_ROUNDS_FACTOR
     timings: dict[str, Timing] = {}
     evidence: dict[str, Any] = {}
@@ -364,10 +361,12 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         else:
             timings[case.name] = time_case(case, rounds)
     loops = on_each_loop(lambda: asyncio_nagle(slow_rounds))
-    return [c18(timings, evidence, trace), c36(timings, loops)]
+    return [judge_c18(timings, evidence, trace), judge_c36(timings, loops)]
 
 
-def c18(timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]) -> ClaimResult:
+def judge_c18(
+    timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]
+) -> ClaimResult:
     """Held back and combined, judged from the kernel's send queue, not from the stall.
 
     The stall is what a delayed ACK makes of Nagle; without one (a quickack
@@ -444,7 +443,7 @@ def c18(timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]) 
     )
 
 
-def c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimResult:
+def judge_c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimResult:
     """Each write at once (send queue, segment count); the latency gain only where Nagle stalled."""
     nagle, fast = timings["nagle"], timings["nodelay"]
     fast3 = timings["nodelay_3_writes"]
@@ -513,6 +512,55 @@ def c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimRe
     return judge_parts(NAME, "C36", parts, observed, context={"event loops": loop_note})
 
 
+# --- the chart -------------------------------------------------------------------------
+
+#: a round trip this slow was held back by Nagle and a delayed ACK
+STALL_MS = 10.0
+STALL_COLOUR, PROMPT_COLOUR = "#d62728", "#2ca02c"
+#: (key in C36's observed, label), in the order drawn
+CHART_MODES = (
+    ("nagle", "Nagle on: write, write, read"),
+    ("nodelay", "TCP_NODELAY"),
+    ("one_write", "Nagle on, one write"),
+    ("quickack", "Nagle on, peer TCP_QUICKACK"),
+    ("cork", "TCP_CORK, then uncork"),
+)
+
+
+def chart_rows(seen: dict[str, Any]) -> list[tuple[str, float]]:
+    """(label, median round trip in ms) for every mode the run measured."""
+    rows = [(label, seen[key]["median_ms"]) for key, label in CHART_MODES if key in seen]
+    for loop, data in seen.get("event_loops", {}).items():
+        rows.append((f"{loop}, its default", data["default_median_ms"]))
+        rows.append((f"{loop}, TCP_NODELAY cleared", data["nodelay_cleared_median_ms"]))
+    return rows
+
+
+def round_trip_bars(results: Sequence[ClaimResult]) -> Drawing | None:
+    """C36's round trips, Nagle on next to each remedy, on a log scale."""
+    seen = next((r.observed for r in results if r.claim == "C36"), None)
+    rows = chart_rows(seen) if seen else []
+    if not rows:
+        return None
+
+    def draw(ax: Any) -> None:
+        labels = [label for label, _ in rows][::-1]
+        values = [max(ms, 1e-3) for _, ms in rows][::-1]
+        colours = [STALL_COLOUR if ms >= STALL_MS else PROMPT_COLOUR for ms in values]
+        ax.barh(labels, values, color=colours)
+        for y, ms in enumerate(values):
+            ax.text(ms * 1.15, y, f"{ms:g} ms", va="center", fontsize="small")
+        ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * 12)
+        ax.set_xlabel("median round trip, ms (log scale)")
+        ax.set_title(
+            "write, write, read on loopback: Nagle and the delayed ACK (C18, C36)", loc="right"
+        )
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+
+    return draw
+
+
 EXPERIMENT = Experiment(
     name=NAME,
     claims=("C18", "C36"),
@@ -522,4 +570,5 @@ EXPERIMENT = Experiment(
         " TCP_QUICKACK and TCP_CORK avoid it; asyncio and uvloop set TCP_NODELAY"
     ),
     run=run,
+    charts=(Chart("nagle.png", round_trip_bars),),
 )

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framelab.experiments.capture import Capture
-from framelab.experiments.packets import Packet, format_trace
 from framelab.experiments.pcap import Frame, pcap_bytes
 from framelab.experiments.result import ClaimResult
+from framelab.lab.capture import Capture
+from framelab.lab.packets import Packet, format_trace
 
 #: a trace line: stamp, the endpoints, ..., the frame length
 _LINE = re.compile(r"^\s*(-?\d+\.\d+)ms IP (.+?): .*?\(frame (\d+)\)")

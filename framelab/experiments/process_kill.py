@@ -29,28 +29,15 @@ import time
 from types import TracebackType
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.pairs import (
-    LOOPBACK,
-    Address,
-    Stopwatch,
-    address_of,
-    endpoint_state,
-    fin_rst_sent,
-    listening_socket,
-    maybe_capture,
-    median_ms,
-    recv_outcome,
-    settled_state,
-    short_trace,
-    timing_rounds,
-    titled,
-    wait_for_flag,
-    wait_for_queues,
-)
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import endpoint_state
+from framelab.lab.sockets import LOOPBACK, Address, address_of, listening_socket, recv_outcome
+from framelab.lab.timing import Stopwatch, median_ms
+from framelab.lab.traces import fin_rst_sent, maybe_capture, short_trace, titled, wait_for_flag
+from framelab.lab.waiting import settled_state, wait_for_queues
 
 NAME = "process_kill"
 #: how long to wait for an event that should come at once (seconds)
@@ -279,7 +266,7 @@ def forked_holder(
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
-    rounds = timing_rounds(ctx)
+    rounds = ctx.timing_rounds()
     quiet = ctx.quiet
     listener = listening_socket()
     try:

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from framelab.experiments.capture import Capture
-from framelab.experiments.netns import VethLink, socket_in
-from framelab.experiments.packets import DONT_FRAGMENT, Packet, ipv4_header, tcp_segment
+from framelab.lab.capture import Capture
+from framelab.lab.netns import VethLink, socket_in
+from framelab.lab.packets import DONT_FRAGMENT, Packet, ipv4_header, tcp_segment
 
 STRANGER = "10.231.0.3"
 _TS = re.compile(r"TS val (\d+) ecr (\d+)")

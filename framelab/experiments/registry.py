@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.result import ClaimResult
@@ -29,12 +30,31 @@ EXPERIMENT_MODULES = [
 ]
 
 
+#: draws one chart on a matplotlib Axes (Any: matplotlib ships no types here)
+Drawing = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A picture an experiment declares for its own results.
+
+    `draw` receives the experiment's results that were not skipped and
+    returns how to draw the chart, or None when these results allow none
+    (a claim absent, or without the numbers the picture needs).
+    """
+
+    filename: str
+    draw: Callable[[Sequence[ClaimResult]], Drawing | None]
+    size: tuple[float, float] = (9, 4.2)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment: its name, the claims it checks, and how to run it.
 
     `needs_root` is "no", "partly" (some claims skip without root) or "yes".
     `run` sets up, acts, observes, decides, and cleans up, even on failure.
+    `charts` are the pictures it draws from its results (`--plot DIR`).
     """
 
     name: str
@@ -42,6 +62,7 @@ class Experiment:
     needs_root: str
     description: str
     run: Callable[[RunContext], list[ClaimResult]]
+    charts: tuple[Chart, ...] = ()
 
 
 def load(name: str) -> Experiment:

@@ -23,32 +23,32 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import counter_delta, errno_name, netstat_counters
-from framelab.experiments.packets import ACK, PSH, Packet, tcp_segment
-from framelab.experiments.pairs import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import counter_delta, errno_name, netstat_counters
+from framelab.lab.packets import ACK, PSH, Packet, tcp_segment
+from framelab.lab.sockets import (
     LOOPBACK,
-    Stopwatch,
     address_of,
     connect_to,
-    fin_rst_sent,
-    flags_sent,
     listening_socket,
-    maybe_capture,
-    median_ms,
     recv_outcome,
     reserved_port,
     send_error,
     set_linger,
-    short_trace,
-    timing_rounds,
-    titled,
     unused_port,
+)
+from framelab.lab.timing import Stopwatch, median_ms
+from framelab.lab.traces import (
+    fin_rst_sent,
+    flags_sent,
+    maybe_capture,
+    short_trace,
+    titled,
     wait_for_flag,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
 
 NAME = "reset"
 #: how long to wait for an event that should come at once (seconds)
@@ -89,7 +89,7 @@ def connection_refused(cap: Capture | None, port: int, rounds: int) -> dict[str,
     }
 
 
-def c27(tcp: dict[str, Any], trace: list[str]) -> ClaimResult:
+def judge_c27(tcp: dict[str, Any], trace: list[str]) -> ClaimResult:
     answered = tcp["port_answered"]
     rsts = (
         ", ".join(f"[{flags}]" for flags in answered)
@@ -173,7 +173,7 @@ def _icmp_text(pkt: Packet | None, cap: Capture | None) -> str | None:
     return f"type {pkt.icmp_type} code {pkt.icmp_code}"
 
 
-def c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> ClaimResult:
+def judge_c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> ClaimResult:
     icmp_seen = udp["icmp_to_connected"] in (None, "type 3 code 3")
     holds = (
         tcp["errors"] == ["ECONNREFUSED"]
@@ -238,7 +238,7 @@ def selector_on_close(
         return observed, short_trace(cap, pair.client_port, started, 4)
 
 
-def c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
+def check_c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
     aborted, t_aborted = selector_on_close(listener, cap, abort=True)
     closed, t_closed = selector_on_close(listener, cap, abort=False)
     holds = aborted["readable"] and aborted["recv"] == "ECONNRESET"
@@ -299,7 +299,7 @@ def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> d
     }
 
 
-def c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
+def check_c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
     if not ctx.can_capture:
         return skipped(
             NAME, "C39", "needs root: a raw socket to forge the segment, a capture to see the RST"
@@ -352,7 +352,7 @@ def c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
-    rounds = timing_rounds(ctx)
+    rounds = ctx.timing_rounds()
     quiet = ctx.quiet
     listener = listening_socket()
     closed_tcp = reserved_port()
@@ -367,11 +367,11 @@ def run(ctx: RunContext) -> list[ClaimResult]:
             udp = udp_to_unbound_port(cap, udp_port, quiet)
             udp_trace = titled("UDP to an unbound port", short_trace(cap, udp_port, limit=6))
             results = [
-                c27(tcp, tcp_trace),
-                c38(tcp, udp, tcp_trace + udp_trace),
-                c30(listener, cap),
+                judge_c27(tcp, tcp_trace),
+                judge_c38(tcp, udp, tcp_trace + udp_trace),
+                check_c30(listener, cap),
             ]
-        results.append(c39(ctx, listener))
+        results.append(check_c39(ctx, listener))
     finally:
         listener.close()
         closed_tcp.close()

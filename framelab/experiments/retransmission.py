@@ -23,21 +23,18 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink
-from framelab.experiments.observe import (
-    errno_name,
-    netstat_counters,
-    selected_delta,
-    sysctls,
-    tcp_info,
-)
-from framelab.experiments.pairs import gaps_ms, short_trace
-from framelab.experiments.registry import Experiment
+from framelab.experiments.registry import Chart, Drawing, Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import errno_name, netstat_counters, selected_delta, sysctls, tcp_info
+from framelab.lab.netns import VethLink
+from framelab.lab.sockets import SocketOptions, connect_to, listening_socket
+from framelab.lab.timing import gaps_ms
+from framelab.lab.traces import short_trace
 
 NAME = "retransmission"
 PORT = 7040
@@ -197,18 +194,12 @@ def observe_abort(
     with VethLink(mtu=mtu or 1500) as link:
         if retries2 is not None:
             link.a.set_sysctl("net.ipv4.tcp_retries2", retries2)
-        listener = link.b.socket()
-        client = link.a.socket()
-        try:
-            listener.bind((link.b.address, PORT))
-            listener.listen(1)
-            if user_timeout_ms is not None:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
-            limit_s = (user_timeout_ms or expected_abort_ms(retries2 or 15)) / 1000
-            client.settimeout(2)
-            client.connect((link.b.address, PORT))
-            server, _ = listener.accept()
-            with server, Capture(link.a.ifname, ports=[PORT], netns=link.a.netns) as cap:
+        limit_s = (user_timeout_ms or expected_abort_ms(retries2 or 15)) / 1000
+        options = SocketOptions(user_timeout_ms=user_timeout_ms)
+        with listening_socket(link.b.address, 1, netns=link.b.netns, port=PORT) as listener:
+            pair = connect_to(listener, netns=link.a.netns, client=options, io_timeout=2)
+            client, server = pair.client, pair.server
+            with pair, Capture(link.a.ifname, ports=[PORT], netns=link.a.netns) as cap:
                 client.sendall(b"hello")  # one exchange that works
                 server.recv(16)
                 before = netstat_counters(link.a.netns)
@@ -250,9 +241,6 @@ def observe_abort(
                     "rst_sent": any(p.has("R") for p in cap.tcp(PORT) if p.sport != PORT),
                 }
                 return observed, short_trace(cap, PORT)
-        finally:
-            client.close()
-            listener.close()
 
 
 def vanish(link: VethLink) -> None:
@@ -303,10 +291,64 @@ def state_or_none(sock: socket.socket) -> str | None:
         return None
 
 
+# --- the chart -------------------------------------------------------------------------
+
+ABORT_COLOUR, SEND_COLOUR = "#d62728", "#1f77b4"
+
+
+def transmission_times(seen: dict[str, Any]) -> list[float]:
+    """ms after the first transmission: 0, then one time per retransmission."""
+    times = [0.0]
+    for gap in seen["retransmit_gaps_ms"]:
+        times.append(times[-1] + gap)
+    return times
+
+
+def timeline(results: Sequence[ClaimResult]) -> Drawing | None:
+    """C40's transmissions on a time line: a probe, the timer doubling, the abort."""
+    seen = next((r.observed for r in results if r.claim == "C40"), None)
+    if not seen or not seen.get("retransmit_gaps_ms"):
+        return None
+    times = transmission_times(seen)
+    gaps = seen["retransmit_gaps_ms"]
+    abort = seen.get("abort_after_ms")
+
+    def draw(ax: Any) -> None:
+        ax.vlines(times, 0, 1, colors=SEND_COLOUR, linewidth=2)
+        ax.plot(times, [1] * len(times), "o", color=SEND_COLOUR, label="segment sent")
+        for start, gap in zip(times, gaps, strict=False):
+            ax.annotate(
+                "", xy=(start + gap, 0.5), xytext=(start, 0.5),
+                arrowprops={"arrowstyle": "<->", "color": "grey"},
+            )  # fmt: skip
+            ax.text(start + gap / 2, 0.56, f"{gap:.0f} ms", ha="center", fontsize="small")
+        probe = seen.get("counters", {}).get("TcpExt.TCPLossProbes") == 1
+        for i, at in enumerate(times):
+            why = "first send" if i == 0 else "probe" if probe and i == 1 else "timer"
+            ax.text(at, 1.06, why, ha="center", fontsize="x-small")
+        if abort is not None:
+            label = f"{seen.get('error')} after {abort:.0f} ms"
+            if seen.get("user_timeout_ms"):
+                label += f" (TCP_USER_TIMEOUT {seen['user_timeout_ms']} ms)"
+            ax.axvline(abort, color=ABORT_COLOUR, linestyle="--", label=label)
+        ax.set_ylim(0, 1.3)
+        ax.set_yticks([])
+        ax.set_xlabel("ms after the first transmission")
+        ax.set_title("every segment lost: a probe, the timer doubling, the abort (C40)")
+        # below the axis, never over a stem: the last one sits near the abort line
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small",
+            frameon=False,
+        )  # fmt: skip
+
+    return draw
+
+
 EXPERIMENT = Experiment(
     name=NAME,
     claims=("C40",),
     needs_root="yes",
     description="every segment lost (the peer vanished): retransmissions back off, then the abort",
     run=run,
+    charts=(Chart("retransmission.png", timeline),),
 )

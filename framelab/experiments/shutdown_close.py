@@ -26,36 +26,38 @@ import socket
 import time
 from typing import Any, cast
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, judge
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import (
     ProcTcpEntry,
     counter_delta,
+    endpoint_state,
     errno_name,
     netstat_counters,
+    tcp_entry,
     tcp_state,
 )
-from framelab.experiments.pairs import (
+from framelab.lab.loops import event_loops
+from framelab.lab.sockets import (
     LOOPBACK,
-    POLL_INTERVAL,
-    TRACE_LIMIT,
     Address,
     address_of,
     connect_to,
-    endpoint_state,
-    fin_rst_sent,
     listening_socket,
-    maybe_capture,
     recv_outcome,
     send_error,
+)
+from framelab.lab.traces import (
+    TRACE_LIMIT,
+    fin_rst_sent,
+    maybe_capture,
     short_trace,
-    tcp_entry,
     titled,
     wait_for_flag,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
-from framelab.experiments.sockio import event_loops
+from framelab.lab.waiting import poll_until_async
 
 NAME = "shutdown_close"
 #: how long a recv waits for an event that should come at once (seconds)
@@ -126,7 +128,7 @@ def shutdown_both(listener: socket.socket) -> dict[str, Any]:
         pair.close()
 
 
-def c21(listener: socket.socket, cap: Capture | None) -> ClaimResult:
+def check_c21(listener: socket.socket, cap: Capture | None) -> ClaimResult:
     half, trace = half_close(listener, cap)
     both = shutdown_both(listener)
     holds = (
@@ -199,7 +201,7 @@ def shared_socket(
         pair.close()
 
 
-def c22(listener: socket.socket, cap: Capture | None, quiet: float) -> ClaimResult:
+def check_c22(listener: socket.socket, cap: Capture | None, quiet: float) -> ClaimResult:
     observed, trace = shared_socket(listener, cap, quiet)
     silent = observed["client_sent_after_one_close"]
     holds = (
@@ -229,7 +231,7 @@ def c22(listener: socket.socket, cap: Capture | None, quiet: float) -> ClaimResu
 # --- C23, C24: errors after shutdown and close ----------------------------------------
 
 
-def c23(listener: socket.socket) -> ClaimResult:
+def check_c23(listener: socket.socket) -> ClaimResult:
     """send() after shutdown(SHUT_WR): EPIPE, not a signal (Python ignores SIGPIPE)."""
     pair = connect_to(listener)
     try:
@@ -261,7 +263,7 @@ def c23(listener: socket.socket) -> ClaimResult:
     )
 
 
-def c24(listener: socket.socket) -> ClaimResult:
+def check_c24(listener: socket.socket) -> ClaimResult:
     """recv() on a closed Python socket."""
     pair = connect_to(listener)
     try:
@@ -379,16 +381,16 @@ async def _kernel_queues_settled(
 ) -> ProcTcpEntry | None:
     """Poll /proc until our data left the client's queue and `unread` bytes stay in
     the kernel's receive queue (0: the event loop has read it all into its buffer)."""
-    deadline = time.monotonic() + EVENT_TIMEOUT
-    while True:
+
+    def settled() -> ProcTcpEntry | None:
         server_end = tcp_entry(local, remote)
         client_end = tcp_entry(remote, local)
-        settled = server_end is not None and server_end.rx_queue == unread
-        if settled and client_end is not None and client_end.tx_queue == 0:
+        drained = client_end is not None and client_end.tx_queue == 0
+        if server_end is not None and server_end.rx_queue == unread and drained:
             return server_end
-        if time.monotonic() >= deadline:
-            return server_end
-        await asyncio.sleep(POLL_INTERVAL)
+        return None
+
+    return await poll_until_async(settled, EVENT_TIMEOUT) or tcp_entry(local, remote)
 
 
 async def _async_recv_outcome(sock: socket.socket, timeout: float) -> str:
@@ -425,7 +427,7 @@ def asyncio_meaning(reading: set[str], paused: set[str]) -> str:
     return "asyncio did not hide the unread data the way its eager reading suggests."
 
 
-def c28(listener: socket.socket, cap: Capture | None, can_capture: bool) -> ClaimResult:
+def check_c28(listener: socket.socket, cap: Capture | None, can_capture: bool) -> ClaimResult:
     unread, t_unread = close_with_unread(listener, cap, read_first=False)
     control, t_control = close_with_unread(listener, cap, read_first=True)
     streams, t_streams = asyncio_observations(can_capture)
@@ -470,11 +472,11 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     try:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
             results = [
-                c21(listener, cap),
-                c22(listener, cap, ctx.quiet),
-                c23(listener),
-                c24(listener),
-                c28(listener, cap, ctx.can_capture),
+                check_c21(listener, cap),
+                check_c22(listener, cap, ctx.quiet),
+                check_c23(listener),
+                check_c24(listener),
+                check_c28(listener, cap, ctx.can_capture),
             ]
     finally:
         listener.close()

@@ -33,23 +33,23 @@ import socket
 import struct
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import tcp_state
-from framelab.experiments.packets import SYN, Packet, tcp_segment
-from framelab.experiments.pairs import (
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import endpoint_state, tcp_state
+from framelab.lab.packets import SYN, Packet, tcp_segment
+from framelab.lab.sockets import (
     Pair,
+    SocketOptions,
     address_of,
     connect_to,
     drain,
-    endpoint_state,
     fill_send_queue,
     listening_socket,
-    poll,
-    short_trace,
 )
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.lab.traces import short_trace
+from framelab.lab.waiting import poll
 
 NAME = "states"
 #: every state include/net/tcp_states.h has, as /proc/net/tcp names them
@@ -79,19 +79,19 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     walk.run()
     if not ctx.can_capture:
         why = "needs root: packet capture (AF_PACKET) on lo"
-        results = [judge_states(walk, None)]
+        results = [judge_c10(walk, None)]
         results += [skipped(NAME, claim, why) for claim in ("C08", "C09", "C14")]
         return sorted(results, key=lambda r: r.claim)
     segments, trace = capture_connections()
     packets = segments["prompt"] + segments["later"]
-    results = [judge_states(walk, {name: teardown_flags(p) for name, p in segments.items()})]
+    results = [judge_c10(walk, {name: teardown_flags(p) for name, p in segments.items()})]
     results[0].trace = trace
     probes, probe_trace = probe_long_headers()
     results += [
-        judge_header_length(packets, probes, probe_trace),
-        judge_handshake(segments["prompt"], trace),
+        judge_c08(packets, probes, probe_trace),
+        judge_c09(segments["prompt"], trace),
     ]
-    results += [judge_mss_option(packets, trace)]
+    results += [judge_c14(packets, trace)]
     return sorted(results, key=lambda r: r.claim)
 
 
@@ -145,9 +145,9 @@ class StateWalk:
 
     def orderly_close_with_waits(self) -> None:
         """Client closes first with data queued; then the server, likewise."""
-        listener = listening_socket(rcvbuf=SMALL_BUFFER)
+        listener = listening_socket(options=SocketOptions(rcvbuf=SMALL_BUFFER))
         try:
-            with connect_to(listener, sndbuf=SMALL_BUFFER) as pair:
+            with connect_to(listener, client=SocketOptions(sndbuf=SMALL_BUFFER)) as pair:
                 self._orderly_close(pair)
         finally:
             listener.close()
@@ -181,9 +181,9 @@ class StateWalk:
     def simultaneous_close(self) -> None:
         """Both ends shut down with data queued; a reads first, and gets b's FIN
         while its own is still unsent: CLOSING."""
-        listener = listening_socket(rcvbuf=SMALL_BUFFER)
+        listener = listening_socket(options=SocketOptions(rcvbuf=SMALL_BUFFER))
         try:
-            with connect_to(listener, sndbuf=SMALL_BUFFER) as pair:
+            with connect_to(listener, client=SocketOptions(sndbuf=SMALL_BUFFER)) as pair:
                 a, b = pair.client, pair.server
                 b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
                 a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
@@ -207,7 +207,7 @@ class StateWalk:
 FOUR_WAY = ["client [F.]", "server [.]", "server [F.]", "client [.]"]
 
 
-def judge_states(walk: StateWalk, teardowns: dict[str, list[str]] | None) -> ClaimResult:
+def judge_c10(walk: StateWalk, teardowns: dict[str, list[str]] | None) -> ClaimResult:
     """C10: the closers' paths, every state, and (captured) the four segments."""
     missing = [s for s in ALL_STATES if s not in walk.seen]
     active_ok = walk.active == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
@@ -334,9 +334,7 @@ def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
     return results, trace
 
 
-def judge_header_length(
-    packets: list[Packet], probes: dict[str, Any], trace: list[str]
-) -> ClaimResult:
+def judge_c08(packets: list[Packet], probes: dict[str, Any], trace: list[str]) -> ClaimResult:
     lengths = sorted({p.tcp_header_len for p in packets})
     sixty, past = probes["sixty"], probes["past_sixty"]
     observed = {
@@ -365,7 +363,7 @@ def judge_header_length(
     return judge_parts(NAME, "C08", parts, observed, trace=trace)
 
 
-def judge_handshake(packets: list[Packet], trace: list[str]) -> ClaimResult:
+def judge_c09(packets: list[Packet], trace: list[str]) -> ClaimResult:
     first = [p.flags for p in packets[:3]]
     observed = {
         "first_three_segments": first,
@@ -383,7 +381,7 @@ def judge_handshake(packets: list[Packet], trace: list[str]) -> ClaimResult:
     )
 
 
-def judge_mss_option(packets: list[Packet], trace: list[str]) -> ClaimResult:
+def judge_c14(packets: list[Packet], trace: list[str]) -> ClaimResult:
     with_mss = [p.flags for p in packets if p.mss_option is not None]
     syns = [p for p in packets if p.has("S")]
     observed = {

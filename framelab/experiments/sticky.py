@@ -33,20 +33,27 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import counter_delta, errno_name, netstat_counters
-from framelab.experiments.packets import format_trace
-from framelab.experiments.pairs import (
-    LOOPBACK,
-    address_of,
-    connected_pair,
-    maybe_capture,
-    titled,
-)
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge
-from framelab.experiments.sockio import data_segments_out, readable, segments_since
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import (
+    counter_delta,
+    data_segments_out,
+    errno_name,
+    netstat_counters,
+    segments_since,
+)
+from framelab.lab.packets import format_trace
+from framelab.lab.sockets import (
+    LOOPBACK,
+    SocketOptions,
+    address_of,
+    connected_pair,
+    readable,
+    recv_exactly,
+)
+from framelab.lab.traces import maybe_capture, titled
 from framing import FrameDecoder, encode_frame
 
 NAME = "sticky"
@@ -117,19 +124,6 @@ def wait_until_queued(sock: socket.socket, total: int, timeout: float = EVENT_TI
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
-def read_exactly(sock: socket.socket, total: int, read_size: int) -> list[bytes]:
-    """recv(read_size) until `total` bytes came: each read's bytes, in order."""
-    chunks: list[bytes] = []
-    received = 0
-    while received < total:
-        chunk = sock.recv(read_size)
-        if not chunk:
-            raise ConnectionError(f"EOF after {received} of {total} bytes")
-        chunks.append(chunk)
-        received += len(chunk)
-    return chunks
-
-
 def send_each(sock: socket.socket, writes: list[bytes]) -> None:
     for data in writes:
         sock.sendall(data)
@@ -150,22 +144,22 @@ def stream(
     the receiver reads, for payloads larger than the buffers.
     """
     total = sum(map(len, writes))
-    with connected_pair(rcvbuf=rcvbuf) as pair:
+    one_segment_per_send = SocketOptions(nodelay=True)
+    with connected_pair(client=one_segment_per_send, server=SocketOptions(rcvbuf=rcvbuf)) as pair:
         if cap is not None:
             cap.add_port(pair.server_port)
-        pair.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one segment per send
         pair.server.settimeout(EVENT_TIMEOUT)
         before = data_segments_out(pair.client)
         if queued:
             send_each(pair.client, writes)
             if not wait_until_queued(pair.server, total):
                 raise TimeoutError(f"{total} bytes were not all queued at the receiver")
-            chunks = read_exactly(pair.server, total, read_size)
+            chunks = recv_exactly(pair.server, total, read_size)
         else:
             sender = threading.Thread(target=send_each, args=(pair.client, writes), daemon=True)
             sender.start()
             try:
-                chunks = read_exactly(pair.server, total, read_size)
+                chunks = recv_exactly(pair.server, total, read_size)
             finally:
                 sender.join(EVENT_TIMEOUT)
         segments = segments_since(pair.client, before)
@@ -198,7 +192,7 @@ def data_segments_trace(cap: Capture | None, port: int) -> list[str]:
 
 
 # -- C17: raw bytes -------------------------------------------------------------------------
-def check_byte_stream(cap: Capture | None) -> ClaimResult:
+def check_c17(cap: Capture | None) -> ClaimResult:
     messages = [payload(MESSAGE_SIZE, i) for i in range(MESSAGES)]
     large = payload(LARGE_PAYLOAD, 99)
     merged = merged_pattern(messages, cap)
@@ -266,7 +260,7 @@ def framed_case(messages: list[bytes], split: bool) -> dict[str, Any]:
     }
 
 
-def check_framing() -> ClaimResult:
+def check_c20() -> ClaimResult:
     small = [payload(size, i) for i, size in enumerate((0, 1, 5, 40, 100, 300, 4, 1000, 17, 0))]
     merged = framed_case(small, split=False)
     split = framed_case([payload(LARGE_PAYLOAD, 7)], split=True)
@@ -354,7 +348,7 @@ def udp_header_from_capture(cap: Capture | None, port: int, sizes: list[int]) ->
     return [p.ip_total_len - p.ip_header_len - size for p, size in pairs]
 
 
-def check_udp(cap: Capture | None) -> ClaimResult:
+def check_c06(cap: Capture | None) -> ClaimResult:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -426,7 +420,7 @@ def check_udp(cap: Capture | None) -> ClaimResult:
 
 def run(ctx: RunContext) -> list[ClaimResult]:
     with maybe_capture(ctx.can_capture, ports=()) as cap:
-        results = [check_byte_stream(cap), check_framing(), check_udp(cap)]
+        results = [check_c17(cap), check_c20(), check_c06(cap)]
     order = {claim: i for i, claim in enumerate(EXPERIMENT.claims)}
     return sorted(results, key=lambda r: order[r.claim])
 

@@ -30,10 +30,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink
-from framelab.experiments.observe import (
+from framelab.experiments.rawpeer import STRANGER, RawPeer, timestamp_option, timestamps_of
+from framelab.experiments.registry import Experiment
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import (
     ProcTcpEntry,
     errno_name,
     netstat_counters,
@@ -42,26 +44,22 @@ from framelab.experiments.observe import (
     sysctl,
     sysctls,
 )
-from framelab.experiments.packets import ACK, FIN, SYN
-from framelab.experiments.pairs import (
-    maybe_capture,
-    recv_outcome,
-    set_linger,
-    short_trace,
-    wait_for_entry,
-)
-from framelab.experiments.queues import (
+from framelab.lab.netns import VethLink
+from framelab.lab.packets import ACK, FIN, SYN
+from framelab.lab.sockets import (
     LOOPBACK,
     Address,
+    SocketOptions,
     address_of,
-    client_in,
+    client_socket,
     close_all,
-    listener_in,
-    poll_until,
+    connect_to,
+    listening_socket,
+    recv_outcome,
+    set_linger,
 )
-from framelab.experiments.rawpeer import STRANGER, RawPeer, timestamp_option, timestamps_of
-from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
+from framelab.lab.traces import maybe_capture, short_trace
+from framelab.lab.waiting import poll_until, wait_for_entry
 
 NAME = "time_wait"
 
@@ -85,21 +83,6 @@ OVERFLOW = "TcpExt.TCPTimeWaitOverflow"
 
 
 # --- small socket moves ------------------------------------------------------------
-
-
-def open_pair(netns: str | None, listener: socket.socket) -> tuple[socket.socket, socket.socket]:
-    """(client, server) of a new blocking connection to `listener`, client in `netns`."""
-    client = client_in(netns)
-    try:
-        client.settimeout(2.0)
-        client.connect(address_of(listener))
-        listener.settimeout(2.0)
-        server, _ = listener.accept()
-        server.settimeout(2.0)
-    except BaseException:
-        client.close()
-        raise
-    return client, server
 
 
 def close_first(active: socket.socket, passive: socket.socket) -> str:
@@ -180,7 +163,7 @@ def close_connections(listener: socket.socket, count: int, server_first: bool) -
     reads = set()
     before = netstat_counters()
     for _ in range(count):
-        client, server = open_pair(None, listener)
+        client, server, _ = connect_to(listener, io_timeout=2.0)
         order.client_ports.append(address_of(client)[1])
         active, passive = (server, client) if server_first else (client, server)
         reads.add(close_first(active, passive))
@@ -207,10 +190,10 @@ def rebind_while_time_wait(port: int) -> dict[str, str]:
 
 def rebind_after_listener_without_reuse() -> dict[str, str]:
     """The same, when the old listener (so its TIME_WAIT rows) lacked SO_REUSEADDR."""
-    listener = listener_in(None, LOOPBACK, 1, reuse_address=False)
+    listener = listening_socket(LOOPBACK, 1, reuse_address=False)
     port = address_of(listener)[1]
     try:
-        client, server = open_pair(None, listener)
+        client, server, _ = connect_to(listener, io_timeout=2.0)
         local, remote = address_of(server), address_of(client)
         close_first(server, client)
     finally:
@@ -221,8 +204,8 @@ def rebind_after_listener_without_reuse() -> dict[str, str]:
 
 def check_c32(ctx: RunContext) -> ClaimResult:
     count = 8 if ctx.quick else 20
-    server_first_listener = listener_in(None, LOOPBACK, count)
-    client_first_listener = listener_in(None, LOOPBACK, count)
+    server_first_listener = listening_socket(LOOPBACK, count)
+    client_first_listener = listening_socket(LOOPBACK, count)
     listeners = [server_first_listener, client_first_listener]
     try:
         ports = [address_of(sock)[1] for sock in listeners]
@@ -306,9 +289,9 @@ def timer_reading(entry: ProcTcpEntry | None, started: float) -> dict[str, Any]:
 
 def fresh_time_wait(netns: str | None) -> dict[str, Any]:
     """The timer of a TIME_WAIT row read right after the active close."""
-    listener = listener_in(netns, LOOPBACK, 1)
+    listener = listening_socket(LOOPBACK, 1, netns=netns)
     try:
-        client, server = open_pair(netns, listener)
+        client, server, _ = connect_to(listener, netns=netns, io_timeout=2.0)
         local, remote = address_of(client), address_of(server)
         closed_at = time.monotonic()
         close_first(client, server)
@@ -319,10 +302,10 @@ def fresh_time_wait(netns: str | None) -> dict[str, Any]:
 
 def orphaned_fin_wait2(netns: str | None) -> dict[str, Any]:
     """The timer of a FIN_WAIT2 whose owner closed while the peer never closes."""
-    listener = listener_in(netns, LOOPBACK, 1)
+    listener = listening_socket(LOOPBACK, 1, netns=netns)
     client: socket.socket | None = None
     try:
-        client, server = open_pair(netns, listener)
+        client, server, _ = connect_to(listener, netns=netns, io_timeout=2.0)
         local, remote = address_of(server), address_of(client)
         closed_at = time.monotonic()
         server.close()
@@ -493,7 +476,7 @@ def connect_again(
     where: Endpoints, local: Address, remote: Address, explicit_bind: bool
 ) -> tuple[socket.socket | None, str]:
     """A second connection from `local` to `remote`: (socket, "connected") or (None, errno)."""
-    sock = client_in(where.client_netns)
+    sock = client_socket(where.client_netns)
     try:
         sock.settimeout(2.0)
         if explicit_bind:
@@ -515,22 +498,21 @@ def reuse_trial(
 
     `retry_for`: keep trying (a new socket each time) for that many seconds.
     """
-    listener = listener_in(where.server_netns, where.server_host, 4)
+    listener = listening_socket(where.server_host, 4, netns=where.server_netns)
     opened: list[socket.socket] = [listener]
     if cap is not None:
         cap.add_port(address_of(listener)[1])
     try:
-        first = client_in(where.client_netns)
-        opened.append(first)
-        if case.explicit_bind:
-            first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # a port of its own: connect() may pick one that other connections'
-            # TIME_WAITs also hold, and theirs (no SO_REUSEADDR) fail bind() again
-            first.bind(("", 0))
-        first.settimeout(2.0)
-        first.connect(address_of(listener))
-        server, _ = listener.accept()
-        opened.append(server)
+        # with explicit_bind, a port of its own: connect() may pick one that other
+        # connections' TIME_WAITs also hold, and theirs (no SO_REUSEADDR) fail bind() again
+        first, server, _ = connect_to(
+            listener,
+            netns=where.client_netns,
+            client=SocketOptions(reuse_address=case.explicit_bind),
+            bind=("", 0) if case.explicit_bind else None,
+            io_timeout=2.0,
+        )
+        opened += [first, server]
         local, remote = address_of(first), address_of(listener)
         active, passive = (server, first) if case.server_closes_first else (first, server)
         close_first(active, passive)
@@ -729,11 +711,11 @@ def capped_time_wait(cap: int, count: int) -> dict[str, Any]:
     with VethLink() as link:
         closer, peer = link.a, link.b
         closer.set_sysctl("net.ipv4.tcp_max_tw_buckets", cap)
-        listener = listener_in(peer.netns, peer.address, count)
+        listener = listening_socket(peer.address, count, netns=peer.netns)
         try:
             before = netstat_counters(closer.netns)
             for _ in range(count):
-                client, server = open_pair(closer.netns, listener)
+                client, server, _ = connect_to(listener, netns=closer.netns, io_timeout=2.0)
                 client.shutdown(socket.SHUT_WR)  # FIN first: the client is the active closer
                 close_first(server, client)  # its TIME_WAIT starts at the server's FIN
             after = netstat_counters(closer.netns)
@@ -893,7 +875,7 @@ def b_time_wait(link: VethLink, state: ScriptedClose) -> ProcTcpEntry | None:
 def scripted_server_time_wait() -> dict[str, Any]:
     """The notes' TIME_WAIT mechanics on a server, segment by segment (like packetdrill)."""
     with VethLink() as link:
-        listener = listener_in(link.b.netns, link.b.address, 8)
+        listener = listening_socket(link.b.address, 8, netns=link.b.netns)
         port = address_of(listener)[1]
         with listener, Capture(link.a.ifname, ports=[port], netns=link.a.netns) as cap:
             stamped = server_closes_first(

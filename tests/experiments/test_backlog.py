@@ -14,6 +14,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in backlog.run(RunContext(rounds=2, quick=True))}
 
 
+@pytest.mark.kernel
 def test_c15_accept_queue_holds_backlog_plus_one(results: dict[str, ClaimResult]) -> None:
     queue = results["C15"].observed["accept_queue"]
     n = queue["backlog"]
@@ -24,6 +25,7 @@ def test_c15_accept_queue_holds_backlog_plus_one(results: dict[str, ClaimResult]
     assert queue["established_on_client_only"] == 0
 
 
+@pytest.mark.kernel
 def test_c15_overflowing_syns_are_dropped_silently_and_retried(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -40,11 +42,13 @@ def test_c15_overflowing_syns_are_dropped_silently_and_retried(
     assert results["C15"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c15_somaxconn_caps_the_backlog(results: dict[str, ClaimResult]) -> None:
     cap = results["C15"].observed["somaxconn_cap"]
     assert cap["queue_limit"] == min(backlog.HUGE_BACKLOG, int(cap["net.core.somaxconn"]))
 
 
+@pytest.mark.kernel
 def test_c15_an_ack_into_a_full_queue_is_dropped_until_accept_makes_room(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -58,6 +62,7 @@ def test_c15_an_ack_into_a_full_queue_is_dropped_until_accept_makes_room(
     assert late["after_one_accept"]["client_data_acked"]
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c15_abort_on_overflow_answers_with_rst(results: dict[str, ClaimResult]) -> None:
     abort = results["C15"].observed["tcp_abort_on_overflow=1 (namespace)"]
@@ -66,6 +71,7 @@ def test_c15_abort_on_overflow_answers_with_rst(results: dict[str, ClaimResult])
     assert abort["rst_to_client"]
 
 
+@pytest.mark.kernel
 def test_c16_without_namespaces_nothing_is_judged_from_the_host(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -75,6 +81,7 @@ def test_c16_without_namespaces_nothing_is_judged_from_the_host(
     assert all(p.holds is None and "context only" in p.evidence for p in unjudged)
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c16_each_statement_from_its_own_namespaces(results: dict[str, ClaimResult]) -> None:
     runs = results["C16"].observed["namespaces"]

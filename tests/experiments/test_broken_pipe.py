@@ -24,6 +24,7 @@ def seen(result: ClaimResult, key: str) -> dict[str, Any]:
     return value
 
 
+@pytest.mark.kernel
 def test_first_send_after_fin_succeeds_and_the_next_fails_with_epipe(
     result: ClaimResult,
 ) -> None:
@@ -38,6 +39,7 @@ def test_first_send_after_fin_succeeds_and_the_next_fails_with_epipe(
     assert result.verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_rst_without_fin_fails_the_first_send_with_econnreset(result: ClaimResult) -> None:
     after_rst = seen(result, "after_rst_without_fin")
     assert after_rst["state_before_write"] == "CLOSE"
@@ -45,6 +47,7 @@ def test_rst_without_fin_fails_the_first_send_with_econnreset(result: ClaimResul
     assert after_rst["second_send"] == "EPIPE"
 
 
+@pytest.mark.kernel
 def test_python_ignores_sigpipe_and_the_default_kills(result: ClaimResult) -> None:
     assert seen(result, "sigpipe") == {
         "python_sigpipe": "SIG_IGN",
@@ -52,6 +55,7 @@ def test_python_ignores_sigpipe_and_the_default_kills(result: ClaimResult) -> No
     }
 
 
+@pytest.mark.kernel
 def test_asyncio_write_never_raises_drain_does(result: ClaimResult) -> None:
     aio = seen(result, "event_loops")["asyncio"]
     assert aio["saw_eof"] is True
@@ -62,6 +66,7 @@ def test_asyncio_write_never_raises_drain_does(result: ClaimResult) -> None:
     assert aio["warnings"] >= 1 and aio["warning_first_at"] > aio["drain_raised_first_at"]
 
 
+@pytest.mark.kernel
 def test_uvloop_drain_raises_at_the_same_write(result: ClaimResult) -> None:
     loops = seen(result, "event_loops")
     if "uvloop" not in loops:
@@ -72,6 +77,7 @@ def test_uvloop_drain_raises_at_the_same_write(result: ClaimResult) -> None:
     assert uv["write_raised"] is None or uv["write_raised"].startswith("RuntimeError")
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_fin_data_then_rst(result: ClaimResult) -> None:
     assert seen(result, "after_fin")["peer_rst_captured"] is True
@@ -81,10 +87,11 @@ def test_capture_shows_fin_data_then_rst(result: ClaimResult) -> None:
     assert flags[-3:] == ["[F.]", "[P.]", "[R]"]
 
 
+@pytest.mark.kernel
 def test_verdict_follows_the_second_send(result: ClaimResult) -> None:
     after_fin = copy.deepcopy(seen(result, "after_fin"))
     after_fin["second_send"] = "sent 100"  # a kernel that kept accepting writes
-    verdict = broken_pipe.c25(
+    verdict = broken_pipe.judge_c25(
         after_fin,
         seen(result, "after_rst_without_fin"),
         seen(result, "sigpipe"),
@@ -94,12 +101,13 @@ def test_verdict_follows_the_second_send(result: ClaimResult) -> None:
     assert verdict is Verdict.DIFFERS
 
 
+@pytest.mark.kernel
 def test_without_a_capture_the_state_change_stands_for_the_rst(result: ClaimResult) -> None:
     after_fin = copy.deepcopy(seen(result, "after_fin"))
     after_fin["peer_rst_captured"] = None  # not root
     after_rst, pipe_signal = seen(result, "after_rst_without_fin"), seen(result, "sigpipe")
-    verdict = broken_pipe.c25(after_fin, after_rst, pipe_signal, {}, []).verdict
+    verdict = broken_pipe.judge_c25(after_fin, after_rst, pipe_signal, {}, []).verdict
     assert verdict is Verdict.CONFIRMED
     after_fin["state_after_first_send"] = "CLOSE_WAIT"  # no RST came back
-    verdict = broken_pipe.c25(after_fin, after_rst, pipe_signal, {}, []).verdict
+    verdict = broken_pipe.judge_c25(after_fin, after_rst, pipe_signal, {}, []).verdict
     assert verdict is Verdict.DIFFERS

@@ -53,6 +53,7 @@ def test_list_names_every_registered_experiment(capsys: pytest.CaptureFixture[st
     assert "C17" in out and "C25" in out
 
 
+@pytest.mark.kernel
 def test_run_writes_a_json_list_of_results(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     assert main(["experiment", "run", "broken_pipe", "--quick", "--json", str(path)]) == 0

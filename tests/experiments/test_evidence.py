@@ -10,11 +10,11 @@ import pytest
 
 from framelab.cli import main
 from framelab.experiments import engine, last_run, registry
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
 from framelab.experiments.pcap import read_pcap
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.capture import Capture
 
 
 def captured_run(ctx: RunContext) -> list[ClaimResult]:

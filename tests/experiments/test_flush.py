@@ -24,12 +24,14 @@ def loops(result: ClaimResult) -> dict[str, dict[str, Any]]:
     return seen
 
 
+@pytest.mark.kernel
 def test_raw_send_is_readable_at_the_peer_at_once(result: ClaimResult) -> None:
     raw = result.observed["raw_send"]
     assert raw["peer_readable"] and raw["peer_got"] == "hello"
     assert raw["segments_sent"] == 1
 
 
+@pytest.mark.kernel
 def test_buffered_wrapper_sends_nothing_until_flush(result: ClaimResult) -> None:
     wrapped = result.observed["makefile_wb"]
     assert wrapped["peer_readable_after_write"] is False
@@ -41,6 +43,7 @@ def test_buffered_wrapper_sends_nothing_until_flush(result: ClaimResult) -> None
     assert result.verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_event_loop_write_reaches_the_peer_before_any_drain(result: ClaimResult) -> None:
     assert "asyncio" in loops(result)
     for seen in loops(result).values():
@@ -49,6 +52,7 @@ def test_event_loop_write_reaches_the_peer_before_any_drain(result: ClaimResult)
         assert seen["peer_got"] == "hello"
 
 
+@pytest.mark.kernel
 def test_drain_waits_while_the_peer_reads_nothing(result: ClaimResult) -> None:
     for seen in loops(result).values():
         low, high = seen["write_buffer_limits"]["low"], seen["write_buffer_limits"]["high"]
@@ -58,11 +62,13 @@ def test_drain_waits_while_the_peer_reads_nothing(result: ClaimResult) -> None:
         assert seen["buffered_after_drain"] <= low
 
 
+@pytest.mark.kernel
 def test_asyncio_low_water_is_a_quarter_of_high(result: ClaimResult) -> None:
     limits = loops(result)["asyncio"]["write_buffer_limits"]
     assert limits == {"low": 16384, "high": 65536}
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_sees_the_segment_right_after_send_and_flush(result: ClaimResult) -> None:
     assert result.observed["makefile_wb"]["captured_data_before_flush"] is False
@@ -71,8 +77,9 @@ def test_capture_sees_the_segment_right_after_send_and_flush(result: ClaimResult
     assert sum("length 5 " in line for line in result.trace) == 2
 
 
+@pytest.mark.kernel
 def test_verdict_follows_the_observations(result: ClaimResult) -> None:
     wrapped = copy.deepcopy(result.observed["makefile_wb"])
     wrapped["peer_readable_after_write"] = True  # a wrapper that did not buffer
-    verdict = flush.c31(result.observed["raw_send"], wrapped, loops(result), []).verdict
+    verdict = flush.judge_c31(result.observed["raw_send"], wrapped, loops(result), []).verdict
     assert verdict is Verdict.DIFFERS

@@ -12,7 +12,7 @@ import pytest
 
 from framelab.experiments.claims import CLAIMS
 from framelab.experiments.html_report import render_report, write_report
-from framelab.experiments.packets import ACK, FIN, PSH, SYN, Packet, format_trace
+from framelab.lab.packets import ACK, FIN, PSH, SYN, Packet, format_trace
 
 ENVIRONMENT = {
     "system": "Linux", "kernel": "6.1.0-test", "machine": "x86_64", "cpus": 2,

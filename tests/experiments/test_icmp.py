@@ -7,8 +7,8 @@ import pytest
 
 from framelab.experiments import icmp
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import leftover_namespaces
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.netns import leftover_namespaces
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,7 @@ def result() -> ClaimResult:
     return claim
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_ping_is_an_echo_request_answered_by_an_echo_reply(result: ClaimResult) -> None:
     ping = result.observed["ping"]
@@ -25,6 +26,7 @@ def test_ping_is_an_echo_request_answered_by_an_echo_reply(result: ClaimResult) 
     assert any("(echo reply)" in line for line in result.trace)
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_traceroute_meets_the_router_then_the_target(result: ClaimResult) -> None:
     obs = result.observed
@@ -32,6 +34,7 @@ def test_traceroute_meets_the_router_then_the_target(result: ClaimResult) -> Non
     assert hops == [(obs["router"], 11, 0), (obs["target"], 3, 3)]
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_a_host_can_ignore_ping_and_still_answer_probes(result: ClaimResult) -> None:
     obs = result.observed

@@ -29,6 +29,7 @@ def loops(result: ClaimResult) -> dict[str, dict[str, Any]]:
     return loops
 
 
+@pytest.mark.kernel
 def test_accept_fails_with_emfile_at_the_descriptor_limit(
     loops: dict[str, dict[str, Any]], result: ClaimResult
 ) -> None:
@@ -39,6 +40,7 @@ def test_accept_fails_with_emfile_at_the_descriptor_limit(
     assert result.verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_the_kernel_completes_connections_past_the_limit(
     loops: dict[str, dict[str, Any]],
 ) -> None:
@@ -55,13 +57,18 @@ def test_the_kernel_completes_connections_past_the_limit(
     }
 
 
+@pytest.mark.kernel
 def test_pausing_on_emfile_costs_no_cpu_retrying_spins(loops: dict[str, dict[str, Any]]) -> None:
     window = loops["selector"]["window_ms"]
-    assert loops["selector"]["cpu_ms_over_window"] <= 0.2 * window
-    assert loops["asyncio"]["cpu_ms_over_window"] <= 0.2 * window
-    assert loops["naive"]["cpu_ms_over_window"] >= 0.3 * window
+    paused = [loops[flavour]["cpu_ms_over_window"] for flavour in ("selector", "asyncio")]
+    spinning = loops["naive"]["cpu_ms_over_window"]
+    assert max(paused) <= 0.2 * window
+    # on a loaded machine the spinning child gets only its share of a core,
+    # so it is compared with the paused loops rather than with the wall clock
+    assert spinning >= 0.1 * window and spinning >= 4 * max(*paused, 1)
 
 
+@pytest.mark.kernel
 def test_freeing_descriptors_lets_accept_resume(loops: dict[str, dict[str, Any]]) -> None:
     for flavour in ("selector", "asyncio"):
         recovery = loops[flavour]["recovery"]
@@ -69,6 +76,7 @@ def test_freeing_descriptors_lets_accept_resume(loops: dict[str, dict[str, Any]]
     assert loops["selector"]["recovery"]["first_accept_after_freeing_ms"] < 500
 
 
+@pytest.mark.kernel
 def test_asyncio_reports_emfile_and_retries_about_a_second_later(
     loops: dict[str, dict[str, Any]],
 ) -> None:
@@ -78,6 +86,7 @@ def test_asyncio_reports_emfile_and_retries_about_a_second_later(
     assert 700 <= asyncio_loop["recovery"]["first_accept_after_last_emfile_ms"] <= 2000
 
 
+@pytest.mark.kernel
 def test_uvloop_leaves_no_connection_unaccounted(loops: dict[str, dict[str, Any]]) -> None:
     uv = loops["uvloop"]
     assert "unavailable" not in uv, uv  # uvloop is a dependency: its child must run
@@ -92,3 +101,50 @@ def test_the_limits_in_force_are_read() -> None:
     assert int(seen["fs.file-max"]) > 0
     assert hard <= int(seen["fs.nr_open"])
     assert len(seen["fs.file-nr (allocated, free, max)"]) == 3
+
+
+# --- the judge, on synthetic observations ----------------------------------------------
+
+
+def synthetic(
+    *, error: str | None = "EMFILE", highest_fd: int = 31, without_descriptor: int = 11
+) -> limits.LimitsSeen:
+    edge = limits.AtLimit(
+        accepted=29,
+        highest_fd=highest_fd,
+        accept_error=error,
+        error_message=None,
+        kernel=limits.KernelView(without_descriptor, without_descriptor, 29),
+        client_states={"ESTABLISHED": TOTAL},
+        queued_client_send=limits.QueuedClientSend(4, 4, False),
+    )
+    selector = limits.LoopRun(raise_past_nr_open="ValueError", at_limit=edge)
+    naive = limits.LoopRun(at_limit=edge, cpu_ms_over_window=290, window_ms=300)
+    in_force = {"ulimit -n (RLIMIT_NOFILE soft, hard)": [1024, 4096], "fs.file-max": "99"}
+    return limits.LimitsSeen(in_force, 32, False, {"selector": selector, "naive": naive})
+
+
+def test_judge_confirms_emfile_at_the_limit_with_connections_queued_past_it() -> None:
+    result = limits.judge_c37(synthetic())
+    assert result.verdict is Verdict.CONFIRMED
+    assert "failed with EMFILE" in result.summary and "11 more" in result.summary
+    assert "naive retry loop burned 290 ms CPU in 300 ms" in result.summary
+    assert "asyncio" not in result.summary  # no asyncio loop in this observation
+    assert result.observed["accept_loops"]["selector"]["kernel"]["accept_queue"] == 11
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"error": "ENFILE"}, {"highest_fd": 20}, {"without_descriptor": 0}],
+    ids=["another errno", "stopped below the limit", "kernel completed nothing more"],
+)
+def test_judge_says_differs_when_one_observation_breaks_the_claim(changed: dict[str, Any]) -> None:
+    result = limits.judge_c37(synthetic(**changed))
+    assert result.verdict is Verdict.DIFFERS
+    assert result.summary.startswith("the open-file limit did not bound")
+
+
+def test_judge_skips_when_the_accept_loop_never_ran() -> None:
+    seen = limits.LimitsSeen({}, 32, False, {"selector": limits.LoopRun(unavailable="no start")})
+    result = limits.judge_c37(seen)
+    assert result.verdict is Verdict.SKIPPED and "no start" in result.summary

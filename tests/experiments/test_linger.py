@@ -24,6 +24,7 @@ def observed(result: ClaimResult, case: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.kernel
 def test_default_close_sends_fin_peer_reads_eof_closer_waits(result: ClaimResult) -> None:
     case = observed(result, "default_close")
     assert case["peer_recv"] == "EOF"
@@ -34,6 +35,7 @@ def test_default_close_sends_fin_peer_reads_eof_closer_waits(result: ClaimResult
     assert case["same_every_round"]
 
 
+@pytest.mark.kernel
 def test_linger_zero_resets_at_once_without_time_wait(result: ClaimResult) -> None:
     case = observed(result, "linger_0")
     assert case["peer_recv"] == "ECONNRESET"
@@ -41,6 +43,7 @@ def test_linger_zero_resets_at_once_without_time_wait(result: ClaimResult) -> No
     assert case["close_ms_median"] < 100
 
 
+@pytest.mark.kernel
 def test_linger_n_blocks_about_n_seconds_on_a_nonblocking_socket(result: ClaimResult) -> None:
     case = observed(result, "linger_n_unsendable")
     assert case["nonblocking_socket"] and case["linger_s"] == 1
@@ -48,6 +51,7 @@ def test_linger_n_blocks_about_n_seconds_on_a_nonblocking_socket(result: ClaimRe
     assert case["close_raised"] is None  # close() returns 0 at the timeout
 
 
+@pytest.mark.kernel
 def test_linger_n_timeout_does_not_reset_the_data_still_arrives(result: ClaimResult) -> None:
     case = observed(result, "linger_n_unsendable")
     assert case["closer_state_after_close"] == "FIN_WAIT1"  # orphaned, data still queued
@@ -56,6 +60,7 @@ def test_linger_n_timeout_does_not_reset_the_data_still_arrives(result: ClaimRes
     assert case["peer_read_end"] == "EOF"
 
 
+@pytest.mark.kernel
 def test_linger_n_with_reading_peer_returns_once_acked(result: ClaimResult) -> None:
     case = observed(result, "linger_n_peer_reads")
     assert case["all_bytes_read"] and case["peer_read_end"] == "EOF"
@@ -63,6 +68,7 @@ def test_linger_n_with_reading_peer_returns_once_acked(result: ClaimResult) -> N
     assert case["close_ms_median"] < 500
 
 
+@pytest.mark.kernel
 def test_verdict_is_computed_from_the_cases(result: ClaimResult) -> None:
     default, zero = observed(result, "default_close"), observed(result, "linger_0")
     stuck, reads = observed(result, "linger_n_unsendable"), observed(result, "linger_n_peer_reads")
@@ -74,6 +80,7 @@ def test_verdict_is_computed_from_the_cases(result: ClaimResult) -> None:
     assert linger.decide(default, zero, reset_seen, reads)[0]  # an RST would have confirmed it
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_fin_rst_and_no_rst_at_the_timeout(result: ClaimResult) -> None:
     assert observed(result, "default_close")["client_sent_fin"] is True

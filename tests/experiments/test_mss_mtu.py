@@ -7,8 +7,8 @@ import pytest
 
 from framelab.experiments import mss_mtu
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import leftover_namespaces
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.netns import leftover_namespaces
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +16,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in mss_mtu.run(RunContext(rounds=1, quick=True))}
 
 
+@pytest.mark.kernel
 def test_ip_datagram_and_header_limits_on_loopback(results: dict[str, ClaimResult]) -> None:
     c03 = results["C03"].observed
     assert c03["udp_65507"] == "ok" and c03["udp_65508"] == "EMSGSIZE"
@@ -26,6 +27,7 @@ def test_ip_datagram_and_header_limits_on_loopback(results: dict[str, ClaimResul
     assert results["C03"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_the_mss_follows_the_mtu_not_536(results: dict[str, ClaimResult]) -> None:
     c13 = results["C13"]
     default = next(p for p in c13.parts if "by default" in p.part)
@@ -39,6 +41,7 @@ def test_the_mss_follows_the_mtu_not_536(results: dict[str, ClaimResult]) -> Non
     assert c13.observed["segments_for_4000_bytes"] >= 5
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_loopback_advertises_its_mtu_less_40_and_536_is_only_a_fallback(
     results: dict[str, ClaimResult],
@@ -56,6 +59,7 @@ def test_loopback_advertises_its_mtu_less_40_and_536_is_only_a_fallback(
     assert results["C13"].verdict is Verdict.PARTLY
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_mss_is_the_mtu_less_the_ip_and_tcp_headers(results: dict[str, ClaimResult]) -> None:
     c12 = results["C12"].observed
@@ -70,6 +74,7 @@ def test_mss_is_the_mtu_less_the_ip_and_tcp_headers(results: dict[str, ClaimResu
     assert results["C12"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_frame_sizes_largest_1514_and_unpadded_small_ones(
     results: dict[str, ClaimResult],
@@ -93,6 +98,7 @@ def test_frame_sizes_largest_1514_and_unpadded_small_ones(
     }
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_a_large_send_is_split_into_mss_sized_segments(results: dict[str, ClaimResult]) -> None:
     c19 = results["C19"].observed
@@ -101,6 +107,7 @@ def test_a_large_send_is_split_into_mss_sized_segments(results: dict[str, ClaimR
     assert results["C19"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_udp_with_df_stops_at_1472(results: dict[str, ClaimResult]) -> None:
     c07 = results["C07"].observed
@@ -111,6 +118,7 @@ def test_udp_with_df_stops_at_1472(results: dict[str, ClaimResult]) -> None:
     assert results["C07"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_fragments_share_one_id_and_one_lost_fragment_loses_the_datagram(
     results: dict[str, ClaimResult],

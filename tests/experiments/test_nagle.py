@@ -15,6 +15,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in nagle.run(RunContext(rounds=2, quick=True))}
 
 
+@pytest.mark.kernel
 def test_nagle_round_trip_waits_for_the_delayed_ack(results: dict[str, ClaimResult]) -> None:
     seen = results["C18"].observed
     # Linux's delayed ACK is 40 ms at least, 200 ms at most: generous bounds around that
@@ -25,12 +26,14 @@ def test_nagle_round_trip_waits_for_the_delayed_ack(results: dict[str, ClaimResu
     assert results["C18"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_nagle_combines_the_writes_it_held_back(results: dict[str, ClaimResult]) -> None:
     seen = results["C18"].observed
     assert seen["three_writes_nagle_segments"] == 2  # header, then body halves together
     assert seen["three_writes_nodelay_segments"] == 3
 
 
+@pytest.mark.kernel
 def test_nodelay_sends_each_write_at_once(results: dict[str, ClaimResult]) -> None:
     seen = results["C36"].observed
     assert seen["nodelay"]["data_segments_per_request"] == 2
@@ -39,6 +42,7 @@ def test_nodelay_sends_each_write_at_once(results: dict[str, ClaimResult]) -> No
     assert results["C36"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_one_write_quickack_and_cork_avoid_the_stall(results: dict[str, ClaimResult]) -> None:
     seen = results["C36"].observed
     assert seen["other_remedies_avoid_stall"] == {"one_write": True, "quickack": True, "cork": True}
@@ -46,6 +50,7 @@ def test_one_write_quickack_and_cork_avoid_the_stall(results: dict[str, ClaimRes
     assert seen["cork"]["data_segments_per_request"] == 1  # corked writes leave together
 
 
+@pytest.mark.kernel
 def test_event_loops_set_nodelay_and_clearing_it_brings_the_stall_back(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -58,6 +63,7 @@ def test_event_loops_set_nodelay_and_clearing_it_brings_the_stall_back(
         assert seen["default_median_ms"] * nagle.STALL_RATIO <= seen["nodelay_cleared_median_ms"]
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_the_body_leaving_after_the_ack(results: dict[str, ClaimResult]) -> None:
     capture = results["C18"].observed["capture"]
@@ -81,26 +87,26 @@ def fast_timings() -> dict[str, nagle.Timing]:
 def test_without_a_delayed_ack_nagle_is_not_observable_rather_than_refuted() -> None:
     """ACKs back before the next write (a quickack route): nothing to hold, no verdict."""
     quick = fast_timings()
-    assert [p.holds for p in nagle.c18(quick, {}, []).parts] == [None, None]
-    assert [p.holds for p in nagle.c36(quick, {}).parts] == [True, None]
-    assert nagle.c36(quick, {}).verdict is Verdict.PARTLY
+    assert [p.holds for p in nagle.judge_c18(quick, {}, []).parts] == [None, None]
+    assert [p.holds for p in nagle.judge_c36(quick, {}).parts] == [True, None]
+    assert nagle.judge_c36(quick, {}).verdict is Verdict.PARTLY
 
 
 def test_nagle_holding_without_a_stall_still_holds() -> None:
     """Nagle held the body in the kernel, but the peer ACKed at once: C18 holds."""
     held = fast_timings() | {"nagle": timing(0.2, 2, held=3, in_flight=3)}
     held["nagle_3_writes"] = timing(0.2, 2, held=3, in_flight=3)
-    assert nagle.c18(held, {}, []).verdict is Verdict.CONFIRMED
+    assert nagle.judge_c18(held, {}, []).verdict is Verdict.CONFIRMED
 
 
 def test_verdicts_follow_the_measurements() -> None:
     """Data in flight and still nothing held or combined: differs."""
     refuted = fast_timings() | {"nagle": timing(0.05, 2, in_flight=3)}
     refuted["nagle_3_writes"] = timing(0.05, 3, in_flight=3)
-    assert nagle.c18(refuted, {}, []).verdict is Verdict.DIFFERS
+    assert nagle.judge_c18(refuted, {}, []).verdict is Verdict.DIFFERS
     stalled = fast_timings() | {"nagle": timing(44.0, 2, held=3, in_flight=3)}
     stalled["nagle_3_writes"] = timing(44.0, 2, held=3, in_flight=3)
-    assert nagle.c18(stalled, {}, []).verdict is Verdict.CONFIRMED
-    assert nagle.c36(stalled, {}).verdict is Verdict.CONFIRMED
+    assert nagle.judge_c18(stalled, {}, []).verdict is Verdict.CONFIRMED
+    assert nagle.judge_c36(stalled, {}).verdict is Verdict.CONFIRMED
     held_nodelay = stalled | {"nodelay": timing(0.05, 1, held=3)}
-    assert nagle.c36(held_nodelay, {}).parts[0].holds is False
+    assert nagle.judge_c36(held_nodelay, {}).parts[0].holds is False

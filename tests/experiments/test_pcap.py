@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framelab.experiments.capture import Capture, recording
-from framelab.experiments.packets import ACK, FIN, PSH, RST, SYN, URG
 from framelab.experiments.pcap import (
     LINKTYPE_ETHERNET,
     MAGIC_NANOSECONDS,
@@ -23,6 +21,8 @@ from framelab.experiments.pcap import (
 )
 from framelab.experiments.pcap_export import RunCaptures, line_key, write_pcaps
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.capture import Capture, recording
+from framelab.lab.packets import ACK, FIN, PSH, RST, SYN, URG
 
 frames_strategy = st.lists(
     st.builds(

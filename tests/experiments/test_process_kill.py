@@ -33,6 +33,7 @@ def case(result: ClaimResult, name: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.kernel
 def test_sigkill_and_exit_close_the_socket_with_fin(result: ClaimResult) -> None:
     for name in ("sigkill", "exit_without_close"):
         assert case(result, name)["our_recv"] == "EOF"
@@ -41,12 +42,14 @@ def test_sigkill_and_exit_close_the_socket_with_fin(result: ClaimResult) -> None
     assert result.verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_sigkill_with_unread_data_sends_rst(result: ClaimResult) -> None:
     unread = case(result, "sigkill_with_unread_data")
     assert unread["our_recv"] == "ECONNRESET"
     assert unread["child_end_after"] is None  # aborted: no FIN_WAIT, no TIME_WAIT
 
 
+@pytest.mark.kernel
 def test_a_forked_holder_keeps_the_connection_open(result: ClaimResult) -> None:
     forked = case(result, "sigkill_with_forked_holder")
     assert forked["our_recv_after_child_killed"] == "timeout"
@@ -54,6 +57,7 @@ def test_a_forked_holder_keeps_the_connection_open(result: ClaimResult) -> None:
     assert forked["our_recv_after_grandchild_killed"] == "EOF"
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_fin_rst_and_silence(result: ClaimResult) -> None:
     assert case(result, "sigkill")["child_sent"] == {"fin": True, "rst": False}
@@ -65,6 +69,7 @@ def test_capture_shows_fin_rst_and_silence(result: ClaimResult) -> None:
     assert any("Flags [F.]" in line for line in result.trace)
 
 
+@pytest.mark.kernel
 def test_the_verdict_needs_fin_when_captured(result: ClaimResult) -> None:
     if result.observed["captured"]:
         assert all(case(result, n)["child_sent"]["fin"] for n in ("sigkill", "exit_without_close"))

@@ -15,6 +15,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in reset.run(RunContext(rounds=2, quick=True))}
 
 
+@pytest.mark.kernel
 def test_c27_connect_to_a_port_without_listener_is_refused_at_once(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -25,6 +26,7 @@ def test_c27_connect_to_a_port_without_listener_is_refused_at_once(
     assert results["C27"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c38_udp_icmp_reaches_only_a_connected_socket(results: dict[str, ClaimResult]) -> None:
     udp = results["C38"].observed["udp"]
     assert udp["connected_recv"] == "ECONNREFUSED"
@@ -35,6 +37,7 @@ def test_c38_udp_icmp_reaches_only_a_connected_socket(results: dict[str, ClaimRe
     assert results["C38"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c30_selector_is_readable_on_abort_and_recv_fails(results: dict[str, ClaimResult]) -> None:
     aborted = results["C30"].observed["peer_aborts"]
     closed = results["C30"].observed["peer_closes"]
@@ -43,6 +46,7 @@ def test_c30_selector_is_readable_on_abort_and_recv_fails(results: dict[str, Cla
     assert results["C30"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c39_forged_segments_are_answered_with_rst(results: dict[str, ClaimResult]) -> None:
     cases = results["C39"].observed["cases"]
@@ -51,6 +55,7 @@ def test_c39_forged_segments_are_answered_with_rst(results: dict[str, ClaimResul
     assert results["C39"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_rst_for_syn_and_icmp_3_3(results: dict[str, ClaimResult]) -> None:
     tcp = results["C27"].observed

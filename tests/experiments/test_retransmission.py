@@ -9,8 +9,8 @@ import pytest
 
 from framelab.experiments import retransmission
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import leftover_namespaces
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.netns import leftover_namespaces
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,7 @@ def result() -> ClaimResult:
     return claim
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult) -> None:
     obs = result.observed
@@ -35,6 +36,7 @@ def test_lost_data_is_retransmitted_with_exponential_backoff(result: ClaimResult
     assert counters["TcpExt.TCPLossProbes"] <= 1  # at most one probe, before the timer
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_the_connection_is_aborted_with_etimedout_and_no_rst(result: ClaimResult) -> None:
     obs = result.observed
@@ -48,6 +50,7 @@ def test_the_connection_is_aborted_with_etimedout_and_no_rst(result: ClaimResult
     assert leftover_namespaces() == []
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_the_abort_follows_the_kernel_model_and_the_reset_part_fails(result: ClaimResult) -> None:
     limited = result.observed["tcp_retries2_run"]

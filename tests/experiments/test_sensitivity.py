@@ -10,8 +10,8 @@ import pytest
 
 from framelab.experiments import backlog, mss_mtu, nagle, retransmission, time_wait
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import SettingError, fresh_namespace, leftover_namespaces
 from framelab.experiments.result import Verdict
+from framelab.lab.netns import SettingError, fresh_namespace, leftover_namespaces
 
 pytestmark = pytest.mark.root
 QUICK = RunContext(rounds=2, quick=True)

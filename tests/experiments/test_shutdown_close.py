@@ -17,11 +17,13 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in shutdown_close.run(RunContext(rounds=2, quick=True))}
 
 
+@pytest.mark.kernel
 def test_every_claim_is_answered_with_its_own_result(results: dict[str, ClaimResult]) -> None:
     assert sorted(results) == ["C21", "C22", "C23", "C24", "C28"]
     assert all(r.experiment == "shutdown_close" for r in results.values())
 
 
+@pytest.mark.kernel
 def test_c21_half_close_keeps_the_descriptor_close_releases_it(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -36,6 +38,7 @@ def test_c21_half_close_keeps_the_descriptor_close_releases_it(
     assert results["C21"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c22_closing_one_descriptor_sends_nothing_shutdown_reaches_all(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -47,6 +50,7 @@ def test_c22_closing_one_descriptor_sends_nothing_shutdown_reaches_all(
     assert results["C22"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c23_send_after_shut_wr_is_epipe(results: dict[str, ClaimResult]) -> None:
     seen = results["C23"].observed
     assert (seen["exception"], seen["errno"]) == ("BrokenPipeError", "EPIPE")
@@ -54,12 +58,14 @@ def test_c23_send_after_shut_wr_is_epipe(results: dict[str, ClaimResult]) -> Non
     assert results["C23"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c24_recv_after_close_is_ebadf(results: dict[str, ClaimResult]) -> None:
     seen = results["C24"].observed
     assert (seen["exception"], seen["errno"]) == ("OSError", "EBADF")
     assert "Bad file descriptor" in seen["message"]
 
 
+@pytest.mark.kernel
 def test_c28_unread_data_turns_close_into_rst(results: dict[str, ClaimResult]) -> None:
     unread = results["C28"].observed["unread_close"]
     assert unread["unread_bytes_at_close"] > 0
@@ -71,6 +77,7 @@ def test_c28_unread_data_turns_close_into_rst(results: dict[str, ClaimResult]) -
     assert results["C28"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c28_asyncio_has_already_read_so_close_sends_fin(results: dict[str, ClaimResult]) -> None:
     streams = results["C28"].observed["asyncio_streams"]
     assert set(streams) == {
@@ -87,6 +94,7 @@ def test_c28_asyncio_has_already_read_so_close_sends_fin(results: dict[str, Clai
         assert paused["client_recv"] == "ECONNRESET"
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_which_segment_left(results: dict[str, ClaimResult]) -> None:
     assert results["C21"].observed["shut_wr_then_close"]["client_sent_after_shutdown"]["fin"]

@@ -15,6 +15,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in states.run(RunContext(rounds=1, quick=True))}
 
 
+@pytest.mark.kernel
 def test_every_state_of_the_machine_is_observed(results: dict[str, ClaimResult]) -> None:
     seen = results["C10"].observed["states_seen"]
     assert set(seen) == set(states.ALL_STATES)
@@ -23,6 +24,7 @@ def test_every_state_of_the_machine_is_observed(results: dict[str, ClaimResult])
     assert "full accept queue" in seen["SYN_SENT"]
 
 
+@pytest.mark.kernel
 def test_the_closers_paths(results: dict[str, ClaimResult]) -> None:
     obs = results["C10"].observed
     assert obs["active_closer"] == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
@@ -30,6 +32,7 @@ def test_the_closers_paths(results: dict[str, ClaimResult]) -> None:
     assert obs["simultaneous_close"] == ["FIN_WAIT1", "CLOSING", "TIME_WAIT"]
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_handshake_and_teardown_on_the_wire(results: dict[str, ClaimResult]) -> None:
     assert results["C09"].observed["first_three_segments"] == ["S", "S.", "."]
@@ -39,6 +42,7 @@ def test_handshake_and_teardown_on_the_wire(results: dict[str, ClaimResult]) -> 
     assert results["C10"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_header_lengths_and_the_mss_option(results: dict[str, ClaimResult]) -> None:
     c08 = results["C08"].observed

@@ -28,11 +28,13 @@ def observed(result: ClaimResult, *keys: str) -> Any:
     return value
 
 
+@pytest.mark.kernel
 def test_one_result_per_claim_in_registry_order(results: dict[str, ClaimResult]) -> None:
     assert list(results) == list(sticky.EXPERIMENT.claims) == ["C06", "C17", "C20"]
     assert all(r.experiment == "sticky" for r in results.values())
 
 
+@pytest.mark.kernel
 def test_queued_sends_come_out_of_one_read(results: dict[str, ClaimResult]) -> None:
     merged = observed(results["C17"], "merged")
     assert merged["sends"] == sticky.MESSAGES
@@ -42,6 +44,7 @@ def test_queued_sends_come_out_of_one_read(results: dict[str, ClaimResult]) -> N
     assert merged["bytes_intact"]
 
 
+@pytest.mark.kernel
 def test_one_large_send_takes_several_reads_even_asking_for_all(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -53,6 +56,7 @@ def test_one_large_send_takes_several_reads_even_asking_for_all(
     assert results["C17"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_length_prefix_restores_exactly_the_messages(results: dict[str, ClaimResult]) -> None:
     merged = observed(results["C20"], "merged")
     split = observed(results["C20"], "split")
@@ -63,6 +67,7 @@ def test_length_prefix_restores_exactly_the_messages(results: dict[str, ClaimRes
     assert results["C20"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_udp_datagrams_arrive_whole_and_separate(results: dict[str, ClaimResult]) -> None:
     udp = results["C06"].observed
     assert udp["recvfrom_sizes"] == udp["sent_sizes"]
@@ -73,6 +78,7 @@ def test_udp_datagrams_arrive_whole_and_separate(results: dict[str, ClaimResult]
     assert cut["got"] == 10 and cut["msg_trunc"] and cut["next_is_next_datagram"]
 
 
+@pytest.mark.kernel
 def test_udp_header_is_eight_bytes_by_the_size_limit(results: dict[str, ClaimResult]) -> None:
     udp = results["C06"].observed
     assert udp["largest_payload"] == 65507  # 65535 - 20 (IP) - 8 (UDP)
@@ -81,6 +87,7 @@ def test_udp_header_is_eight_bytes_by_the_size_limit(results: dict[str, ClaimRes
     assert results["C06"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_udp_header_is_eight_bytes_in_every_captured_datagram(
     results: dict[str, ClaimResult],
@@ -90,6 +97,7 @@ def test_udp_header_is_eight_bytes_in_every_captured_datagram(
     assert any("UDP, length 65507" in line for line in results["C06"].trace)
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_capture_shows_one_segment_per_merged_send(results: dict[str, ClaimResult]) -> None:
     data_lines = [line for line in results["C17"].trace if "length 40" in line]
@@ -110,7 +118,7 @@ def test_a_stream_cut_inside_a_frame_is_an_error_not_fewer_messages() -> None:
 
 
 def test_udp_check_without_capture_relies_on_the_size_limit() -> None:
-    result = sticky.check_udp(None)
+    result = sticky.check_c06(None)
     assert result.observed["udp_header_by_capture"] is None
     assert result.trace == []
     assert result.verdict is Verdict.CONFIRMED

@@ -8,8 +8,8 @@ import pytest
 
 from framelab.experiments import time_wait
 from framelab.experiments.context import RunContext
-from framelab.experiments.observe import sysctl
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.kernel import sysctl
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,7 @@ def results() -> dict[str, ClaimResult]:
     return {r.claim: r for r in time_wait.run(RunContext(rounds=2, quick=True))}
 
 
+@pytest.mark.kernel
 def test_c32_time_wait_lands_on_the_side_that_closed_first(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -29,6 +30,7 @@ def test_c32_time_wait_lands_on_the_side_that_closed_first(
     assert results["C32"].verdict is Verdict.CONFIRMED
 
 
+@pytest.mark.kernel
 def test_c32_rebinding_a_port_in_time_wait_needs_so_reuseaddr_on_both_sockets(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -40,6 +42,7 @@ def test_c32_rebinding_a_port_in_time_wait_needs_so_reuseaddr_on_both_sockets(
     assert rebind["old listener lacked SO_REUSEADDR"]["with SO_REUSEADDR"] == "EADDRINUSE"
 
 
+@pytest.mark.kernel
 def test_c11_time_wait_timer_is_sixty_seconds_and_fin_timeout_is_fin_wait2s(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -61,6 +64,7 @@ def test_c11_verdict_follows_the_timer() -> None:
     assert not time_wait.lasts_two_practical_msl({"state": None})
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c11_a_short_tcp_fin_timeout_shortens_fin_wait2_not_time_wait(
     results: dict[str, ClaimResult],
@@ -71,6 +75,7 @@ def test_c11_a_short_tcp_fin_timeout_shortens_fin_wait2_not_time_wait(
     assert 58 <= namespace["time_wait"]["length_seconds"] <= 61
 
 
+@pytest.mark.kernel
 def test_c33_verdict_follows_the_sysctls_existence(results: dict[str, ClaimResult]) -> None:
     exists = os.path.exists(time_wait.RECYCLE_PATH)
     assert results["C33"].observed["tcp_tw_recycle_exists"] is exists
@@ -79,6 +84,7 @@ def test_c33_verdict_follows_the_sysctls_existence(results: dict[str, ClaimResul
     assert results["C33"].parts[1].holds is None
 
 
+@pytest.mark.kernel
 def test_c34_connect_reuses_a_time_wait_4_tuple_on_loopback(
     results: dict[str, ClaimResult],
 ) -> None:
@@ -96,6 +102,7 @@ def test_c34_connect_reuses_a_time_wait_4_tuple_on_loopback(
     assert explicit["first_attempt"] == "connected" and explicit["same_4_tuple"]
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c34_tw_reuse_settings_in_namespaces(results: dict[str, ClaimResult]) -> None:
     cases = results["C34"].observed["namespaces"]
@@ -151,6 +158,7 @@ def test_c32_judge_counts_what_the_bucket_cap_destroyed() -> None:
     assert not time_wait.judge_c32(8, lost, client_first)[0].holds
 
 
+@pytest.mark.kernel
 @pytest.mark.root
 def test_c35_tcp_max_tw_buckets_destroys_the_surplus(results: dict[str, ClaimResult]) -> None:
     seen = results["C35"].observed

@@ -1,6 +1,6 @@
 """IPv4, TCP, UDP and ICMP headers, read and written: bytes only, no sockets.
 
-The capture (experiments/capture.py) hands every frame it reads to
+The capture (lab/capture.py) hands every frame it reads to
 parse_frame(), which never raises: the interface may carry anything, and an
 exception would end the capture thread and silently lose the packets an
 experiment waits for. Experiments that forge what a kernel would not send (a

@@ -9,7 +9,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framelab.experiments.packets import (
+from framelab.lab.packets import (
     ACK,
     FIN,
     MORE_FRAGMENTS,

@@ -1,13 +1,10 @@
-"""What the byte-stream experiments (sticky, nagle, flush, broken_pipe) share.
+"""Event loops in the lab: each loop a scenario runs on, streams to a plain peer, the log.
 
-They all put a few bytes on a loopback connection and ask where the bytes
-are: still in a user-space buffer, handed to the kernel, on the wire as how
-many segments, readable at the peer yet. The answers come from plain
-syscalls: select() for "readable now", TCP_INFO's data segment counter for
-"how many segments left" (no root needed, unlike a capture), and the asyncio
-logger for what an event loop says about a dead connection. The asyncio
-experiments run on each loop of `event_loops()` (asyncio's own and uvloop),
-because the two differ in exactly these details.
+Experiments on asyncio behaviour run on each loop of `event_loops()`
+(asyncio's own and uvloop), because the two differ in exactly the details
+the lab looks at (what a write to a dead connection does, TCP_NODELAY).
+The peer of a stream is a plain blocking socket, so the experiment decides
+exactly when it reads or closes; what a loop logs is collected, not printed.
 """
 
 from __future__ import annotations
@@ -15,53 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import select
 import socket
-import struct
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from framelab.lab.sockets import CONNECT_TIMEOUT, NO_OPTIONS, SocketOptions
+
 T = TypeVar("T")
-
-#: offset of tcpi_data_segs_out in struct tcp_info (linux/tcp.h, since 4.6):
-#: 8 one-byte fields, 24 u32, 4 u64, then segs_out, segs_in, notsent_bytes,
-#: min_rtt, data_segs_in, data_segs_out
-_DATA_SEGS_OUT_OFFSET = 8 + 24 * 4 + 4 * 8 + 5 * 4
-_TCP_INFO_SIZE = 256
-
-
-def data_segments_out(sock: socket.socket) -> int | None:
-    """Segments carrying data this socket has sent so far (None: kernel too old).
-
-    The difference across a few writes says whether they left as one segment
-    each or were held back and combined, which without root cannot be seen
-    any other way.
-    """
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    if len(raw) < _DATA_SEGS_OUT_OFFSET + 4:
-        return None
-    count: int = struct.unpack_from("I", raw, _DATA_SEGS_OUT_OFFSET)[0]
-    return count
-
-
-def segments_since(sock: socket.socket, before: int | None) -> int | None:
-    """Data segments sent since data_segments_out() said `before` (None: unknown)."""
-    now = data_segments_out(sock)
-    return None if now is None or before is None else now - before
-
-
-def readable(sock: socket.socket, timeout: float) -> bool:
-    """Does select() report `sock` readable within `timeout` seconds?"""
-    ready, _, _ = select.select([sock], [], [], timeout)
-    return bool(ready)
-
-
-def nodelay(sock: socket.socket | None) -> bool | None:
-    """TCP_NODELAY as the kernel has it for this socket (None: no socket)."""
-    if sock is None:
-        return None
-    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
 def event_loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
@@ -113,19 +71,19 @@ def asyncio_log() -> Iterator[list[str]]:
 
 
 async def connect_streams(
-    listener: socket.socket, *, sndbuf: int | None = None, timeout: float = 2.0
+    listener: socket.socket, *, client: SocketOptions = NO_OPTIONS, timeout: float = CONNECT_TIMEOUT
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, socket.socket]:
     """An asyncio streams client connected to a plain listening socket.
 
     Returns (reader, writer, peer): `peer` is the accepted plain socket
     (blocking), so the experiment controls exactly when the peer reads or
-    closes. `sndbuf` is set before connect, where it bounds the kernel's share.
+    closes. `client` options are set before connect (a small SO_SNDBUF bounds
+    the kernel's share).
     """
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        if sndbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        client.apply_before_connect(sock)
         sock.setblocking(False)
         await asyncio.wait_for(loop.sock_connect(sock, listener.getsockname()), timeout)
         reader, writer = await asyncio.open_connection(sock=sock)

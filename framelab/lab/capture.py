@@ -2,7 +2,7 @@
 
 Root only. A background thread reads the headers of every frame on one
 interface (256 bytes each; MSG_TRUNC gives the real length), keeps the TCP,
-UDP and ICMP packets of the ports asked for, decoded by experiments/packets.py
+UDP and ICMP packets of the ports asked for, decoded by lab/packets.py
 (which also formats them the way tcpdump's one-line output does).
 On loopback each packet is seen twice (outgoing and incoming): the outgoing
 copy is dropped. On a veth end both directions are distinct packets.
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
-from framelab.experiments.netns import socket_in
-from framelab.experiments.packets import Packet, format_trace, parse_frame
+from framelab.lab.netns import socket_in
+from framelab.lab.packets import Packet, format_trace, parse_frame
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

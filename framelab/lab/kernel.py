@@ -1,7 +1,9 @@
-"""Ways to look at the kernel's TCP without root: TCP_INFO, /proc, sysctls.
+"""Kernel readings without root: TCP_INFO, /proc/net/tcp, sysctls, netstat counters.
 
-Every reader takes an optional network namespace name, so the same code
-observes loopback and the veth hosts of experiments/netns.py.
+Each is parsed once here: struct tcp_info by its layout (linux/tcp.h), the
+/proc tables by their columns. Every reader of /proc takes an optional
+network namespace name, so the same code observes loopback and the veth
+hosts of lab/netns.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from framelab.experiments.netns import entered
+from framelab.lab.netns import entered
 
 #: kernel TCP state numbers (include/net/tcp_states.h)
 TCP_STATES = {
@@ -31,7 +33,7 @@ TCP_STATES = {
     12: "NEW_SYN_RECV",
 }
 
-_TCP_INFO_FORMAT = "=8B24I4Q6I"
+_TCP_INFO_FORMAT = "=8B24I4Q6I"  # by field: see _FIELD_CODES
 _TCP_INFO_FIELDS = [
     "state",
     "ca_state",
@@ -79,11 +81,26 @@ _TCP_INFO_FIELDS = [
 ]
 
 
+_TCP_INFO_SIZE = struct.calcsize(_TCP_INFO_FORMAT)
+
+
+_FIELD_CODES = "B" * 8 + "I" * 24 + "Q" * 4 + "I" * 6  # _TCP_INFO_FORMAT, one code a field
+#: where each field ends, in bytes from the start of the struct
+_FIELD_ENDS = {
+    name: struct.calcsize("=" + _FIELD_CODES[: i + 1]) for i, name in enumerate(_TCP_INFO_FIELDS)
+}
+
+
 @dataclass(frozen=True)
 class TcpInfo:
-    """The stable part of struct tcp_info (linux/tcp.h); times in µs."""
+    """The stable part of struct tcp_info (linux/tcp.h); times in µs.
+
+    `size` is how many bytes the kernel filled: a field past it reads as 0
+    with `[]` and as None with `known()` (an older kernel's shorter struct).
+    """
 
     values: dict[str, int]
+    size: int = _TCP_INFO_SIZE
 
     @property
     def state(self) -> str:
@@ -92,12 +109,31 @@ class TcpInfo:
     def __getitem__(self, key: str) -> int:
         return self.values[key]
 
+    def known(self, key: str) -> int | None:
+        """The field when this kernel reports it, None when its struct is shorter."""
+        return self.values[key] if _FIELD_ENDS[key] <= self.size else None
+
 
 def tcp_info(sock: socket.socket) -> TcpInfo:
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    size = struct.calcsize(_TCP_INFO_FORMAT)
-    values = struct.unpack_from(_TCP_INFO_FORMAT, raw.ljust(size, b"\0"))
-    return TcpInfo(dict(zip(_TCP_INFO_FIELDS, values, strict=True)))
+    values = struct.unpack_from(_TCP_INFO_FORMAT, raw.ljust(_TCP_INFO_SIZE, b"\0"))
+    return TcpInfo(dict(zip(_TCP_INFO_FIELDS, values, strict=True)), len(raw))
+
+
+def data_segments_out(sock: socket.socket) -> int | None:
+    """Segments carrying data this socket has sent so far (None: kernel too old).
+
+    The difference across a few writes says whether they left as one segment
+    each or were held back and combined, which without root cannot be seen
+    any other way.
+    """
+    return tcp_info(sock).known("data_segs_out")
+
+
+def segments_since(sock: socket.socket, before: int | None) -> int | None:
+    """Data segments sent since data_segments_out() said `before` (None: unknown)."""
+    now = data_segments_out(sock)
+    return None if now is None or before is None else now - before
 
 
 def tcp_state(sock: socket.socket) -> str:
@@ -192,6 +228,24 @@ def proc_net_tcp(netns: str | None = None) -> list[ProcTcpEntry]:
                 )
             )
     return entries
+
+
+def tcp_entry(
+    local: tuple[str, int], remote: tuple[str, int], netns: str | None = None
+) -> ProcTcpEntry | None:
+    """The socket with exactly this 4-tuple (TIME_WAIT ones included), if any."""
+    for entry in proc_net_tcp(netns):
+        if entry.local == local and entry.remote == remote:
+            return entry
+    return None
+
+
+def endpoint_state(
+    local: tuple[str, int], remote: tuple[str, int], netns: str | None = None
+) -> str | None:
+    """The state of one end of a connection; None once the kernel forgot it."""
+    entry = tcp_entry(local, remote, netns)
+    return entry.state if entry else None
 
 
 def connections_on_port(port: int, netns: str | None = None) -> list[ProcTcpEntry]:

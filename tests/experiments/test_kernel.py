@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from framelab.experiments.observe import (
+from framelab.lab.kernel import (
     _decode_address,
     connections_on_port,
     counter_delta,
@@ -13,7 +13,7 @@ from framelab.experiments.observe import (
     netstat_counters,
     tcp_info,
 )
-from framelab.experiments.pairs import connect_to, listening_socket
+from framelab.lab.sockets import connect_to, listening_socket
 
 
 def test_proc_net_tcp_addresses_decode() -> None:
