@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from reliability.support import (
 from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig
 from framelab.servers.runner import BackgroundServer
 from framing import encode_frame
+from framing.observer import NullObserver
 from framing.proxy_protocol import InetAddress, v1_header, v2_header
 
 CLIENT = InetAddress("10.232.0.1", 40000)
@@ -159,3 +161,26 @@ def test_health_fails_while_draining_and_peer_without_a_proxy() -> None:
         assert health["ok"] is False
         assert health["error"]["type"] == "draining"  # type: ignore[index]
         assert ask(sock, "echo")[0]["ok"]  # draining still serves what comes
+
+
+@pytest.mark.parametrize("io", ["protocol", "streams"])
+def test_metrics_name_the_headers_client(io: IoStyle) -> None:
+    class Opened(NullObserver):
+        def __init__(self) -> None:
+            self.peers: list[str] = []
+            self.closed = threading.Event()
+
+        def connection_opened(self, peer: str) -> None:
+            self.peers.append(peer)
+
+        def connection_closed(self, peer: str, error: BaseException | None) -> None:
+            self.peers.append(peer)
+            self.closed.set()
+
+    observer = Opened()
+    with one_client(proxied(io=io, observer=observer)) as (_srv, sock):
+        sock.sendall(v2_header("proxy", CLIENT, FRONTEND))
+        assert ask(sock, "echo")[0]["ok"]
+        sock.close()
+        assert observer.closed.wait(5)
+    assert observer.peers == ["10.232.0.1:40000", "10.232.0.1:40000"]
