@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from framelab.cluster.haproxy import CheckTiming, HAProxyUnavailable
+from framelab.common.options import add_json_option, add_plot_option, console, emit_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     a("--check-inter", type=int, default=200, metavar="MS", help="HAProxy health check interval")
     a("--fall", type=int, default=2, help="failed checks before HAProxy marks a server DOWN")
-    a("--json", type=Path, metavar="PATH", help="write every number of the run here")
-    a("--plot", type=Path, metavar="DIR", help="write cluster-connections.png here")
+    add_json_option(parser, "every number of the run (each connection, each stats sample)")
+    add_plot_option(parser, "cluster-connections.png (connections per backend over time)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -88,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     except (HAProxyUnavailable, PermissionError) as exc:
         print(f"framelab cluster: {exc}", file=sys.stderr)
         return 2
-    print_report(result)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(as_json(result), indent=1))
+    out = console(args)
+    print_report(result, out)
+    where = emit_json(args, as_json(result))
+    if where is not None:
+        out.print(where)
     if args.plot is not None:
-        print(f"chart: {draw_chart(result, args.plot / 'cluster-connections.png')}")
+        out.print(f"chart: {draw_chart(result, args.plot / 'cluster-connections.png')}")
     return 0

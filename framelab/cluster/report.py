@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framelab.cluster.run import ClusterResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: bucket width of the connections-per-backend chart
 BUCKET = 0.1
@@ -178,11 +181,9 @@ def as_json(result: ClusterResult) -> dict[str, Any]:
     }
 
 
-def print_report(result: ClusterResult) -> None:
-    from rich.console import Console
+def print_report(result: ClusterResult, console: Console) -> None:
     from rich.table import Table
 
-    console = Console()
     spec = result.spec
     table = Table(
         title=(
