@@ -87,12 +87,14 @@ def _sum(args: Any) -> Any:
 def _sha256(args: Any) -> Any:
     if isinstance(args, str):
         args = args.encode()
-    if not isinstance(args, bytes):
+    if not isinstance(args, bytes | memoryview):  # large bins arrive as views (no copy)
         raise BadArgs("sha256 takes bytes or a string")
     return hashlib.sha256(args).hexdigest()
 
 
 def _reverse(args: Any) -> Any:
+    if isinstance(args, memoryview):  # a large bin, lent without a copy
+        return bytes(args)[::-1]
     if not isinstance(args, str | bytes | list):
         raise BadArgs("reverse takes a string, bytes or a list")
     return args[::-1]
