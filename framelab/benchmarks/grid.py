@@ -11,7 +11,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from framelab.benchmarks.targets import ALL_TARGETS, FRAMED, FRAMED_ASYNCIO, PEER, RAW, Target
+from framelab.benchmarks.targets import (
+    ALL_TARGETS,
+    FRAMED,
+    FRAMED_ASYNCIO,
+    GRPC,
+    MSGPACK,
+    PEER,
+    RAW,
+    READEXACTLY,
+    Target,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -66,11 +76,11 @@ GRID_CASES = (
     Case(64 * KiB, 1, 4),
     Case(1 * MiB, 1, 2),
 )
-FULL = Plan("full", GRID_CASES, tuple(ALL_TARGETS), warmup=0.5, duration=1.5, rounds=3)
+FULL = Plan("full", GRID_CASES, (*ALL_TARGETS, GRPC), warmup=0.5, duration=1.5, rounds=3)
 QUICK = Plan(
     "quick",
     (Case(64, 32, 10), Case(1 * KiB, 1, 10), Case(1 * KiB, 32, 10), *GRID_CASES[4:]),
-    (RAW, FRAMED, FRAMED_ASYNCIO, PEER),
+    (RAW, FRAMED, FRAMED_ASYNCIO, PEER, MSGPACK, READEXACTLY, GRPC),
     warmup=0.3,
     duration=1.0,
     rounds=1,
@@ -80,25 +90,49 @@ PLANS = {"full": FULL, "quick": QUICK}
 
 @dataclass(frozen=True)
 class Goal:
-    """framed-protocol/uvloop must reach `at_least` x the other's rate in `case`."""
+    """Target `of` must reach `at_least` x the other's rate in `case`."""
 
     case_key: str
     versus: str  # target name
     at_least: float
+    of: str = FRAMED.name
 
 
-#: the issue's targets: framed echo (uvloop, protocol) against the raw echo
-#: and the Twisted peer, same run, same client
+@dataclass(frozen=True)
+class LatencyGoal:
+    """Target `of`'s p99 at D = 1 must be at most `at_most` x the other's."""
+
+    case_key: str
+    of: str
+    versus: str
+    at_most: float
+
+
+#: the issues' targets, same run; against gRPC the client differs (its own)
 THROUGHPUT_GOALS = (
-    Goal("64/32", RAW.name, 0.50),
+    Goal("64/32", RAW.name, 0.85),
     Goal("64/32", PEER.name, 2.0),
-    Goal("1024/32", RAW.name, 0.60),
+    Goal("1024/32", RAW.name, 0.80),
     Goal("1024/32", PEER.name, 1.5),
-    Goal("65536/1", RAW.name, 0.85),
+    Goal("65536/1", RAW.name, 0.90),
     Goal("65536/1", PEER.name, 1.5),
-    Goal("1048576/1", RAW.name, 0.85),
+    Goal("1048576/1", RAW.name, 0.90),
     Goal("1048576/1", PEER.name, 5.0),
+    Goal("64/32", FRAMED.name, 0.35, of=MSGPACK.name),
+    Goal("65536/1", FRAMED.name, 0.80, of=MSGPACK.name),
+    Goal("1048576/1", FRAMED.name, 0.80, of=MSGPACK.name),
+    Goal("64/1", GRPC.name, 3.0, of=MSGPACK.name),
+    Goal("1024/1", GRPC.name, 3.0, of=MSGPACK.name),
+    Goal("64/32", GRPC.name, 10.0, of=MSGPACK.name),
+    Goal("1024/32", GRPC.name, 10.0, of=MSGPACK.name),
+    Goal("64/32", READEXACTLY.name, 1.0, of=MSGPACK.name),
+    Goal("1024/1", READEXACTLY.name, 1.0, of=MSGPACK.name),
+    Goal("1048576/1", READEXACTLY.name, 1.0, of=MSGPACK.name),
 )
-#: p99 latency of the framed echo at 1 KiB, D = 1: at most this x the raw echo's
-P99_CASE = "1024/1"
-P99_AT_MOST = 1.3
+LATENCY_GOALS = (
+    #: p99 latency of the framed echo at 1 KiB, D = 1, against the raw echo's
+    LatencyGoal("1024/1", FRAMED.name, RAW.name, 1.3),
+    #: "lower p99 than gRPC at depth 1"
+    LatencyGoal("64/1", MSGPACK.name, GRPC.name, 1.0),
+    LatencyGoal("1024/1", MSGPACK.name, GRPC.name, 1.0),
+)

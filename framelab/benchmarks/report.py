@@ -16,9 +16,18 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from framelab.benchmarks.grid import P99_AT_MOST, P99_CASE, THROUGHPUT_GOALS, Plan, human_size
+from framelab.benchmarks.grid import LATENCY_GOALS, THROUGHPUT_GOALS, Plan, human_size
 from framelab.benchmarks.runner import Summary
-from framelab.benchmarks.targets import FRAMED, FRAMED_ASYNCIO, FRAMED_PURE, PEER, RAW
+from framelab.benchmarks.targets import (
+    FRAMED,
+    FRAMED_ASYNCIO,
+    FRAMED_PURE,
+    GRPC,
+    MSGPACK,
+    PEER,
+    RAW,
+    READEXACTLY,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,12 +39,25 @@ RATIOS = (
     ("framed / peer", FRAMED.name, PEER.name),
     ("streams / protocol", "framed-streams/uvloop", FRAMED.name),
     ("compiled / pure", FRAMED.name, FRAMED_PURE.name),
-    ("msgpack / framed", "msgpack-protocol/uvloop", FRAMED.name),
+    ("msgpack / framed", MSGPACK.name, FRAMED.name),
+    ("msgpack / readexactly", MSGPACK.name, READEXACTLY.name),
+    ("msgpack / gRPC", MSGPACK.name, GRPC.name),
 )
 
 
-#: how goals name the targets they compare framed-protocol/uvloop with
-SHORT = {RAW.name: "raw", PEER.name: "Twisted peer"}
+#: how goals name the targets they compare
+SHORT = {
+    RAW.name: "raw",
+    PEER.name: "Twisted peer",
+    FRAMED.name: "framed",
+    MSGPACK.name: "msgpack",
+    READEXACTLY.name: "readexactly",
+    GRPC.name: "gRPC",
+}
+
+
+def short(target: str) -> str:
+    return SHORT.get(target, target)
 
 
 def environment() -> dict[str, Any]:
@@ -113,29 +135,33 @@ def goals(summaries: list[Summary]) -> list[GoalResult]:
     cases = by_case(summaries)
     out = []
     for goal in THROUGHPUT_GOALS:
-        value = ratio(cases, goal.case_key, FRAMED.name, goal.versus)
+        value = ratio(cases, goal.case_key, goal.of, goal.versus)
         out.append(
             GoalResult(
                 goal.case_key,
-                f"frames/s, framed / {SHORT.get(goal.versus, goal.versus)}",
+                f"frames/s, {short(goal.of)} / {short(goal.versus)}",
                 f">= {goal.at_least}",
                 None if value is None else round(value, 3),
                 None if value is None else value >= goal.at_least,
             )
         )
-    framed, raw = cases.get(P99_CASE, {}).get(FRAMED.name), cases.get(P99_CASE, {}).get(RAW.name)
-    p99: float | None = None
-    if framed and raw and framed.latency and raw.latency and raw.latency["p99_us"] > 0:
-        p99 = framed.latency["p99_us"] / raw.latency["p99_us"]
-    out.append(
-        GoalResult(
-            P99_CASE,
-            "p99 latency, framed / raw",
-            f"<= {P99_AT_MOST}",
-            None if p99 is None else round(p99, 3),
-            None if p99 is None else p99 <= P99_AT_MOST,
+    for late in LATENCY_GOALS:
+        mine, theirs = (
+            cases.get(late.case_key, {}).get(late.of),
+            cases.get(late.case_key, {}).get(late.versus),
         )
-    )
+        p99: float | None = None
+        if mine and theirs and mine.latency and theirs.latency and theirs.latency["p99_us"] > 0:
+            p99 = mine.latency["p99_us"] / theirs.latency["p99_us"]
+        out.append(
+            GoalResult(
+                late.case_key,
+                f"p99 latency, {short(late.of)} / {short(late.versus)}",
+                f"<= {late.at_most}",
+                None if p99 is None else round(p99, 3),
+                None if p99 is None else p99 <= late.at_most,
+            )
+        )
     return out
 
 
@@ -229,7 +255,7 @@ def print_ratios(console: Console, summaries: list[Summary]) -> None:
 def print_goals(console: Console, results: list[GoalResult]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"goals ({FRAMED.name}, same run)", title_justify="left")
+    table = Table(title="goals (same run)", title_justify="left")
     for header in ("case", "measure", "goal", "measured", "met"):
         table.add_column(header, justify="right" if header in ("measured", "met") else "left")
     for g in results:
@@ -293,7 +319,7 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Goals (framed-protocol/uvloop):",
+        "Goals (same run; gRPC with its own client):",
         "",
         "| case | measure | goal | measured | met |",
     ]

@@ -61,12 +61,13 @@ class Summary:
         return not self.errors and self.rounds > 0
 
 
-def run_loadgen(spec: LoadSpec) -> dict[str, Any]:
-    """One measurement in a process of its own; its JSON result, or an error."""
+def run_loadgen(spec: LoadSpec, client: str = "framelab.benchmarks.loadgen") -> dict[str, Any]:
+    """One measurement in a process of its own (the `client` module); its
+    JSON result, or an error."""
     timeout = spec.warmup + spec.duration + spec.drain_timeout + 60
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "framelab.benchmarks.loadgen", json.dumps(asdict(spec))],
+            [sys.executable, "-m", client, json.dumps(asdict(spec))],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -134,7 +135,7 @@ def run_plan(plan: Plan, progress: Progress | None = None) -> list[Summary]:
                             message=target.message,
                             server_pid=server.pid,
                         )
-                        results[target.name].append(run_loadgen(spec))
+                        results[target.name].append(run_loadgen(spec, target.client))
                     done += 1
                     if progress is not None:
                         progress(done, total, f"{case.label} · {target.name}")

@@ -23,19 +23,32 @@ class Target:
 
     name: str  # e.g. "framed-protocol/uvloop"
     kind: str  # raw | framed | msgpack | peer
-    loop: str  # uvloop | asyncio | twisted
+    loop: str  # uvloop | asyncio | twisted | grpc
     io: str  # protocol | streams | "-"
     env: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    #: a peer's module (`python -m MODULE --port 0 ARGS`) and what it speaks
+    module: str = "framelab.benchmarks.twisted_echo"
+    args: tuple[str, ...] = ()
+    speaks: str = "bytes"  # bytes | msgpack | grpc (peers only)
 
     @property
     def message(self) -> str:
         """What the load generator sends: plain payloads or msgpack echo requests."""
+        if self.kind == "peer":
+            return self.speaks
         return "msgpack" if self.kind == "msgpack" else "bytes"
+
+    @property
+    def client(self) -> str:
+        """The load generator's module: gRPC needs its own client."""
+        if self.message == "grpc":
+            return "framelab.benchmarks.grpc_load"
+        return "framelab.benchmarks.loadgen"
 
     def server(self) -> ServerProcess:
         """The server, to start with `with` (started on entry, killed on exit)."""
         if self.kind == "peer":
-            peer = [sys.executable, "-m", "framelab.benchmarks.twisted_echo", "--port", "0"]
+            peer = [sys.executable, "-m", self.module, "--port", "0", *self.args]
             return ServerProcess([], command=peer, env=self.env)
         options = ["--mode", self.kind, "--io", self.io, "--loop", self.loop, "--quiet"]
         options += ["--max-frame", str(MAX_FRAME), "--log-level", "WARNING"]
@@ -55,6 +68,20 @@ FRAMED_PURE = Target(
     "framed-protocol-pure/uvloop", "framed", "uvloop", "protocol", {"FRAMELAB_PURE_PYTHON": "1"}
 )
 PEER = Target("twisted-peer", "peer", "twisted", "-")
+MSGPACK = framelab_target("msgpack", "protocol", "uvloop")
+#: what users write by hand: readexactly per header and payload, same app
+READEXACTLY = Target(
+    "msgpack-readexactly/uvloop",
+    "peer",
+    "uvloop",
+    "streams",
+    module="framelab.benchmarks.readexactly_peer",
+    speaks="msgpack",
+)
+#: the RPC stack people pick instead, driven by its own Python client
+GRPC = Target(
+    "grpc-aio", "peer", "grpc", "-", module="framelab.benchmarks.grpc_echo", speaks="grpc"
+)
 
 ALL_TARGETS: list[Target] = [
     RAW,
@@ -64,8 +91,11 @@ ALL_TARGETS: list[Target] = [
     framelab_target("framed", "streams", "uvloop"),
     framelab_target("framed", "streams", "asyncio"),
     FRAMED_PURE,
-    framelab_target("msgpack", "protocol", "uvloop"),
+    MSGPACK,
     framelab_target("msgpack", "protocol", "asyncio"),
+    READEXACTLY,
     PEER,
 ]
-BY_NAME = {t.name: t for t in ALL_TARGETS}
+#: the RPC comparison: a client of its own per stack, so a table of its own
+RPC_TARGETS: list[Target] = [MSGPACK, GRPC]
+BY_NAME = {t.name: t for t in [*ALL_TARGETS, GRPC]}
