@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framelab.benchmarks.grid import PLANS, Case, Plan
 from framelab.benchmarks.report import document, environment, goals, markdown, print_report
@@ -68,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="measurements per case and server (default: the plan's)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 3 if a goal is missed")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each server's instructions per message under valgrind "
+        "(about a minute per server and case), into the table and --json",
+    )
     parser.add_argument("--list", action="store_true", help="list the servers and exit")
 
 
@@ -111,6 +117,22 @@ def parse_cases(text: str) -> tuple[Case, ...]:
     return tuple(cases)
 
 
+def _count_instructions(plan: Plan, console: Console) -> list[dict[str, Any]]:
+    from framelab.benchmarks.instructions import count
+
+    counts = []
+    for case in plan.cases:
+        for target in plan.targets:
+            counted = count(target, case)
+            per = "-" if counted.per_message is None else f"{counted.per_message:,.0f}"
+            console.print(
+                f"instructions per message, {case.label}, {target.name}: {per}"
+                + (f" ({counted.error})" if counted.error else "")
+            )
+            counts.append(dataclasses.asdict(counted))
+    return counts
+
+
 def run(args: argparse.Namespace) -> int:
     console = output_console(args)
     if args.list:
@@ -126,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = _run_with_progress(plan, console)
     print_report(console, plan, summaries, env)
     doc = document(plan, summaries, env)
+    if args.instructions:
+        doc["instructions"] = _count_instructions(plan, console)
     written = emit_json(args, doc)
     if written:
         console.print(written)

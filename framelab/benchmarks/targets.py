@@ -9,6 +9,7 @@ time and peak RSS can be read from /proc (servers.process).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from framelab.servers.process import ServerProcess
@@ -45,14 +46,16 @@ class Target:
             return "framelab.benchmarks.grpc_load"
         return "framelab.benchmarks.loadgen"
 
-    def server(self) -> ServerProcess:
-        """The server, to start with `with` (started on entry, killed on exit)."""
+    def server(self, wrapper: Sequence[str] = (), start_timeout: float = 20.0) -> ServerProcess:
+        """The server, to start with `with` (started on entry, killed on exit);
+        `wrapper` runs it under another program (valgrind, for instruction counts)."""
         if self.kind == "peer":
-            peer = [sys.executable, "-m", self.module, "--port", "0", *self.args]
-            return ServerProcess([], command=peer, env=self.env)
+            peer = [*wrapper, sys.executable, "-m", self.module, "--port", "0", *self.args]
+            return ServerProcess([], command=peer, env=self.env, start_timeout=start_timeout)
+        serve = [*wrapper, sys.executable, "-m", "framelab", "serve", "--port", "0"]
         options = ["--mode", self.kind, "--io", self.io, "--loop", self.loop, "--quiet"]
         options += ["--max-frame", str(MAX_FRAME), "--log-level", "WARNING"]
-        return ServerProcess(options, env=self.env)  # `framelab serve --port 0` + options
+        return ServerProcess(options, command=serve, env=self.env, start_timeout=start_timeout)
 
 
 def framelab_target(kind: str, io: str, loop: str) -> Target:
