@@ -12,7 +12,7 @@ following the specification in HAProxy's doc/proxy-protocol.txt:
 - v2: a 12-byte signature, version/command, family/transport, a 16-bit length,
   then the addresses (INET 12 bytes, INET6 36, UNIX 216, UNSPEC none) and TLVs.
   LOCAL (the balancer's own health checks) carries no client: the
-  connection's own endpoints apply.
+  connection's own endpoints apply. A CRC-32C TLV, when present, is checked.
 
 Cost bound: at most `max_length` + 16 bytes are ever buffered (107 for v1),
 whatever the chunk sizes, and each byte is scanned a bounded number of times,
@@ -43,6 +43,9 @@ V2_FIXED_LENGTH = 16
 #: largest v2 address block + TLVs accepted by default: the addresses need at
 #: most 216 bytes; HAProxy's TLVs (unique id, SSL details, authority) fit easily
 DEFAULT_MAX_V2_LENGTH = 2048
+
+#: the TLV carrying a CRC-32C of the whole header (HAProxy: proxy-v2-options crc32c)
+PP2_TYPE_CRC32C = 0x03
 
 _V2_FIXED = struct.Struct("!12sBBH")
 _INET = struct.Struct("!4s4sHH")
@@ -278,6 +281,7 @@ class ProxyHeaderParser:
             )
         source, destination = _v2_addresses(family, body)
         tlvs = _v2_tlvs(body[need:], self._fail)
+        _check_crc32c(bytes(buf[:total]), V2_FIXED_LENGTH + need, tlvs, self._fail)
         return ProxyHeader(2, command, family, transport, source, destination, tlvs, total)
 
 
@@ -359,6 +363,43 @@ def _v2_tlvs(block: bytes, fail: _Fail) -> tuple[tuple[int, bytes], ...]:
     return tuple(tlvs)
 
 
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # Castagnoli, reflected
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of `data`; a header is at most a few KiB, so a table loop will do."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _check_crc32c(
+    header: bytes, tlv_start: int, tlvs: tuple[tuple[int, bytes], ...], fail: _Fail
+) -> None:
+    """A CRC-32C TLV, if present, must match the header computed with its value zeroed."""
+    at = tlv_start
+    for kind, value in tlvs:
+        at += _TLV.size
+        if kind == PP2_TYPE_CRC32C:
+            if len(value) != 4:
+                raise fail("malformed", f"v2 CRC32C TLV has {len(value)} bytes, not 4")
+            zeroed = header[:at] + bytes(4) + header[at + 4 :]
+            if crc32c(zeroed) != int.from_bytes(value, "big"):
+                raise fail("malformed", "v2 CRC32C does not match the header")
+        at += len(value)
+
+
 # -- writing headers (clients, tests, and a lab that plays the balancer) ----
 def v1_header(source: InetAddress | None, destination: InetAddress | None) -> bytes:
     """A v1 line; with no addresses, ``PROXY UNKNOWN``."""
@@ -379,8 +420,10 @@ def v2_header(
     *,
     transport: Transport = "stream",
     tlvs: tuple[tuple[int, bytes], ...] = (),
+    checksum: bool = False,
 ) -> bytes:
-    """A v2 header. LOCAL or no addresses: family UNSPEC with no address block."""
+    """A v2 header. LOCAL or no addresses: family UNSPEC with no address block.
+    `checksum` appends a CRC-32C TLV over the whole header."""
     if command == "local" or source is None or destination is None:
         family: Family = "UNSPEC"
         block = b""
@@ -398,7 +441,12 @@ def v2_header(
         block = layout.pack(src.packed, dst.packed, source.port, destination.port)
     else:
         raise ValueError("source and destination must be the same kind of address")
+    if checksum:
+        tlvs = (*tlvs, (PP2_TYPE_CRC32C, bytes(4)))
     block += b"".join(_TLV.pack(kind, len(value)) + value for kind, value in tlvs)
     family_byte = _FAMILY_BYTES[(family, transport)] if family != "UNSPEC" else 0x00
     command_bits = 0x1 if command == "proxy" else 0x0
-    return _V2_FIXED.pack(V2_SIGNATURE, 0x20 | command_bits, family_byte, len(block)) + block
+    header = _V2_FIXED.pack(V2_SIGNATURE, 0x20 | command_bits, family_byte, len(block)) + block
+    if checksum:  # the CRC's own 4 bytes are the last ones, zero while computing
+        header = header[:-4] + crc32c(header).to_bytes(4, "big")
+    return header

@@ -79,7 +79,9 @@ def ask_through(frontend: tuple[str, int], op: str) -> dict[str, object]:
         return result
 
 
-@pytest.mark.parametrize("proxy_line", ["send-proxy", "send-proxy-v2"])
+@pytest.mark.parametrize(
+    "proxy_line", ["send-proxy", "send-proxy-v2", "send-proxy-v2 proxy-v2-options crc32c"]
+)
 def test_haproxy_tells_the_server_who_the_client_is(proxy_line: str) -> None:
     config = ServerConfig(mode="msgpack", proxy_protocol=True)
     with BackgroundServer(config) as server, balanced(server, proxy_line) as (_, frontend):
@@ -150,7 +152,7 @@ def small(event: str, **changes: object) -> ClusterSpec:
         frames_per_connection=10,
         event=event,  # type: ignore[arg-type]
         event_at=0.35,
-        drain_delay=1.0,
+        drain_delay=1.5,  # well past fall x inter (200 ms), even on a loaded machine
         timing=FAST,
         **changes,  # type: ignore[arg-type]
     )

@@ -23,6 +23,7 @@ from framing.proxy_protocol import (
     ProxyHeaderParser,
     Transport,
     UnixAddress,
+    crc32c,
     v1_header,
     v2_header,
 )
@@ -332,3 +333,23 @@ def test_the_readme_example_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
     [example] = [b for b in blocks if "ProxyHeaderParser()" in b]
     exec(compile(example, "README.md", "exec"), {})  # its asserts check the parse
+
+
+def test_crc32c_matches_the_castagnoli_check_value() -> None:
+    assert crc32c(b"123456789") == 0xE3069283  # the standard check input (RFC 3720, B.4)
+
+
+@given(inet_pairs, st.data())
+def test_a_checksummed_header_parses_and_any_changed_address_byte_is_refused(
+    pair: tuple[InetAddress, InetAddress], data: st.DataObject
+) -> None:
+    wire = v2_header("proxy", *pair, checksum=True)
+    header = parse_one(wire)
+    assert header.client == pair[0] and header.tlvs[-1][0] == 0x03
+    addresses = 12 if ":" not in pair[0].host else 36
+    at = data.draw(st.integers(min_value=16, max_value=16 + addresses - 1))
+    flip = data.draw(st.integers(min_value=1, max_value=255))
+    tampered = bytearray(wire)
+    tampered[at] ^= flip
+    with pytest.raises(ProxyHeaderError, match="CRC32C does not match"):
+        ProxyHeaderParser().feed(bytes(tampered))
