@@ -20,7 +20,12 @@ install could build it: framing/_codec.py):
   declared length; `get_buffer()` then offers the unfilled rest of it, so the
   kernel writes the payload where the handler will read it: no copy per chunk
   (Twisted's Int32StringReceiver concatenates, which is quadratic). Such a
-  payload is delivered as that bytearray.
+  payload is delivered as that bytearray, also when it happened to arrive
+  whole in one read (then it is copied once, as a `bytes` would be).
+Payload type, one rule: under `large_frame` bytes a payload is `bytes`; at
+`large_frame` bytes or more it is a `bytearray` (mutable: `bytes(p)` if a
+hashable copy is needed). Always `bytes` would cost a copy of every large
+payload, which the README measures.
 Limits: a header over `max_frame_length` raises FrameTooLarge as soon as its
 4 bytes are in, before any payload is kept, so memory per connection stays
 below buffer_size + max_frame_length. Frames completed before the bad
@@ -173,9 +178,16 @@ class FrameDecoder:
         self._start, self._end = 0, len(pending)
 
     def _parse(self) -> list[Payload]:
-        frames, pos = split_frames(self._view, self._start, self._end, self.max_frame_length)
-        end = self._end
-        if end - pos >= HEADER_SIZE:  # stopped at an oversized header or a partial frame
+        # split_frames stops before any frame of large_frame bytes or more, so a
+        # large payload is always its own bytearray (one type rule, see above)
+        small_limit = min(self.max_frame_length, self.large_frame - 1)
+        view, end = self._view, self._end
+        frames: list[Payload]
+        if small_limit < 0:  # large_frame 0: every payload is large
+            frames, pos = [], self._start
+        else:
+            frames, pos = split_frames(view, self._start, end, small_limit)
+        while end - pos >= HEADER_SIZE:  # stopped at a large, oversized or partial frame
             (length,) = HEADER.unpack_from(self._buf, pos)
             if length > self.max_frame_length:
                 self._start = pos
@@ -185,12 +197,21 @@ class FrameDecoder:
                 self._failed = error  # deliver the good frames first; raise next call
                 self.frames_decoded += len(frames)
                 return frames
-            if length >= self.large_frame:
-                body = pos + HEADER_SIZE
-                self._large = large = payload_buffer(length)
-                self._large_filled = end - body
-                large[: self._large_filled] = self._view[body:end]
+            if length < self.large_frame:
+                break  # a small frame, not complete yet
+            body = pos + HEADER_SIZE
+            have = min(length, end - body)
+            large = payload_buffer(length)
+            large[:have] = view[body : body + have]
+            if have < length:  # the kernel writes the rest straight into it
+                self._large, self._large_filled = large, have
                 pos = end
+                break
+            frames.append(large)  # complete in this read: copied once, as bytes would be
+            pos = body + length
+            if small_limit >= 0:
+                more, pos = split_frames(view, pos, end, small_limit)
+                frames += more
         self.frames_decoded += len(frames)
         if pos == end:
             self._start = self._end = 0

@@ -202,3 +202,31 @@ def test_frames_before_an_oversized_header_are_delivered_first() -> None:
         decoder.feed(b"")
     with pytest.raises(FrameTooLarge):
         decoder.end_of_stream()
+
+
+@given(
+    st.lists(st.sampled_from([0, 1, 100, 65_535, 65_536, 70_000]), max_size=8),
+    st.lists(st.integers(min_value=0), max_size=10),
+)
+@settings(max_examples=60)
+def test_one_type_rule_whatever_the_chunking(sizes: list[int], cuts: list[int]) -> None:
+    """Under large_frame (64 KiB) a payload is bytes; at 64 KiB or more a bytearray,
+    also when the whole frame arrived in one read."""
+    payloads = [bytes([n % 251]) * n for n in sizes]
+    decoder = FrameDecoder()
+    got = []
+    for chunk in split(bytes(encode_frames(payloads)), cuts):
+        got += decoder.feed(chunk)
+    assert got == payloads
+    assert [type(p) for p in got] == [bytearray if n >= 65_536 else bytes for n in sizes]
+
+
+def test_a_large_frame_between_small_ones_in_one_read() -> None:
+    wire = bytes(encode_frames([b"a", b"L" * 100_000, b"b", b"c"]))
+    decoder = FrameDecoder()
+    room = decoder.get_buffer(len(wire))
+    room[: len(wire)] = wire
+    frames = decoder.buffer_updated(len(wire))
+    assert frames == [b"a", b"L" * 100_000, b"b", b"c"]
+    assert [type(f) for f in frames] == [bytes, bytearray, bytes, bytes]
+    assert not decoder.in_frame and decoder.frames_decoded == 4
