@@ -133,11 +133,22 @@ class FrameDecoder:
 
     # -- convenience input ----------------------------------------------
     def feed(self, data: BytesLike) -> list[Payload]:
-        """Copy `data` in and return the payloads it completes."""
+        """Copy `data` in and return the payloads it completes.
+
+        With nothing buffered, complete small frames are cut straight out of
+        `data` (one copy each, as from the receive buffer) and only the rest
+        is copied in: the common case of a read holding whole frames."""
         if self._failed is not None:
             raise self._failed
         src = memoryview(data).cast("B")
         frames: list[Payload] = []
+        if self._end == 0 and self._large is None and self.large_frame > 0:
+            small_limit = min(self.max_frame_length, self.large_frame - 1)
+            frames, pos = split_frames(src, 0, len(src), small_limit)
+            self.frames_decoded += len(frames)
+            if pos == len(src):
+                return frames
+            src = src[pos:]
         while src:
             if self._failed is not None and frames:
                 break  # the frames before the bad header; the error comes next call
