@@ -148,6 +148,9 @@ def listening_socket(
     """A listener of namespace `netns` (ours when None), on an ephemeral port unless `port`.
 
     `options` are set before listen(), so the sockets it accepts inherit them.
+    SO_REUSEADDR (`reuse_address`, inherited by accepted sockets and so by
+    their TIME_WAIT rows) lets the kernel hand out a port that earlier
+    connections' TIME_WAIT rows still hold: read /proc/net/tcp by 4-tuple.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket_in(netns, family)
