@@ -1,7 +1,7 @@
 """C05: ping is ICMP echo; traceroute reads ICMP errors; ping can be ignored.
 
 Three namespaces, a - r - b, with r routing between two links
-(experiments/netns.RoutedPath). From a:
+(lab/netns.RoutedPath). From a:
 - ping: an ICMP echo request (type 8) to b, answered by an echo reply
   (type 0) with the same identifier and sequence number;
 - traceroute: UDP probes to an unused port of b with TTL 1, 2, ...: the
@@ -50,9 +50,38 @@ class IcmpSeen:
         return {"from": self.source, "type": self.type, "code": self.code, "ms": self.ms}
 
 
+@dataclass(frozen=True)
+class IcmpRun:
+    """What C05 is judged on: the ping, the traceroute, and both again with ping ignored."""
+
+    echo: IcmpSeen | None
+    hops: list[IcmpSeen | None]
+    ignored: IcmpSeen | None  # the ping with icmp_echo_ignore_all=1 (None: not answered)
+    probe_after: list[IcmpSeen | None]  # the traceroute with icmp_echo_ignore_all=1
+    router: str
+    target: str
+
+    def to_json(self) -> dict[str, Any]:
+        def each(hops: list[IcmpSeen | None]) -> list[dict[str, Any] | None]:
+            return [h.to_json() if h else None for h in hops]
+
+        return {
+            "ping": self.echo.to_json() if self.echo else None,
+            "traceroute": each(self.hops),
+            "ping_with_icmp_echo_ignore_all": self.ignored.to_json() if self.ignored else None,
+            "traceroute_with_icmp_echo_ignore_all": each(self.probe_after),
+            "router": self.router,
+            "target": self.target,
+        }
+
+
 def run(ctx: RunContext) -> list[ClaimResult]:
     if not ctx.root:
         return [skipped(NAME, "C05", "needs root: three hosts in network namespaces, raw sockets")]
+    return [check_c05()]
+
+
+def check_c05() -> ClaimResult:
     with RoutedPath() as path, Capture(path.a.ifname, netns=path.a.netns) as cap:
         echo = ping(path.a, path.b.address, sequence=1)
         hops = traceroute(path.a, path.b.address, max_ttl=4)
@@ -60,42 +89,38 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         ignored = ping(path.a, path.b.address, sequence=2)
         probe_after = traceroute(path.a, path.b.address, max_ttl=4)
         cap.stop()
-        trace = cap.lines()
-        router, target = path.r_a.address, path.b.address
-    observed = {
-        "ping": echo.to_json() if echo else None,
-        "traceroute": [h.to_json() if h else None for h in hops],
-        "ping_with_icmp_echo_ignore_all": ignored.to_json() if ignored else None,
-        "traceroute_with_icmp_echo_ignore_all": [h.to_json() if h else None for h in probe_after],
-        "router": router,
-        "target": target,
-    }
-    route = [(h.source, h.type, h.code) if h else None for h in hops]
+        seen = IcmpRun(echo, hops, ignored, probe_after, path.r_a.address, path.b.address)
+        return judge_c05(seen, cap.lines())
+
+
+def judge_c05(seen: IcmpRun, trace: list[str]) -> ClaimResult:
+    """C05 from what was seen: an echo reply, time exceeded then unreachable, ping ignored."""
+    route = [(h.source, h.type, h.code) if h else None for h in seen.hops]
+    router, target = seen.router, seen.target
     holds = (
-        echo is not None
-        and echo.type == ECHO_REPLY
+        seen.echo is not None
+        and seen.echo.type == ECHO_REPLY
         and route[:2] == [(router, TIME_EXCEEDED, 0), (target, UNREACHABLE, 3)]
-        and ignored is None
-        and probe_after[-1:] != [None]
+        and seen.ignored is None
+        and seen.probe_after[-1:] != [None]
     )
-    rtt = f"{echo.ms:.3f} ms" if echo else "no reply"
-    return [
-        judge(
-            NAME,
-            "C05",
-            holds,
-            observed,
-            confirmed=(
-                f"ping: echo request answered by an echo reply from {target} in {rtt}; "
-                f"traceroute: TTL 1 drew time exceeded (11/0) from the router {router}, "
-                f"TTL 2 port unreachable (3/3) from {target}, the end; with "
-                "icmp_echo_ignore_all=1 the same host ignored ping but still routed and "
-                "answered the UDP probe"
-            ),
-            differs=f"ping: {observed['ping']}; hops: {route}; ignoring: {observed}",
-            trace=trace,
-        )
-    ]
+    rtt = f"{seen.echo.ms:.3f} ms" if seen.echo else "no reply"
+    observed = seen.to_json()
+    return judge(
+        NAME,
+        "C05",
+        holds,
+        observed,
+        confirmed=(
+            f"ping: echo request answered by an echo reply from {target} in {rtt}; "
+            f"traceroute: TTL 1 drew time exceeded (11/0) from the router {router}, "
+            f"TTL 2 port unreachable (3/3) from {target}, the end; with "
+            "icmp_echo_ignore_all=1 the same host ignored ping but still routed and "
+            "answered the UDP probe"
+        ),
+        differs=f"ping: {observed['ping']}; hops: {route}; ignoring: {observed}",
+        trace=trace,
+    )
 
 
 def ping(host: Host, destination: str, sequence: int) -> IcmpSeen | None:

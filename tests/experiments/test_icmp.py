@@ -3,6 +3,8 @@ port-unreachable, and a host can be told to ignore ping."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from framelab.experiments import icmp
@@ -47,3 +49,33 @@ def test_a_host_can_ignore_ping_and_still_answer_probes(result: ClaimResult) -> 
 def test_without_root_it_is_skipped_with_the_reason() -> None:
     [claim] = icmp.run(RunContext(root=False))
     assert claim.verdict is Verdict.SKIPPED and "root" in claim.summary
+
+
+ROUTER, TARGET = "10.0.1.254", "10.0.2.1"
+
+
+def synthetic(
+    *, reply_type: int = icmp.ECHO_REPLY, answers_when_ignoring: bool = False
+) -> icmp.IcmpRun:
+    hops: list[icmp.IcmpSeen | None] = [
+        icmp.IcmpSeen(ROUTER, 11, 0, 0.1),
+        icmp.IcmpSeen(TARGET, 3, 3, 0.2),
+    ]
+    ignored = icmp.IcmpSeen(TARGET, 0, 0, 0.1) if answers_when_ignoring else None
+    return icmp.IcmpRun(
+        icmp.IcmpSeen(TARGET, reply_type, 0, 0.3), hops, ignored, hops, ROUTER, TARGET
+    )
+
+
+def test_judge_confirms_echo_time_exceeded_unreachable_and_an_ignored_ping() -> None:
+    result = icmp.judge_c05(synthetic(), [])
+    assert result.verdict is Verdict.CONFIRMED
+    assert f"echo reply from {TARGET} in 0.300 ms" in result.summary
+    assert result.observed["traceroute"][0] == {"from": ROUTER, "type": 11, "code": 0, "ms": 0.1}
+
+
+@pytest.mark.parametrize(
+    "changed", [{"reply_type": 3}, {"answers_when_ignoring": True}], ids=["no echo", "not ignored"]
+)
+def test_judge_says_differs_when_an_answer_is_not_the_claimed_one(changed: dict[str, Any]) -> None:
+    assert icmp.judge_c05(synthetic(**changed), []).verdict is Verdict.DIFFERS
