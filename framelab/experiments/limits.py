@@ -56,6 +56,9 @@ CHILD_BACKLOG = 64
 #: accepted connections closed by the client to give descriptors back
 FREED = 4
 FLAVOURS = ("selector", "naive", "asyncio", "uvloop")
+#: longest wait for the children to reach a step (each wait ends as soon as they have):
+#: on a loaded machine a child may get the CPU late
+SETTLE_TIMEOUT = 5.0
 #: the folder that holds the framelab package (the source tree, or site-packages)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -499,7 +502,7 @@ def run_children(ctx: RunContext) -> dict[str, LoopRun]:
     try:
         for child in running:
             child.connect(DESCRIPTOR_LIMIT + EXTRA_CONNECTIONS)
-        pump(running, 2.0, lambda: all(c.settled() for c in running))
+        pump(running, SETTLE_TIMEOUT, lambda: all(c.settled() for c in running))
         for child in running:
             runs[child.flavour].at_limit = at_limit(child)
         cpu, window = measure_cpu(running, 0.3 if ctx.quick else 0.5)
@@ -515,14 +518,14 @@ def run_children(ctx: RunContext) -> dict[str, LoopRun]:
             close_accepted(child)
         pump(
             running,
-            2.0,
+            SETTLE_TIMEOUT,
             lambda: all(c.count("closed") >= closed[c.flavour] + FREED for c in running),
         )
         for child in running:  # newcomers, for a loop that dropped its queue
             child.connect(FREED)
         pump(
             running,
-            2.5,
+            SETTLE_TIMEOUT,
             lambda: all(c.count("accepted") >= accepted[c.flavour] + FREED for c in running),
         )
         for child in running:
