@@ -23,8 +23,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
@@ -62,24 +62,97 @@ EVENT_TIMEOUT = 2.0
 RST_GRACE = 0.2
 
 
+@dataclass(frozen=True)
+class DefaultClose:
+    """(a) close() with no linger."""
+
+    peer_recv: str
+    closer_state_after_fin_acked: str | None
+    peer_state_after_close: str | None
+    closer_state_after_peer_close: str | None
+    client_sent_fin: bool | None  # None: not captured
+    client_sent_rst: bool | None
+
+
+@dataclass(frozen=True)
+class LingerZero:
+    """(b) SO_LINGER(1, 0)."""
+
+    closer_state_after_close: str | None
+    peer_recv: str
+    peer_state_after_recv: str | None
+    client_sent_fin: bool | None
+    client_sent_rst: bool | None
+
+
+@dataclass(frozen=True)
+class LingerStuck:
+    """(c) SO_LINGER(1, N) with data the peer does not read."""
+
+    nonblocking_socket: bool
+    linger_s: int
+    bytes_queued: int
+    close_raised: str | None
+    closer_state_after_close: str | None
+    rst_at_timeout: bool | None  # None: not captured
+    fin_sent_by_timeout: bool | None
+    peer_bytes_read_later: int
+    peer_read_end: str
+
+
+@dataclass(frozen=True)
+class LingerReads:
+    """(d) SO_LINGER(1, N) with a peer that reads."""
+
+    linger_s: int
+    closer_state_after_close: str | None
+    all_bytes_read: bool
+    peer_read_end: str
+    client_sent_fin: bool | None
+    client_sent_rst: bool | None
+
+
+Facts = TypeVar("Facts", DefaultClose, LingerZero, LingerStuck, LingerReads)
+
+
 @dataclass
-class CaseRun:
+class CaseRun(Generic[Facts]):
     """One round of one case: facts that every round should repeat, details
     that may vary (first round kept), close()'s duration, and the trace."""
 
-    facts: dict[str, Any]
+    facts: Facts
     close_s: float
     details: dict[str, Any] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
 
 
-def client_sent(cap: Capture | None, pair: Pair, since: float) -> dict[str, bool | None]:
-    """client_sent_fin / client_sent_rst after `since` (None: not captured)."""
+@dataclass(frozen=True)
+class Case(Generic[Facts]):
+    """A case over its rounds: the first round's facts and details, the median close()."""
+
+    facts: Facts
+    close_ms_median: float
+    rounds: int = 1
+    same_every_round: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self.facts),
+            **self.details,
+            "close_ms_median": self.close_ms_median,
+            "rounds": self.rounds,
+            "same_every_round": self.same_every_round,
+        }
+
+
+def client_sent(cap: Capture | None, pair: Pair, since: float) -> tuple[bool | None, bool | None]:
+    """(FIN sent, RST sent) by the client after `since` (None: not captured)."""
     sent = fin_rst_sent(cap, pair.client_port, pair.server_port, since)
-    return {"client_sent_fin": sent["fin"], "client_sent_rst": sent["rst"]}
+    return sent["fin"], sent["rst"]
 
 
-def default_close(listener: socket.socket, cap: Capture | None) -> CaseRun:
+def default_close(listener: socket.socket, cap: Capture | None) -> CaseRun[DefaultClose]:
     """(a) close() with no linger: FIN, peer EOF, active closer in TIME_WAIT."""
     pair = connect_to(listener)
     try:
@@ -96,13 +169,13 @@ def default_close(listener: socket.socket, cap: Capture | None) -> CaseRun:
             pair.server_port, {"TIME_WAIT"}, EVENT_TIMEOUT, local_port=pair.client_port
         )
         wait_for_flag(cap, pair.client_port, "F", EVENT_TIMEOUT, started)
-        facts = {
-            "peer_recv": peer_recv,
-            "closer_state_after_fin_acked": fin_acked.state if fin_acked else None,
-            "peer_state_after_close": peer_state,
-            "closer_state_after_peer_close": time_wait.state if time_wait else None,
-            **client_sent(cap, pair, started),
-        }
+        facts = DefaultClose(
+            peer_recv,
+            fin_acked.state if fin_acked else None,
+            peer_state,
+            time_wait.state if time_wait else None,
+            *client_sent(cap, pair, started),
+        )
         details = {"time_wait_timer_s": round(time_wait.timer_seconds) if time_wait else None}
         trace = short_trace(cap, pair.client_port, started, 6)
         return CaseRun(facts, sw.seconds, details, trace)
@@ -110,7 +183,7 @@ def default_close(listener: socket.socket, cap: Capture | None) -> CaseRun:
         pair.close()
 
 
-def linger_zero(listener: socket.socket, cap: Capture | None) -> CaseRun:
+def linger_zero(listener: socket.socket, cap: Capture | None) -> CaseRun[LingerZero]:
     """(b) SO_LINGER(1, 0): close() aborts with RST; nothing lingers in TIME_WAIT."""
     pair = connect_to(listener)
     try:
@@ -119,18 +192,22 @@ def linger_zero(listener: socket.socket, cap: Capture | None) -> CaseRun:
         with Stopwatch() as sw:
             pair.client.close()
         wait_for_flag(cap, pair.client_port, "R", EVENT_TIMEOUT, started)
-        facts = {
-            "closer_state_after_close": endpoint_state(pair.client_address, pair.server_address),
-            "peer_recv": recv_outcome(pair.server, EVENT_TIMEOUT),
-            "peer_state_after_recv": endpoint_state(pair.server_address, pair.client_address),
-            **client_sent(cap, pair, started),
-        }
+        closer_state = endpoint_state(pair.client_address, pair.server_address)
+        peer_recv = recv_outcome(pair.server, EVENT_TIMEOUT)
+        facts = LingerZero(
+            closer_state,
+            peer_recv,
+            endpoint_state(pair.server_address, pair.client_address),
+            *client_sent(cap, pair, started),
+        )
         return CaseRun(facts, sw.seconds, trace=short_trace(cap, pair.client_port, started, 3))
     finally:
         pair.close()
 
 
-def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
+def linger_timeout_unsent(
+    listener: socket.socket, cap: Capture | None, seconds: int
+) -> CaseRun[LingerStuck]:
     """(c) SO_LINGER(1, N) while the peer reads nothing: data cannot leave in time."""
     pair = connect_to(listener, client=SocketOptions(sndbuf=BUFFER_BYTES))
     try:
@@ -152,19 +229,19 @@ def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds:
         sent_by_timeout = flags_sent(cap, pair.client_port, pair.server_port, started)
         orphan = tcp_entry(pair.client_address, pair.server_address)
         peer_bytes, peer_end = drain(pair.server, EVENT_TIMEOUT)
-        facts = {
-            "nonblocking_socket": True,
-            "linger_s": seconds,
-            "bytes_queued": queued,
-            "close_raised": close_error,
-            "closer_state_after_close": orphan.state if orphan else None,
-            "rst_at_timeout": None if cap is None else rst is not None,
-            "fin_sent_by_timeout": None
+        facts = LingerStuck(
+            nonblocking_socket=True,
+            linger_s=seconds,
+            bytes_queued=queued,
+            close_raised=close_error,
+            closer_state_after_close=orphan.state if orphan else None,
+            rst_at_timeout=None if cap is None else rst is not None,
+            fin_sent_by_timeout=None
             if sent_by_timeout is None
             else any("F" in f for f in sent_by_timeout),
-            "peer_bytes_read_later": peer_bytes,
-            "peer_read_end": peer_end,
-        }
+            peer_bytes_read_later=peer_bytes,
+            peer_read_end=peer_end,
+        )
         details = {
             "queued_bytes_at_close": before.tx_queue if before else None,
             "queued_bytes_after_close": orphan.tx_queue if orphan else None,
@@ -180,7 +257,9 @@ def linger_timeout_unsent(listener: socket.socket, cap: Capture | None, seconds:
         pair.close()
 
 
-def linger_peer_reads(listener: socket.socket, cap: Capture | None, seconds: int) -> CaseRun:
+def linger_peer_reads(
+    listener: socket.socket, cap: Capture | None, seconds: int
+) -> CaseRun[LingerReads]:
     """(d) SO_LINGER(1, N) with queued data and a peer that starts reading."""
     pair = connect_to(listener, client=SocketOptions(sndbuf=BUFFER_BYTES))
     received: list[tuple[int, str]] = []
@@ -196,13 +275,9 @@ def linger_peer_reads(listener: socket.socket, cap: Capture | None, seconds: int
         after_close = endpoint_state(pair.client_address, pair.server_address)
         reader.join(EVENT_TIMEOUT * 3)
         peer_bytes, peer_end = received[0] if received else (0, "no result")
-        facts = {
-            "linger_s": seconds,
-            "closer_state_after_close": after_close,
-            "all_bytes_read": peer_bytes == queued,
-            "peer_read_end": peer_end,
-            **client_sent(cap, pair, started),
-        }
+        facts = LingerReads(
+            seconds, after_close, peer_bytes == queued, peer_end, *client_sent(cap, pair, started)
+        )
         details = {
             "bytes_queued": queued,
             "queued_bytes_when_peer_started_reading": before.tx_queue if before else None,
@@ -216,80 +291,115 @@ def linger_peer_reads(listener: socket.socket, cap: Capture | None, seconds: int
         pair.close()
 
 
-def repeat(case: Callable[[], CaseRun], rounds: int) -> tuple[dict[str, Any], list[str]]:
+def repeat(case: Callable[[], CaseRun[Facts]], rounds: int) -> tuple[Case[Facts], list[str]]:
     """Run a case `rounds` times: first round's facts, median close() time, consistency."""
     runs = [case() for _ in range(rounds)]
-    observed = {**runs[0].facts, **runs[0].details}
-    observed["close_ms_median"] = median_ms([r.close_s for r in runs])
-    observed["rounds"] = rounds
-    observed["same_every_round"] = all(r.facts == runs[0].facts for r in runs)
-    return observed, runs[0].trace
+    seen = Case(
+        runs[0].facts,
+        median_ms([r.close_s for r in runs]),
+        rounds,
+        all(r.facts == runs[0].facts for r in runs),
+        runs[0].details,
+    )
+    return seen, runs[0].trace
 
 
-def _rst_not_fin(case: dict[str, Any]) -> bool:
+def _rst_not_fin(sent_rst: bool | None, sent_fin: bool | None) -> bool:
     """The capture shows an RST and no FIN from the closer (True without a capture)."""
-    return case["client_sent_rst"] in (True, None) and case["client_sent_fin"] in (False, None)
+    return sent_rst in (True, None) and sent_fin in (False, None)
 
 
 def decide(
-    default: dict[str, Any], zero: dict[str, Any], stuck: dict[str, Any], reads: dict[str, Any]
+    default: Case[DefaultClose],
+    zero: Case[LingerZero],
+    stuck: Case[LingerStuck],
+    reads: Case[LingerReads],
 ) -> tuple[bool, list[str], list[str]]:
-    """(claim holds, what matched, what did not), from the four cases' facts."""
-    n = stuck["linger_s"]
+    """(claim holds, what matched, what did not), from the four cases' observations."""
+    n = stuck.facts.linger_s
     default_ok = (
-        default["peer_recv"] == "EOF" and default["closer_state_after_peer_close"] == "TIME_WAIT"
+        default.facts.peer_recv == "EOF"
+        and default.facts.closer_state_after_peer_close == "TIME_WAIT"
     )
     zero_ok = (
-        zero["peer_recv"] == "ECONNRESET"
-        and zero["closer_state_after_close"] is None
-        and zero["close_ms_median"] < 100
-        and _rst_not_fin(zero)
+        zero.facts.peer_recv == "ECONNRESET"
+        and zero.facts.closer_state_after_close is None
+        and zero.close_ms_median < 100
+        and _rst_not_fin(zero.facts.client_sent_rst, zero.facts.client_sent_fin)
     )
     reads_ok = (
-        reads["peer_read_end"] == "EOF"
-        and reads["all_bytes_read"]
-        and reads["close_ms_median"] < n * 1000 / 2
+        reads.facts.peer_read_end == "EOF"
+        and reads.facts.all_bytes_read
+        and reads.close_ms_median < n * 1000 / 2
     )
     checks = {
         "default close: FIN, peer EOF, closer in TIME_WAIT": default_ok,
         "linger 0: RST at once, peer ECONNRESET, no TIME_WAIT": zero_ok,
         f"linger {n} with a reading peer: close() returns once data+FIN are acked": reads_ok,
-        f"linger {n} with unsendable data: close() blocks ~{n} s": stuck["close_ms_median"]
+        f"linger {n} with unsendable data: close() blocks ~{n} s": stuck.close_ms_median
         >= n * 1000 * 0.8,
-        f"linger {n} with unsendable data: reset at the timeout": _reset_at_timeout(stuck),
+        f"linger {n} with unsendable data: reset at the timeout": _reset_at_timeout(stuck.facts),
     }
     held = [name for name, ok in checks.items() if ok]
     failed = [name for name, ok in checks.items() if not ok]
     return not failed, held, failed
 
 
-def _reset_at_timeout(stuck: dict[str, Any]) -> bool:
+def _reset_at_timeout(stuck: LingerStuck) -> bool:
     """An RST in the capture; without one, a peer that could not read its data."""
-    if stuck["rst_at_timeout"] is not None:
-        return bool(stuck["rst_at_timeout"])
-    delivered = stuck["peer_bytes_read_later"] == stuck["bytes_queued"]
-    return stuck["peer_read_end"] == "ECONNRESET" or not delivered
+    if stuck.rst_at_timeout is not None:
+        return stuck.rst_at_timeout
+    delivered = stuck.peer_bytes_read_later == stuck.bytes_queued
+    return stuck.peer_read_end == "ECONNRESET" or not delivered
 
 
-def seen(stuck: dict[str, Any], zero: dict[str, Any]) -> str:
+def seen(stuck: Case[LingerStuck], zero: Case[LingerZero]) -> str:
     """What linger N with unsendable data and linger 0 did, in one sentence each."""
-    outcome = (
-        "returned normally" if stuck["close_raised"] is None else f"raised {stuck['close_raised']}"
-    )
+    facts = stuck.facts
+    outcome = "returned normally" if facts.close_raised is None else f"raised {facts.close_raised}"
     rst = {
         True: "an RST was sent",
         False: "no RST was sent",
         None: "(uncaptured, judged by the peer's reads)",
-    }[stuck["rst_at_timeout"]]
+    }[facts.rst_at_timeout]
     return (
-        f"With unsendable data close() blocked {stuck['close_ms_median']:.0f} ms on a "
+        f"With unsendable data close() blocked {stuck.close_ms_median:.0f} ms on a "
         f"non-blocking socket and {outcome}; at the timeout {rst}; the socket "
-        f"stayed {stuck['closer_state_after_close']} with "
-        f"{stuck['queued_bytes_after_close']} bytes queued; the peer later read "
-        f"{stuck['peer_bytes_read_later']} of {stuck['bytes_queued']} bytes, then "
-        f"{stuck['peer_read_end']}. Linger 0: peer {zero['peer_recv']}, closer state "
-        f"{zero['closer_state_after_close']}."
+        f"stayed {facts.closer_state_after_close} with "
+        f"{stuck.details.get('queued_bytes_after_close')} bytes queued; the peer later read "
+        f"{facts.peer_bytes_read_later} of {facts.bytes_queued} bytes, then "
+        f"{facts.peer_read_end}. Linger 0: peer {zero.facts.peer_recv}, closer state "
+        f"{zero.facts.closer_state_after_close}."
     )
+
+
+def judge_c29(
+    default: Case[DefaultClose],
+    zero: Case[LingerZero],
+    stuck: Case[LingerStuck],
+    reads: Case[LingerReads],
+    context: dict[str, Any],
+    trace: list[str],
+) -> ClaimResult:
+    """C29 from the four cases alone; `context` (capture, sysctls) is reported with them."""
+    holds, held, failed = decide(default, zero, stuck, reads)
+    observed = {
+        "default_close": default.to_json(),
+        "linger_0": zero.to_json(),
+        "linger_n_unsendable": stuck.to_json(),
+        "linger_n_peer_reads": reads.to_json(),
+        "matched": held,
+        "not_matched": failed,
+        **context,
+    }
+    n = stuck.facts.linger_s
+    confirmed = (
+        f"Linger 0 resets at once (peer {zero.facts.peer_recv}, no TIME_WAIT); linger {n} "
+        f"returns in {reads.close_ms_median} ms once data+FIN are acked, and when the data "
+        f"cannot go out close() blocks {stuck.close_ms_median:.0f} ms and then resets."
+    )
+    differs = "Not as the notes say: " + "; ".join(failed) + f" did not hold. {seen(stuck, zero)}"
+    return judge(NAME, "C29", holds, observed, confirmed=confirmed, differs=differs, trace=trace)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
@@ -304,14 +414,7 @@ def run(ctx: RunContext) -> list[ClaimResult]:
             reads, t_reads = repeat(lambda: linger_peer_reads(listener, cap, seconds), rounds)
     finally:
         listener.close()
-    holds, held, failed = decide(default, zero, stuck, reads)
-    observed = {
-        "default_close": default,
-        "linger_0": zero,
-        "linger_n_unsendable": stuck,
-        "linger_n_peer_reads": reads,
-        "matched": held,
-        "not_matched": failed,
+    context = {
         "captured": ctx.can_capture,
         "sysctls": sysctls(["net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_orphan_retries"]),
     }
@@ -321,13 +424,7 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         *titled(f"(c) SO_LINGER(1, {seconds}), peer not reading", t_stuck),
         *titled(f"(d) SO_LINGER(1, {seconds}), peer reading", t_reads),
     ]
-    confirmed = (
-        f"Linger 0 resets at once (peer {zero['peer_recv']}, no TIME_WAIT); linger {seconds} "
-        f"returns in {reads['close_ms_median']} ms once data+FIN are acked, and when the data "
-        f"cannot go out close() blocks {stuck['close_ms_median']:.0f} ms and then resets."
-    )
-    differs = "Not as the notes say: " + "; ".join(failed) + f" did not hold. {seen(stuck, zero)}"
-    return [judge(NAME, "C29", holds, observed, confirmed=confirmed, differs=differs, trace=trace)]
+    return [judge_c29(default, zero, stuck, reads, context, trace)]
 
 
 EXPERIMENT = Experiment(

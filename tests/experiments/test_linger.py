@@ -3,7 +3,7 @@ verdict computed from those measurements."""
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -69,15 +69,50 @@ def test_linger_n_with_reading_peer_returns_once_acked(result: ClaimResult) -> N
 
 
 @pytest.mark.kernel
-def test_verdict_is_computed_from_the_cases(result: ClaimResult) -> None:
-    default, zero = observed(result, "default_close"), observed(result, "linger_0")
-    stuck, reads = observed(result, "linger_n_unsendable"), observed(result, "linger_n_peer_reads")
-    holds, _, failed = linger.decide(default, zero, stuck, reads)
-    assert result.verdict is (Verdict.CONFIRMED if holds else Verdict.DIFFERS)
-    assert failed == ["linger 1 with unsendable data: reset at the timeout"]
+def test_this_kernel_keeps_the_data_instead_of_resetting_at_the_timeout(
+    result: ClaimResult,
+) -> None:
+    assert result.observed["not_matched"] == ["linger 1 with unsendable data: reset at the timeout"]
     assert result.verdict is Verdict.DIFFERS
-    reset_seen = copy.deepcopy(stuck) | {"rst_at_timeout": True}
-    assert linger.decide(default, zero, reset_seen, reads)[0]  # an RST would have confirmed it
+
+
+# --- the judge, on synthetic observations ----------------------------------------------
+
+DEFAULT = linger.Case(
+    linger.DefaultClose("EOF", "FIN_WAIT2", "CLOSE_WAIT", "TIME_WAIT", True, False), 0.05
+)
+ZERO = linger.Case(linger.LingerZero(None, "ECONNRESET", None, False, True), 0.04)
+KEPT = linger.LingerStuck(True, 2, 196608, None, "FIN_WAIT1", False, False, 196608, "EOF")
+READS = linger.Case(linger.LingerReads(2, "FIN_WAIT2", True, "EOF", True, False), 30.0)
+
+
+def judged(stuck: linger.LingerStuck, close_ms: float = 2010.0) -> ClaimResult:
+    case = linger.Case(stuck, close_ms, details={"queued_bytes_after_close": 69000})
+    return linger.judge_c29(DEFAULT, ZERO, case, READS, {"captured": True}, [])
+
+
+def test_judge_confirms_when_the_timeout_ends_in_a_reset() -> None:
+    result = judged(replace(KEPT, rst_at_timeout=True))
+    assert result.verdict is Verdict.CONFIRMED
+    assert "close() blocks 2010 ms and then resets" in result.summary
+    assert result.observed["linger_n_unsendable"]["close_ms_median"] == 2010.0
+
+
+def test_judge_says_differs_naming_what_failed_when_the_data_is_kept() -> None:
+    result = judged(KEPT)
+    assert result.verdict is Verdict.DIFFERS
+    assert result.observed["not_matched"] == ["linger 2 with unsendable data: reset at the timeout"]
+    assert "no RST was sent" in result.summary and "69000 bytes queued" in result.summary
+
+
+def test_judge_without_a_capture_reads_a_reset_from_the_peer() -> None:
+    uncaptured = replace(KEPT, rst_at_timeout=None, fin_sent_by_timeout=None)
+    assert judged(uncaptured).verdict is Verdict.DIFFERS  # the peer got all its data
+    lost = replace(uncaptured, peer_read_end="ECONNRESET", peer_bytes_read_later=1000)
+    assert judged(lost).verdict is Verdict.CONFIRMED
+    assert judged(replace(KEPT, rst_at_timeout=True), close_ms=300).verdict is (
+        Verdict.DIFFERS  # returned long before the linger time
+    )
 
 
 @pytest.mark.kernel
