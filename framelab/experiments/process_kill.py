@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
@@ -199,9 +200,44 @@ def _read_line(fd: int) -> str:
     return data.decode().strip()
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How our end of the connection ended when the child died (one round)."""
+
+    our_recv: str
+    child_sent: dict[str, bool | None]  # {"fin": ..., "rst": ...}; None: not captured
+    child_end_after: str | None
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """An ending over its rounds: the first one, the median time to recv's answer."""
+
+    ending: Ending
+    ms_to_recv_result_median: float
+    rounds: int
+    same_every_round: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self.ending), **{k: v for k, v in asdict(self).items() if k != "ending"}}
+
+
+@dataclass(frozen=True)
+class ForkedHolder:
+    """The child killed while a grandchild holds the socket, then the grandchild."""
+
+    our_recv_after_child_killed: str
+    child_end_after_child_killed: str | None
+    sent_after_child_killed: dict[str, bool | None]
+    our_recv_after_grandchild_killed: str
+    ms_to_recv_result_after_grandchild_killed: float
+    sent_after_grandchild_killed: dict[str, bool | None]
+    quiet_window_s: float
+
+
 def killed_or_exited(
     listener: socket.socket, cap: Capture | None, mode: str, unread: bool
-) -> tuple[dict[str, Any], float, list[str]]:
+) -> tuple[Ending, float, list[str]]:
     """One round: (what we saw, seconds from kill/start to recv's answer, trace)."""
     with Child(listener, mode) as child:
         if unread:
@@ -219,28 +255,31 @@ def killed_or_exited(
                 child.kill()
             outcome = recv_outcome(child.sock, EVENT_TIMEOUT)
         wait_for_flag(cap, child.port, "FR", EVENT_TIMEOUT, started)
-        seen = {
-            "our_recv": outcome,
-            "child_sent": child.sent(cap, started),
-            "child_end_after": settled_state(child.child_address, child.server_address),
-        }
+        seen = Ending(
+            outcome,
+            child.sent(cap, started),
+            settled_state(child.child_address, child.server_address),
+        )
         return seen, sw.seconds, short_trace(cap, child.port, started, 5)
 
 
 def repeated(
     listener: socket.socket, cap: Capture | None, mode: str, unread: bool, rounds: int
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[Repeated, list[str]]:
     runs = [killed_or_exited(listener, cap, mode, unread) for _ in range(rounds)]
-    observed = dict(runs[0][0])
-    observed["ms_to_recv_result_median"] = median_ms([seconds for _, seconds, _ in runs])
-    observed["rounds"] = rounds
-    observed["same_every_round"] = all(seen == runs[0][0] for seen, _, _ in runs)
-    return observed, runs[0][2]
+    first = runs[0][0]
+    seen = Repeated(
+        first,
+        median_ms([seconds for _, seconds, _ in runs]),
+        rounds,
+        all(ending == first for ending, _, _ in runs),
+    )
+    return seen, runs[0][2]
 
 
 def forked_holder(
     listener: socket.socket, cap: Capture | None, quiet: float
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[ForkedHolder, list[str]]:
     """Kill the child while a grandchild holds the socket, then the grandchild."""
     with Child(listener, "fork") as child:
         started = time.monotonic()
@@ -253,72 +292,75 @@ def forked_holder(
             child.kill_grandchild()
             after_grandchild = recv_outcome(child.sock, EVENT_TIMEOUT)
         wait_for_flag(cap, child.port, "FR", EVENT_TIMEOUT, second)
-        observed = {
-            "our_recv_after_child_killed": after_child,
-            "child_end_after_child_killed": state,
-            "sent_after_child_killed": silent,
-            "our_recv_after_grandchild_killed": after_grandchild,
-            "ms_to_recv_result_after_grandchild_killed": sw.ms,
-            "sent_after_grandchild_killed": child.sent(cap, second),
-            "quiet_window_s": quiet,
-        }
-        return observed, short_trace(cap, child.port, started, 4)
+        seen = ForkedHolder(
+            after_child, state, silent, after_grandchild, sw.ms, child.sent(cap, second), quiet
+        )
+        return seen, short_trace(cap, child.port, started, 4)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
     rounds = ctx.timing_rounds()
-    quiet = ctx.quiet
     listener = listening_socket()
     try:
         with maybe_capture(ctx.can_capture, [address_of(listener)[1]]) as cap:
             killed, t_killed = repeated(listener, cap, "block", False, rounds)
             exited, t_exited = repeated(listener, cap, "exit", False, rounds)
             unread, t_unread = repeated(listener, cap, "block", True, rounds)
-            forked, t_forked = forked_holder(listener, cap, quiet)
+            forked, t_forked = forked_holder(listener, cap, ctx.quiet)
     finally:
         listener.close()
-    fin_only = [case["child_sent"] for case in (killed, exited)]
-    holds = (
-        killed["our_recv"] == "EOF"
-        and exited["our_recv"] == "EOF"
-        and all(s["fin"] in (True, None) and s["rst"] in (False, None) for s in fin_only)
-    )
-    observed = {
-        "sigkill": killed,
-        "exit_without_close": exited,
-        "sigkill_with_unread_data": unread,
-        "sigkill_with_forked_holder": forked,
-        "captured": ctx.can_capture,
-    }
     trace = [
         *titled("SIGKILL", t_killed),
         *titled("exit without close()", t_exited),
         *titled("SIGKILL, unread data in the child", t_unread),
         *titled("SIGKILL the child, then the grandchild holding the socket", t_forked),
     ]
-    nuance = (
-        f"with unread data in the child we got {unread['our_recv']} instead; with a forked "
-        f"holder killing the child gave {forked['our_recv_after_child_killed']} "
-        f"(state {forked['child_end_after_child_killed']}) until the grandchild died "
-        f"({forked['our_recv_after_grandchild_killed']})"
+    return [judge_c26(killed, exited, unread, forked, ctx.can_capture, trace)]
+
+
+def judge_c26(
+    killed: Repeated,
+    exited: Repeated,
+    unread: Repeated,
+    forked: ForkedHolder,
+    captured: bool,
+    trace: list[str],
+) -> ClaimResult:
+    """C26 from the endings alone: SIGKILL and exit end with FIN (EOF at our end)."""
+    fin_only = [case.ending.child_sent for case in (killed, exited)]
+    holds = (
+        killed.ending.our_recv == "EOF"
+        and exited.ending.our_recv == "EOF"
+        and all(s["fin"] in (True, None) and s["rst"] in (False, None) for s in fin_only)
     )
-    return [
-        judge(
-            NAME,
-            "C26",
-            holds,
-            observed,
-            confirmed=(
-                f"SIGKILL: we read {killed['our_recv']} {killed['ms_to_recv_result_median']} ms "
-                f"after kill(); exit without close(): {exited['our_recv']}. But {nuance}."
-            ),
-            differs=(
-                f"A dying process's socket did not end with FIN: kill -> {killed['our_recv']}, "
-                f"exit -> {exited['our_recv']}, flags {fin_only}; {nuance}."
-            ),
-            trace=trace,
-        )
-    ]
+    observed = {
+        "sigkill": killed.to_json(),
+        "exit_without_close": exited.to_json(),
+        "sigkill_with_unread_data": unread.to_json(),
+        "sigkill_with_forked_holder": asdict(forked),
+        "captured": captured,
+    }
+    nuance = (
+        f"with unread data in the child we got {unread.ending.our_recv} instead; with a forked "
+        f"holder killing the child gave {forked.our_recv_after_child_killed} "
+        f"(state {forked.child_end_after_child_killed}) until the grandchild died "
+        f"({forked.our_recv_after_grandchild_killed})"
+    )
+    return judge(
+        NAME,
+        "C26",
+        holds,
+        observed,
+        confirmed=(
+            f"SIGKILL: we read {killed.ending.our_recv} {killed.ms_to_recv_result_median} ms "
+            f"after kill(); exit without close(): {exited.ending.our_recv}. But {nuance}."
+        ),
+        differs=(
+            f"A dying process's socket did not end with FIN: kill -> {killed.ending.our_recv}, "
+            f"exit -> {exited.ending.our_recv}, flags {fin_only}; {nuance}."
+        ),
+        trace=trace,
+    )
 
 
 EXPERIMENT = Experiment(

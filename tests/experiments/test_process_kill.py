@@ -75,3 +75,30 @@ def test_the_verdict_needs_fin_when_captured(result: ClaimResult) -> None:
         assert all(case(result, n)["child_sent"]["fin"] for n in ("sigkill", "exit_without_close"))
     else:
         assert case(result, "sigkill")["child_sent"] == {"fin": None, "rst": None}
+
+
+# --- the judge, on synthetic observations ----------------------------------------------
+
+FIN: dict[str, bool | None] = {"fin": True, "rst": False}
+FORKED = process_kill.ForkedHolder(
+    "timeout", "ESTABLISHED", {"fin": False, "rst": False}, "EOF", 1.0, FIN, 0.2
+)
+
+
+def ended(recv: str, sent: dict[str, bool | None]) -> process_kill.Repeated:
+    return process_kill.Repeated(process_kill.Ending(recv, sent, None), 1.2, 3, True)
+
+
+def test_judge_confirms_a_fin_for_kill_and_exit_and_tells_the_exceptions() -> None:
+    unread = ended("ECONNRESET", {"fin": False, "rst": True})
+    result = process_kill.judge_c26(ended("EOF", FIN), ended("EOF", FIN), unread, FORKED, True, [])
+    assert result.verdict is Verdict.CONFIRMED
+    assert "SIGKILL: we read EOF 1.2 ms after kill()" in result.summary
+    assert "with unread data in the child we got ECONNRESET instead" in result.summary
+    assert result.observed["sigkill"]["same_every_round"] is True
+
+
+def test_judge_says_differs_when_a_dying_process_resets() -> None:
+    reset = ended("ECONNRESET", {"fin": False, "rst": True})
+    result = process_kill.judge_c26(ended("EOF", FIN), reset, reset, FORKED, True, [])
+    assert result.verdict is Verdict.DIFFERS and "exit -> ECONNRESET" in result.summary
