@@ -20,7 +20,7 @@ import random
 import selectors
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from framelab.experiments.context import RunContext
@@ -71,48 +71,61 @@ def refused_connect(port: int) -> tuple[str | None, float, int]:
         return error, sw.seconds, address_of(client)[1]
 
 
-def connection_refused(cap: Capture | None, port: int, rounds: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TcpRefused:
+    """connect() to a bound port that is not listening, over several rounds."""
+
+    errors: list[str]
+    connect_ms_median: float
+    rounds: int
+    client_sent: list[str] | None  # flags; None: not captured
+    port_answered: list[str] | None
+    tcp_out_rsts_delta: int
+    tcp_attempt_fails_delta: int
+
+
+def connection_refused(cap: Capture | None, port: int, rounds: int) -> TcpRefused:
     """connect() to a bound port that is not listening, `rounds` times."""
     before = netstat_counters()
     runs = [refused_connect(port) for _ in range(rounds)]
     wait_for_flag(cap, port, "R", EVENT_TIMEOUT)
     delta = counter_delta(before, netstat_counters())
     first_port = runs[0][2]
-    return {
-        "errors": sorted({error or "connected" for error, _, _ in runs}),
-        "connect_ms_median": median_ms([seconds for _, seconds, _ in runs]),
-        "rounds": rounds,
-        "client_sent": flags_sent(cap, first_port, port),
-        "port_answered": flags_sent(cap, port, first_port),
-        "tcp_out_rsts_delta": delta.get("Tcp.OutRsts", 0),
-        "tcp_attempt_fails_delta": delta.get("Tcp.AttemptFails", 0),
-    }
+    return TcpRefused(
+        errors=sorted({error or "connected" for error, _, _ in runs}),
+        connect_ms_median=median_ms([seconds for _, seconds, _ in runs]),
+        rounds=rounds,
+        client_sent=flags_sent(cap, first_port, port),
+        port_answered=flags_sent(cap, port, first_port),
+        tcp_out_rsts_delta=delta.get("Tcp.OutRsts", 0),
+        tcp_attempt_fails_delta=delta.get("Tcp.AttemptFails", 0),
+    )
 
 
-def judge_c27(tcp: dict[str, Any], trace: list[str]) -> ClaimResult:
-    answered = tcp["port_answered"]
+def judge_c27(tcp: TcpRefused, trace: list[str]) -> ClaimResult:
+    answered = tcp.port_answered
     rsts = (
         ", ".join(f"[{flags}]" for flags in answered)
         if answered
-        else f"an RST (Tcp.OutRsts +{tcp['tcp_out_rsts_delta']})"
+        else f"an RST (Tcp.OutRsts +{tcp.tcp_out_rsts_delta})"
     )
     rst_seen = (
         any("R" in f for f in answered)
         if answered is not None
-        else tcp["tcp_out_rsts_delta"] >= tcp["rounds"]  # without a capture: the kernel's count
+        else tcp.tcp_out_rsts_delta >= tcp.rounds  # without a capture: the kernel's count
     )
-    holds = tcp["errors"] == ["ECONNREFUSED"] and rst_seen
+    holds = tcp.errors == ["ECONNREFUSED"] and rst_seen
     return judge(
         NAME,
         "C27",
         holds,
-        tcp,
+        asdict(tcp),
         confirmed=(
             f"connect() to a port with no listener failed ECONNREFUSED in "
-            f"{tcp['connect_ms_median']} ms (median of {tcp['rounds']}); "
+            f"{tcp.connect_ms_median} ms (median of {tcp.rounds}); "
             f"the port answered the SYN with {rsts}."
         ),
-        differs=f"connect() to a closed port gave {tcp['errors']}, port answered {answered}",
+        differs=f"connect() to a closed port gave {tcp.errors}, port answered {answered}",
         trace=trace,
     )
 
@@ -120,7 +133,20 @@ def judge_c27(tcp: dict[str, Any], trace: list[str]) -> ClaimResult:
 # --- C38 (UDP): ICMP port unreachable --------------------------------------------------
 
 
-def udp_to_unbound_port(cap: Capture | None, port: int, quiet: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UdpUnreachable:
+    """Datagrams to an unbound port: what each socket was told, the ICMP, the counters."""
+
+    connected_recv: str
+    connected_next_send: str
+    unconnected_recvfrom: str
+    icmp_to_connected: str | None  # None: not captured
+    icmp_to_unconnected: str | None
+    icmp_out_dest_unreachs_delta: int
+    udp_no_ports_delta: int
+
+
+def udp_to_unbound_port(cap: Capture | None, port: int, quiet: float) -> UdpUnreachable:
     """Datagrams to a port nothing is bound to, from a connected and an unconnected socket."""
     before = netstat_counters()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as connected:
@@ -137,15 +163,15 @@ def udp_to_unbound_port(cap: Capture | None, port: int, quiet: float) -> dict[st
         unconnected_icmp = _wait_for_icmp(cap, address_of(unconnected)[1])
         unconnected_error = recv_outcome(unconnected, quiet, 2048)
     delta = counter_delta(before, netstat_counters())
-    return {
-        "connected_recv": recv_error,
-        "connected_next_send": next_send,
-        "unconnected_recvfrom": unconnected_error,
-        "icmp_to_connected": _icmp_text(icmp, cap),
-        "icmp_to_unconnected": _icmp_text(unconnected_icmp, cap),
-        "icmp_out_dest_unreachs_delta": delta.get("Icmp.OutDestUnreachs", 0),
-        "udp_no_ports_delta": delta.get("Udp.NoPorts", 0),
-    }
+    return UdpUnreachable(
+        connected_recv=recv_error,
+        connected_next_send=next_send,
+        unconnected_recvfrom=unconnected_error,
+        icmp_to_connected=_icmp_text(icmp, cap),
+        icmp_to_unconnected=_icmp_text(unconnected_icmp, cap),
+        icmp_out_dest_unreachs_delta=delta.get("Icmp.OutDestUnreachs", 0),
+        udp_no_ports_delta=delta.get("Udp.NoPorts", 0),
+    )
 
 
 def _wait_for_icmp(
@@ -173,18 +199,16 @@ def _icmp_text(pkt: Packet | None, cap: Capture | None) -> str | None:
     return f"type {pkt.icmp_type} code {pkt.icmp_code}"
 
 
-def judge_c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> ClaimResult:
-    icmp_seen = udp["icmp_to_connected"] in (None, "type 3 code 3")
+def judge_c38(tcp: TcpRefused, udp: UdpUnreachable, trace: list[str]) -> ClaimResult:
+    icmp_seen = udp.icmp_to_connected in (None, "type 3 code 3")
     holds = (
-        tcp["errors"] == ["ECONNREFUSED"]
-        and udp["connected_recv"] == "ECONNREFUSED"
-        and udp["icmp_out_dest_unreachs_delta"] >= 1
+        tcp.errors == ["ECONNREFUSED"]
+        and udp.connected_recv == "ECONNREFUSED"
+        and udp.icmp_out_dest_unreachs_delta >= 1
         and icmp_seen
     )
-    icmp = udp["icmp_to_connected"] or (
-        f"Icmp.OutDestUnreachs +{udp['icmp_out_dest_unreachs_delta']}"
-    )
-    observed = {"tcp": tcp, "udp": udp}
+    icmp = udp.icmp_to_connected or f"Icmp.OutDestUnreachs +{udp.icmp_out_dest_unreachs_delta}"
+    observed = {"tcp": asdict(tcp), "udp": asdict(udp)}
     return judge(
         NAME,
         "C38",
@@ -193,8 +217,8 @@ def judge_c38(tcp: dict[str, Any], udp: dict[str, Any], trace: list[str]) -> Cla
         confirmed=(
             f"TCP: SYN answered by RST (connect ECONNREFUSED). UDP: ICMP port unreachable "
             f"({icmp}); a connected socket gets ECONNREFUSED on its next recv "
-            f"(next send: {udp['connected_next_send']}); an unconnected one is not told "
-            f"(recvfrom: {udp['unconnected_recvfrom']})."
+            f"(next send: {udp.connected_next_send}); an unconnected one is not told "
+            f"(recvfrom: {udp.unconnected_recvfrom})."
         ),
         differs=f"closed-port answers were otherwise: {observed}",
         trace=trace,

@@ -3,6 +3,8 @@ selector on abort, and RST for a forged segment."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from framelab.experiments import reset
@@ -74,3 +76,31 @@ def test_without_root_c39_is_skipped_and_the_rest_runs() -> None:
     assert results["C39"].summary.startswith("needs root")
     assert all(results[c].verdict is Verdict.CONFIRMED for c in ("C27", "C30", "C38"))
     assert results["C38"].observed["udp"]["icmp_to_connected"] is None
+
+
+# --- the judges, on synthetic observations ---------------------------------------------
+
+REFUSED = reset.TcpRefused(["ECONNREFUSED"], 0.02, 5, ["S"], ["R."], 5, 5)
+UNREACHABLE = reset.UdpUnreachable(
+    "ECONNREFUSED", "ECONNREFUSED", "timeout", "type 3 code 3", "type 3 code 3", 3, 3
+)
+
+
+def test_c27_judge_needs_both_the_errno_and_an_rst() -> None:
+    assert reset.judge_c27(REFUSED, []).verdict is Verdict.CONFIRMED
+    assert "answered the SYN with [R.]" in reset.judge_c27(REFUSED, []).summary
+    no_rst = replace(REFUSED, port_answered=["S."])
+    assert reset.judge_c27(no_rst, []).verdict is Verdict.DIFFERS
+    uncaptured = replace(REFUSED, client_sent=None, port_answered=None)
+    assert reset.judge_c27(uncaptured, []).verdict is Verdict.CONFIRMED  # Tcp.OutRsts +5
+    assert reset.judge_c27(replace(uncaptured, tcp_out_rsts_delta=0), []).verdict is (
+        Verdict.DIFFERS
+    )
+
+
+def test_c38_judge_needs_the_connected_socket_to_be_told() -> None:
+    assert reset.judge_c38(REFUSED, UNREACHABLE, []).verdict is Verdict.CONFIRMED
+    untold = replace(UNREACHABLE, connected_recv="timeout")
+    assert reset.judge_c38(REFUSED, untold, []).verdict is Verdict.DIFFERS
+    other_icmp = replace(UNREACHABLE, icmp_to_connected="type 3 code 1")
+    assert reset.judge_c38(REFUSED, other_icmp, []).verdict is Verdict.DIFFERS
