@@ -1,11 +1,14 @@
 """Ladder (sequence) diagrams of a claim's packet trace.
 
-Input: the trace lines a result carries (tcpdump-like, experiments/packets.py),
+Input: the trace lines a result carries (tcpdump-like, framelab/lab/packets.py),
 so a diagram can be drawn from a live run or from a saved JSON file alike.
 One vertical line per endpoint, one arrow per segment with its flags,
 sequence and acknowledgement numbers, length and time since the first one.
 Each side's TCP state is written beside its line where the segments move it
-(RFC 793's transitions, applied to what was seen on the wire), and the delays
+(RFC 793's transitions, applied to what was seen on the wire); event lines
+an experiment adds to its trace (`event_line()`: a socket call as it
+returned, a state it read from the socket) are dots on their endpoint's
+line, in time order with the segments. The delays
 that matter are marked: a wait of 30 ms or more before a bare ACK is a delayed
 ACK; a segment sent again is a retransmission, its wait compared with the
 previous one (the doubling RTO). Rows are evenly spaced, so 4 and 40 segments
@@ -35,6 +38,7 @@ DELAYED_ACK_MS = 30.0
 MAX_LANES = 6
 
 ROW = 24
+EVENT_ROW = 17
 GAP_ROW = 16
 TIME_COLUMN = 96
 STATE_COLUMN = 92
@@ -79,7 +83,49 @@ class Marker:
     omitted: int = 0
 
 
-Item = Segment | Marker
+@dataclass
+class Event:
+    """Something the lab saw on a socket, not on the wire: a call it made, a state it read."""
+
+    t_ms: float
+    endpoint: str  # address.port, as in the packet lines
+    kind: str  # "CALL" or "STATE"
+    text: str
+
+
+Item = Segment | Marker | Event
+EVENT_KINDS = ("CALL", "STATE")
+_EVENT = re.compile(r"^\s*(-?\d+\.\d+)ms (CALL|STATE) (\S+): (.*?)\s*$")
+
+
+def event_line(when: float, started: float, endpoint: tuple[str, int], kind: str, text: str) -> str:
+    """A trace line for a socket event, on the packet lines' clock (time.monotonic())."""
+    return f"{(when - started) * 1000:9.3f}ms {kind} {endpoint[0]}.{endpoint[1]}: {text}"
+
+
+def with_events(lines: Sequence[str], events: Sequence[str]) -> list[str]:
+    """Packet lines with event lines placed among them by time.
+
+    Titles stay where they are; events after a '... N more lines' cut are
+    dropped, since the segments around them are not shown."""
+    pending = sorted(events, key=_stamp)
+    out: list[str] = []
+    for line in lines:
+        if _MORE.match(line):
+            out.append(line)
+            return out
+        stamp = _stamp(line) if _STAMP.match(line) else None
+        while stamp is not None and pending and _stamp(pending[0]) <= stamp:
+            out.append(pending.pop(0))
+        out.append(line)
+    return out + pending
+
+
+def _stamp(line: str) -> float:
+    try:
+        return float(line.split("ms", 1)[0])
+    except ValueError:
+        return float("inf")
 
 
 def parse_trace(lines: Iterable[str]) -> list[Item]:
@@ -92,6 +138,10 @@ def parse_trace(lines: Iterable[str]) -> list[Item]:
         more = _MORE.match(line)
         if more:
             items.append(Marker(f"{more[1]} more segments, in the pcap", int(more[1])))
+            continue
+        event = _EVENT.match(line)
+        if event:
+            items.append(Event(float(event[1]), event[3], event[2], event[4]))
             continue
         match = _STAMP.match(line)
         if match:
@@ -183,8 +233,8 @@ def wire_states(items: Sequence[Item]) -> dict[int, list[StateChange]]:
         me, peer, flags = seg.src, seg.dst, seg.flags
         if "R" in flags:  # only sides seen in a state: a reset may answer no connection
             for side in ((me, peer), (peer, me)):
-                if side in state:
-                    move(index, *side, "CLOSED")
+                if side in state:  # a passive open that is reset goes back to LISTEN
+                    move(index, *side, "LISTEN" if state[side] == "SYN_RECV" else "CLOSED")
             continue
         if "S" in flags and "." not in flags:  # a new connection, even on an old 4-tuple
             state.pop((me, peer), None)
@@ -377,6 +427,9 @@ def ladder(lines: Sequence[str], title: str = "") -> Drawing | None:
                 drawing.add(Text(left, y, f"... {item.text}", size=10.5, color="#888"))
                 y += ROW - 6
                 continue
+            if isinstance(item, Event):
+                y = state.event(item, y, xs, block, start)
+                continue
             y = state.segment(
                 item, y, xs, block, states.get(index_of[id(item)], []), notes_x, start
             )
@@ -385,7 +438,8 @@ def ladder(lines: Sequence[str], title: str = "") -> Drawing | None:
     drawing.height = y + 30
     drawing.add(
         Text(10, drawing.height - 10,
-             "time since the first segment; states as the segments move them (RFC 793); "
+             "time since the first segment; states beside a line: as the segments move them "
+             "(RFC 793); dots: socket calls as they returned, states the lab read (observed); "
              "orange: delays that matter", size=10, color="#888")
     )  # fmt: skip
     return drawing
@@ -393,12 +447,49 @@ def ladder(lines: Sequence[str], title: str = "") -> Drawing | None:
 
 @dataclass
 class _Layout:
-    """Draws one segment row at a time, remembering the previous time for breaks."""
+    """Draws one row at a time, remembering the previous time for breaks."""
 
     drawing: Drawing
     previous_t: float
     long_wait: float
     width: float
+
+    def event(
+        self, event: Event, y: float, xs: dict[str, float], block: Block, start: float
+    ) -> float:
+        """A call or a state read, as a dot on its endpoint's line with the text beside it."""
+        if event.endpoint not in xs:
+            return y
+        y = self._break(event.t_ms, y, xs)
+        x = xs[event.endpoint]
+        observed = event.kind == "STATE"
+        text = f"{event.text} (observed)" if observed else event.text
+        color = "#1a4fa0" if observed else "#444"
+        # the row is the event's own: the text goes right of the line, where arrows run elsewhere
+        self.drawing.add(Rect(x - 3.5, y - 6.5, 7, 7, fill=color, stroke="none", radius=3.5))
+        self.drawing.add(
+            Text(x + 8, y, text, size=10, mono=not observed, bold=observed, color=color,
+                 background="#ffffff")
+        )  # fmt: skip
+        self.drawing.add(
+            Text(TIME_COLUMN - 6, y, f"{event.t_ms - start:.3f} ms", size=9, color="#999",
+                 anchor="end", mono=True)
+        )  # fmt: skip
+        return y + EVENT_ROW
+
+    def _break(self, t_ms: float, y: float, xs: dict[str, float]) -> float:
+        """A long wait before this row: its length, and a break in every line."""
+        if t_ms - self.previous_t >= self.long_wait:
+            self.drawing.add(
+                Text(TIME_COLUMN - 6, y - 2, f"{t_ms - self.previous_t:.1f} ms later",
+                     size=10, color="#b26a00", anchor="end")
+            )  # fmt: skip
+            for x in xs.values():
+                self.drawing.add(Line(((x - 5, y - 9), (x + 5, y - 5)), "#999", 1))
+                self.drawing.add(Line(((x - 5, y - 4), (x + 5, y)), "#999", 1))
+            y += GAP_ROW
+        self.previous_t = max(self.previous_t, t_ms)
+        return y
 
     def segment(
         self,
@@ -411,16 +502,7 @@ class _Layout:
         start: float,
     ) -> float:
         drawing = self.drawing
-        if seg.t_ms - self.previous_t >= self.long_wait:
-            drawing.add(
-                Text(TIME_COLUMN - 6, y - 2, f"{seg.t_ms - self.previous_t:.1f} ms later",
-                     size=10, color="#b26a00", anchor="end")
-            )  # fmt: skip
-            for x in xs.values():
-                drawing.add(Line(((x - 5, y - 9), (x + 5, y - 5)), "#999", 1))
-                drawing.add(Line(((x - 5, y - 4), (x + 5, y)), "#999", 1))
-            y += GAP_ROW
-        self.previous_t = seg.t_ms
+        y = self._break(seg.t_ms, y, xs)
         src, dst = block.ends[id(seg)]
         x1, x2 = xs[src], xs[dst]
         color = _color(seg)

@@ -1,6 +1,6 @@
 """A run's captures as pcap files: one per claim, named by claim.
 
-A claim's trace lines are tcpdump-like text (experiments/packets.py), each
+A claim's trace lines are tcpdump-like text (framelab/lab/packets.py), each
 stamped with its time since its capture started and its frame length. They
 are matched back to the captured packets they were printed from; the claim's
 file then holds every packet of the connections (and datagram flows) those

@@ -87,7 +87,7 @@ EDGES: tuple[Edge, ...] = (
     Edge("ESTABLISHED", "CLOSE_WAIT", "rcv FIN / snd ACK",
          ((562, 440), (778, 550)), (678, 486), "start"),
     Edge("ESTABLISHED", "CLOSED ", "rcv RST, or close with unread data / snd RST",
-         ((562, 420), (985, 420), (985, 830), (902, 830)), (990, 410), "end"),
+         ((562, 420), (985, 420), (985, 830), (902, 830)), (990, 398), "end"),
     Edge("CLOSE_WAIT", "CLOSED ", "write, rcv RST",
          ((902, 560), (950, 560), (950, 812), (902, 812)), (944, 597), "end"),
     Edge("FIN_WAIT1", "FIN_WAIT2", "rcv ACK of FIN",

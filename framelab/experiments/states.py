@@ -31,9 +31,11 @@ import contextlib
 import functools
 import socket
 import struct
+import time
 from typing import Any
 
 from framelab.experiments.context import RunContext
+from framelab.experiments.ladder import event_line, with_events
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
 from framelab.lab.capture import Capture
@@ -252,23 +254,42 @@ def capture_connections() -> tuple[dict[str, list[Packet]], list[str]]:
     closes first. "prompt": the server closes as soon as it reads the FIN;
     "later": only once the client's FIN was acknowledged on its own."""
     segments: dict[str, list[Packet]] = {}
+    events: list[str] = []  # each call as it returned, each state as read: for the ladder
     with listening_socket() as listener, Capture("lo", ports=[address_of(listener)[1]]) as cap:
+
+        def saw(end: tuple[str, int], kind: str, text: str | None) -> None:
+            events.append(event_line(time.monotonic(), cap.started, end, kind, str(text)))
+
         for name in ("prompt", "later"):
             with connect_to(listener) as pair:
+                client, server = pair.client_address, pair.server_address
+                saw(client, "CALL", "connect() returned")
                 pair.client.sendall(b"ping")
+                saw(client, "CALL", "send(4) returned")
                 pair.server.recv(16)
+                saw(server, "CALL", "recv(): 4 bytes")
                 pair.server.sendall(b"pong")
+                saw(server, "CALL", "send(4) returned")
                 pair.client.recv(16)
+                saw(client, "CALL", "recv(): 4 bytes")
                 pair.client.shutdown(socket.SHUT_WR)
+                saw(client, "CALL", "shutdown(SHUT_WR) returned")
                 drain(pair.server, timeout=1.0)
+                saw(server, "CALL", "recv(): EOF")
+                saw(server, "STATE", tcp_state(pair.server))
                 if name == "later":
-                    poll(functools.partial(tcp_state, pair.client), "FIN_WAIT2")
+                    state = poll(functools.partial(tcp_state, pair.client), "FIN_WAIT2")
+                    saw(client, "STATE", state)
                 pair.server.shutdown(socket.SHUT_WR)
+                saw(server, "CALL", "shutdown(SHUT_WR) returned")
+                saw(server, "STATE", tcp_state(pair.server))
                 drain(pair.client, timeout=1.0)
+                saw(client, "CALL", "recv(): EOF")
                 wait_for_last_ack(cap, pair)
                 segments[name] = [p for p in cap.tcp(pair.client_port)]
         cap.stop()
-        return segments, short_trace(cap, address_of(listener)[1], limit=40)
+        trace = short_trace(cap, address_of(listener)[1], limit=40)
+        return segments, with_events(trace, events)
 
 
 def wait_for_last_ack(cap: Capture, pair: Pair) -> None:

@@ -8,12 +8,15 @@ from typing import Any
 
 from framelab.experiments.drawing import Drawing, Text, to_png, to_svg
 from framelab.experiments.ladder import (
+    Event,
     Marker,
+    event_line,
     ladder,
     mark_delays,
     parse_trace,
     segments,
     wire_states,
+    with_events,
 )
 from framelab.experiments.statediagram import EDGES, NODES, observed_transitions, state_diagram
 
@@ -137,3 +140,23 @@ def test_every_edge_joins_two_drawn_states() -> None:
     pairs = {edge.pair for edge in EDGES}
     assert ("FIN_WAIT1", "CLOSING") in pairs and ("SYN_SENT", "SYN_RECV") in pairs  # simultaneous
     assert ("ESTABLISHED", "CLOSED") in pairs and ("SYN_RECV", "LISTEN") in pairs  # resets
+
+
+def test_socket_events_join_the_trace_in_time_order_and_are_drawn() -> None:
+    started = 100.0
+    events = [
+        event_line(100.00035, started, (HOST, 4000), "CALL", "send(4) returned"),
+        event_line(100.0445, started, (HOST, 80), "STATE", "CLOSE_WAIT"),
+        event_line(200.0, started, (HOST, 80), "CALL", "after the cut"),
+    ]
+    merged = with_events([*HANDSHAKE_AND_CLOSE[:6], "... 3 more lines"], events)
+    assert merged[5].endswith("CALL 127.0.0.1.4000: send(4) returned")  # after seq 1:5 at 0.3
+    assert "CLOSE_WAIT" not in " ".join(merged[:6])
+    assert "after the cut" not in " ".join(merged) and merged[-1] == "... 3 more lines"
+    whole = with_events(HANDSHAKE_AND_CLOSE, events[:2])
+    items = parse_trace(whole)
+    kinds = [(i.kind, i.text) for i in items if isinstance(i, Event)]
+    assert kinds == [("CALL", "send(4) returned"), ("STATE", "CLOSE_WAIT")]
+    drawing = ladder(whole)
+    assert drawing is not None
+    assert "send(4) returned" in texts(drawing) and "CLOSE_WAIT (observed)" in texts(drawing)
