@@ -195,7 +195,7 @@ def mark_delays(items: Sequence[Item]) -> None:
             and seg.flags == "."
             and not seg.length
             and previous.dst == seg.src
-            and previous.length
+            and (previous.length or "F" in previous.flags)
             and gap >= DELAYED_ACK_MS
         ):
             seg.notes.append(f"delayed ACK: {gap:.1f} ms")
@@ -435,13 +435,13 @@ def ladder(lines: Sequence[str], title: str = "") -> Drawing | None:
             )
         lane_lines = [Line(((xs[n], top), (xs[n], y - 8)), "#9aa3ad", 1.5) for n in block.names]
         drawing.shapes[lanes_from:lanes_from] = lane_lines
-    drawing.height = y + 30
-    drawing.add(
-        Text(10, drawing.height - 10,
-             "time since the first segment; states beside a line: as the segments move them "
-             "(RFC 793); dots: socket calls as they returned, states the lab read (observed); "
-             "orange: delays that matter", size=10, color="#888")
-    )  # fmt: skip
+    drawing.height = y + 42
+    legend = (
+        "time since the first segment; states beside a line: as the segments move them (RFC 793)",
+        "dots: socket calls as they returned, states the lab read (observed); orange: delays",
+    )
+    for number, text in enumerate(legend):
+        drawing.add(Text(10, drawing.height - 22 + 12 * number, text, size=10, color="#888"))
     return drawing
 
 
