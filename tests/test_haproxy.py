@@ -9,6 +9,7 @@ who the client is); the cluster tests build namespaces and need root.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -222,9 +223,26 @@ def test_an_interrupted_cluster_leaves_no_namespace_or_process(sig: int) -> None
         child.send_signal(sig)
         assert child.wait(20) == 130
     finally:
-        if child.poll() is None:
+        if child.poll() is None:  # failed: still clean up what it made
+            child.send_signal(signal.SIGINT)  # a second one aborts at once
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(10)
             child.kill()
             child.wait()
+            _remove_remains(mine)
     left = [n for n in leftover_namespaces(every_process=True) if n.startswith(mine)]
     assert left == []
     assert [pid for pid in inside if Path(f"/proc/{pid}").exists()] == []
+
+
+def _remove_remains(prefix: str) -> None:
+    """What a cluster killed before its cleanup left: processes in its
+    namespaces, then the namespaces (test hygiene only)."""
+    for name in leftover_namespaces(every_process=True):
+        if not name.startswith(prefix):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], check=False)

@@ -25,7 +25,9 @@ from framing.errors import FramingError
 from framing.messages import MessageCodec
 from framing.streams import FrameReader, FrameWriter
 
-#: a reply slower than this ends the connection as failed (the load stays bounded)
+#: a reply slower than this ends the connection as failed (the load stays bounded);
+#: asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation (Ctrl-C)
+#: that arrives as its awaitable finishes
 REPLY_TIMEOUT = 5.0
 
 
@@ -81,7 +83,10 @@ async def run_load(spec: LoadSpec, started: float | None = None) -> list[Connect
 
     async def worker(index: int) -> None:
         serial = 0
+        task = asyncio.current_task()
         while time.monotonic() < end and budget.take():
+            if task is not None and task.cancelling():
+                break  # Ctrl-C: a cancellation lost in a finished await still stops the load
             records.append(await one_connection(spec, origin, f"{index}.{serial}"))
             serial += 1
             await asyncio.sleep(spec.pause)
@@ -100,14 +105,16 @@ async def one_connection(spec: LoadSpec, origin: float, tag: str) -> ConnectionR
     writer: asyncio.StreamWriter | None = None
     try:
         sock.setblocking(False)
-        await asyncio.wait_for(loop.sock_connect(sock, spec.address), REPLY_TIMEOUT)
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            await loop.sock_connect(sock, spec.address)
         reader, writer = await asyncio.open_connection(sock=sock)
         frames_in = FrameReader(reader)
         frames_out = FrameWriter(writer)
 
         async def call(request: dict[str, Any]) -> Any:
             await frames_out.send(codec.encode(request))
-            payload = await asyncio.wait_for(frames_in.read_frame(), REPLY_TIMEOUT)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                payload = await frames_in.read_frame()
             if payload is None:
                 raise ConnectionError(f"closed by the other side after {frames} frames")
             return codec.decode(payload)
