@@ -246,42 +246,72 @@ def decode_reads(chunks: list[bytes]) -> tuple[list[bytes], list[int]]:
     return messages, per_read
 
 
-def framed_case(messages: list[bytes], split: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FramedCase:
+    """Length-prefixed messages through one stream, and what the decoder made of its reads."""
+
+    stream: Stream
+    message_sizes: list[int]
+    decoded_per_read: list[int]
+    identical: bool  # the decoded messages equal the sent ones, byte for byte
+
+    @property
+    def messages_decoded(self) -> int:
+        return sum(self.decoded_per_read)
+
+    @property
+    def restored(self) -> bool:
+        return self.identical and self.messages_decoded == len(self.message_sizes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.stream.summary(),
+            "messages_sent": len(self.message_sizes),
+            "message_sizes": compact_sizes(self.message_sizes),
+            "messages_decoded": self.messages_decoded,
+            "messages_per_read": compact_sizes(self.decoded_per_read, keep=12),
+            "identical": self.identical,
+        }
+
+
+def framed_case(messages: list[bytes], split: bool) -> FramedCase:
     frames = [encode_frame(m, MAX_FRAME) for m in messages]
     seen = split_pattern(frames) if split else merged_pattern(frames)
     decoded, per_read = decode_reads(seen.chunks)
-    return {
-        **seen.summary(),
-        "messages_sent": len(messages),
-        "message_sizes": compact_sizes([len(m) for m in messages]),
-        "messages_decoded": len(decoded),
-        "messages_per_read": compact_sizes(per_read, keep=12),
-        "identical": decoded == messages,
-    }
+    return FramedCase(seen, [len(m) for m in messages], per_read, decoded == messages)
 
 
 def check_c20() -> ClaimResult:
     small = [payload(size, i) for i, size in enumerate((0, 1, 5, 40, 100, 300, 4, 1000, 17, 0))]
     merged = framed_case(small, split=False)
     split = framed_case([payload(LARGE_PAYLOAD, 7)], split=True)
-    restored = all(
-        c["identical"] and c["messages_decoded"] == c["messages_sent"] for c in (merged, split)
-    )
-    reads_differ = merged["reads"] != merged["sends"] or split["reads"] != split["sends"]
+    return judge_c20(merged, split)
+
+
+def judge_c20(merged: FramedCase, split: FramedCase) -> ClaimResult:
+    """C20 from the two cases: every message back, byte for byte, however the reads cut."""
+    restored = merged.restored and split.restored
+    reads_differ = any(len(c.stream.reads) != len(c.stream.sends) for c in (merged, split))
+    large = sum(split.message_sizes)
     return judge(
         NAME,
         "C20",
         restored,
-        {"merged": merged, "split": split, "reads_differed_from_sends": reads_differ},
+        {
+            "merged": merged.to_json(),
+            "split": split.to_json(),
+            "reads_differed_from_sends": reads_differ,
+        },
         confirmed=(
-            f"with a 4-byte length header, {merged['sends']} frames read in {merged['reads']} "
-            f"recv() and 1 frame of {LARGE_PAYLOAD >> 10} KiB read in {split['reads']} recv() "
-            "decoded to exactly the messages sent, byte for byte (empty ones included)"
+            f"with a 4-byte length header, {len(merged.stream.sends)} frames read in"
+            f" {len(merged.stream.reads)} recv() and {len(split.message_sizes)} frame of"
+            f" {large >> 10} KiB read in {len(split.stream.reads)} recv() decoded to exactly"
+            " the messages sent, byte for byte (empty ones included)"
         ),
         differs=(
-            f"decoded {merged['messages_decoded']}/{merged['messages_sent']} and "
-            f"{split['messages_decoded']}/1 messages; identical: "
-            f"{merged['identical']}, {split['identical']}"
+            f"decoded {merged.messages_decoded}/{len(merged.message_sizes)} and "
+            f"{split.messages_decoded}/{len(split.message_sizes)} messages; identical: "
+            f"{merged.identical}, {split.identical}"
         ),
     )
 

@@ -122,3 +122,27 @@ def test_udp_check_without_capture_relies_on_the_size_limit() -> None:
     assert result.observed["udp_header_by_capture"] is None
     assert result.trace == []
     assert result.verdict is Verdict.CONFIRMED
+
+
+# --- the C20 judge, on synthetic observations ------------------------------------------
+
+
+def framed(
+    sends: int, reads: int, per_read: list[int], identical: bool = True
+) -> sticky.FramedCase:
+    stream = sticky.Stream([14] * sends, sends, [14 * sends // reads] * reads, [], 1, 65536)
+    return sticky.FramedCase(stream, [10] * sends, per_read, identical)
+
+
+def test_c20_judge_confirms_when_every_message_comes_back_however_the_reads_cut() -> None:
+    result = sticky.judge_c20(framed(10, 1, [10]), framed(1, 14, [0] * 13 + [1]))
+    assert result.verdict is Verdict.CONFIRMED
+    assert "10 frames read in 1 recv()" in result.summary
+    assert result.observed["reads_differed_from_sends"] is True
+
+
+def test_c20_judge_says_differs_for_a_lost_or_altered_message() -> None:
+    lost = sticky.judge_c20(framed(10, 1, [9]), framed(1, 2, [0, 1]))
+    assert lost.verdict is Verdict.DIFFERS and "decoded 9/10" in lost.summary
+    altered = sticky.judge_c20(framed(10, 1, [10], identical=False), framed(1, 2, [0, 1]))
+    assert altered.verdict is Verdict.DIFFERS
