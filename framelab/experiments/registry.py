@@ -27,6 +27,7 @@ EXPERIMENT_MODULES = [
     "limits",
     "retransmission",
     "icmp",
+    "questions",
 ]
 
 
