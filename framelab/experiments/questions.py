@@ -24,14 +24,21 @@ import time
 from typing import Any
 
 from framelab.experiments.backlog import ack_into_full_queue, wait_connected
-from framelab.experiments.capture import Capture
 from framelab.experiments.context import RunContext
-from framelab.experiments.netns import VethLink, fresh_namespace
-from framelab.experiments.observe import errno_name
-from framelab.experiments.pairs import connect_to, listening_socket, set_linger
-from framelab.experiments.queues import LOOPBACK, address_of, close_all, listener_in, start_connect
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
+from framelab.lab.capture import Capture
+from framelab.lab.kernel import errno_name
+from framelab.lab.netns import VethLink, fresh_namespace
+from framelab.lab.sockets import (
+    LOOPBACK,
+    address_of,
+    close_all,
+    connect_to,
+    listening_socket,
+    set_linger,
+    start_connect,
+)
 
 NAME = "questions"
 #: when room is made in the accept queue, seconds after the connect() began
@@ -131,7 +138,7 @@ def connect_latency(linear_timeouts: int, results: dict[int, dict[str, Any]]) ->
     with VethLink() as link:
         host = link.a
         host.set_sysctl("net.ipv4.tcp_syn_linear_timeouts", linear_timeouts)
-        listener = listener_in(host.netns, LOOPBACK, 0)
+        listener = listening_socket(LOOPBACK, 0, netns=host.netns)
         opened = [listener]
         try:
             address = address_of(listener)
