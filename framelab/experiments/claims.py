@@ -47,9 +47,15 @@ CLAIMS: dict[str, str] = {
     "C38": "no listener: RST for TCP, ICMP port unreachable for UDP",
     "C39": "a segment for no known connection is answered with RST",
     "C40": "when retransmissions run out, the connection is aborted",
-    # the notes' open questions, answered by measurement (experiments/questions.py)
+}
+
+#: the notes' open questions, answered by measurement (experiments/questions.py)
+QUESTIONS: dict[str, str] = {
     "Q1": "question: does a reader blocked in recv() wake when the peer resets, and with what?",
     "Q2": "question: when does a client see 'connection reset by peer' (an overloaded server)?",
     "Q3": "question: why is the delay always the same number of seconds (SYNs dropped)?",
     "Q4": "question: the server's extra ACK right after the handshake in the notes' trace",
 }
+
+#: the text of any result's ID, claim or question
+TEXTS: dict[str, str] = {**CLAIMS, **QUESTIONS}

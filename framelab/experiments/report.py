@@ -230,7 +230,7 @@ def write_json(path: str | os.PathLike[str], results: Iterable[ClaimResult]) -> 
 # -- Markdown -------------------------------------------------------------------------------
 def markdown_table(results: Iterable[ClaimResult], env: Mapping[str, Any] | None = None) -> str:
     """The claims table for a README: ID, claim, verdict, the one-line why."""
-    from framelab.experiments.claims import CLAIMS
+    from framelab.experiments.claims import TEXTS
 
     rows = sorted(results, key=lambda r: (r.claim, r.experiment))
     lines = [
@@ -241,7 +241,7 @@ def markdown_table(results: Iterable[ClaimResult], env: Mapping[str, Any] | None
     ]
     for r in rows:
         why = markdown_parts(r).replace("|", "\\|").replace("\n", " ")
-        text = CLAIMS.get(r.claim, "").replace("|", "\\|")
+        text = TEXTS.get(r.claim, "").replace("|", "\\|")
         lines.append(f"| {r.claim} | {text} | {r.verdict.value} ({r.experiment}) | {why} |")
     tally = counts(rows)
     lines += ["", ", ".join(f"{tally[v]} {v.value}" for v in Verdict) + "."]
@@ -260,7 +260,7 @@ def render_verdicts(console: Console, results: Iterable[ClaimResult]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from framelab.experiments.claims import CLAIMS
+    from framelab.experiments.claims import TEXTS
 
     table = Table(title="Verdicts", title_justify="left", show_edge=False)
     table.add_column("claim", no_wrap=True)
@@ -269,5 +269,5 @@ def render_verdicts(console: Console, results: Iterable[ClaimResult]) -> None:
     table.add_column("experiment", no_wrap=True)
     for r in sorted(results, key=lambda r: (r.claim, r.experiment)):
         verdict = f"[{VERDICT_STYLES[r.verdict]}]{r.verdict.value}[/]"
-        table.add_row(r.claim, verdict, escape(CLAIMS.get(r.claim, "")), r.experiment)
+        table.add_row(r.claim, verdict, escape(TEXTS.get(r.claim, "")), r.experiment)
     console.print(table)

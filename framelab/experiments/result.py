@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from framelab.experiments.claims import CLAIMS
+from framelab.experiments.claims import TEXTS
 
 
 class Verdict(enum.StrEnum):
@@ -125,7 +125,7 @@ def judge(
 ) -> ClaimResult:
     """A claim judged as one part: `holds` must be computed, not typed."""
     summary = confirmed if holds else differs
-    part = Part(CLAIMS.get(claim, claim), holds, summary)
+    part = Part(TEXTS.get(claim, claim), holds, summary)
     return ClaimResult(
         experiment=experiment,
         claim=claim,
