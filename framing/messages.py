@@ -19,12 +19,13 @@ the call) and one pack into a Packer kept per thread (msgpack.packb makes
 and frees a 1 MiB buffer on every call). Large messages
 (a map of scalars in a frame of LARGE_MESSAGE bytes or more, the shape of a
 request carrying a blob) are read without copying their big bin values:
-those decode as read-only memoryviews over the frame's own buffer. A reply
-map that ends with such a view, sent by `message_handler`, is written in
-place: its envelope goes into the request bytes just before the view, and
-the reply is a view of the frame buffer from there on. A 1 MiB echo then
+those decode as read-only memoryviews over the payload. A reply map that
+ends with such a view, sent by `message_handler`, is written in place when
+the frame has a buffer of its own (a bytearray: frames the decoder received
+in pieces): its envelope goes into the request bytes just before the view,
+and the reply is a view of the buffer from there on. A 1 MiB echo then
 costs no user-space copy of the blob instead of four (unpack, pack, grow,
-bytes).
+bytes); a frame that arrived whole (bytes) costs one (envelope + blob).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class _Lent:
 
     __slots__ = ("buffer", "start", "view")
 
-    def __init__(self, view: memoryview, buffer: bytearray, start: int) -> None:
+    def __init__(self, view: memoryview, buffer: bytes | bytearray, start: int) -> None:
         self.view = view
         self.buffer = buffer
         self.start = start
@@ -182,12 +183,12 @@ class MessageCodec:
     def decode(self, payload: BytesLike) -> Any:
         """The object in `payload`, or MessageError naming what is wrong with it.
 
-        In a frame buffer (bytearray) of LARGE_MESSAGE bytes or more, a map
-        of scalars gets its bin values of LARGE_BIN bytes or more as read-only
-        memoryviews over that buffer (no copy); everything else, and every
-        error, is msgpack.unpackb's."""
+        In a payload of LARGE_MESSAGE bytes or more, a map of scalars gets
+        its bin values of LARGE_BIN bytes or more as read-only memoryviews
+        over the payload (no copy); everything else, and every error, is
+        msgpack.unpackb's."""
         self._lent = []
-        if isinstance(payload, bytearray) and len(payload) >= LARGE_MESSAGE:
+        if isinstance(payload, bytes | bytearray) and len(payload) >= LARGE_MESSAGE:
             obj = self._decode_lending(payload)
             if obj is not None:
                 return obj
@@ -213,7 +214,7 @@ class MessageCodec:
                 raise MessageError("empty frame (no msgpack object)", 0) from error
             raise MessageError(_reason(error), len(payload)) from error
 
-    def _decode_lending(self, payload: bytearray) -> dict[Any, Any] | None:
+    def _decode_lending(self, payload: bytes | bytearray) -> dict[Any, Any] | None:
         """A map of scalars with big bins as views; None for any other shape
         or any doubt (unpackb then decides, and names any error)."""
         data = memoryview(payload).toreadonly()
@@ -252,9 +253,10 @@ class MessageCodec:
 
     def encode_reply(self, reply: Any) -> BytesLike:
         """encode(), but a map ending with a view that decode() just lent over
-        the end of its frame buffer is written in place: the envelope goes
-        into the request bytes before the view (they were all decoded), and
-        the reply is a view of the buffer from there: no copy of the blob."""
+        the end of its frame is sent without packing the view: in place in a
+        bytearray (the envelope goes into the request bytes before the view,
+        all decoded already; the reply is a view from there: no copy), or
+        as envelope + view for bytes (one copy)."""
         lent, self._lent = self._lent, []
         if lent and type(reply) is dict and reply:
             last_key = next(reversed(reply))
@@ -268,7 +270,7 @@ class MessageCodec:
 
     def _in_place(
         self, reply: dict[Any, Any], last_key: Any, loan: _Lent, lent: list[_Lent]
-    ) -> memoryview | None:
+    ) -> BytesLike | None:
         pack = self._pack
         parts = [_map_prefix(len(reply))]
         items = list(reply.items())
@@ -278,6 +280,11 @@ class MessageCodec:
         parts.append(pack(last_key))
         parts.append(_bin_header(len(loan.view)))
         envelope = b"".join(parts)
+        if not isinstance(loan.buffer, bytearray):  # a frame cut from the receive buffer
+            joined = envelope + loan.view  # one copy (not three: unpack, pack, bytes)
+            if len(joined) > self.max_frame_length:
+                raise FrameTooLarge(len(joined), self.max_frame_length, encoding=True)
+            return joined
         begin = loan.start - len(envelope)
         total = len(loan.buffer) - begin
         if begin < 0 or any(

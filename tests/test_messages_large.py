@@ -80,8 +80,28 @@ def test_broken_large_frames_fail_with_the_same_reasons() -> None:
         with pytest.raises(MessageError) as lending:
             MessageCodec().decode(payload)
         with pytest.raises(MessageError) as plain:
-            MessageCodec().decode(bytes(payload))  # bytes: never lent
+            msgpack_reason(payload)
         assert lending.value.reason == plain.value.reason, name
+
+
+def msgpack_reason(payload: bytearray) -> None:
+    """The old decode: unpackb with the options, nothing lent."""
+    from framing.messages import _reason
+
+    cap = 8 << 20
+    try:
+        msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=cap,
+            max_bin_len=cap,
+            max_array_len=cap,
+            max_map_len=cap // 2,
+            max_ext_len=cap,
+        )
+    except ValueError as error:
+        raise MessageError(_reason(error), len(payload)) from error
 
 
 def echo(request: Any) -> Any:
@@ -101,6 +121,16 @@ def test_echo_reply_is_written_in_place_and_equals_packb(size: int) -> None:
     assert bytes(reply) == msgpack.packb(
         {"id": 70000, "ok": True, "result": big_blob(size)}, use_bin_type=True
     )
+
+
+def test_a_frame_in_bytes_is_lent_read_only_and_answered_with_one_copy() -> None:
+    request = bytes(frame_of({"op": "echo", "id": 7, "args": big_blob()}))
+    codec = MessageCodec()
+    assert isinstance(codec.decode(request)["args"], memoryview)
+    handler = message_handler(MessageCodec(), echo, reject)
+    (reply,) = list(handler([request]) or [])
+    assert type(reply) is bytes
+    assert reply == msgpack.packb({"id": 7, "ok": True, "result": big_blob()}, use_bin_type=True)
 
 
 def test_no_room_for_the_envelope_falls_back_to_a_copy() -> None:
