@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -140,14 +142,19 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     grid = ["--targets", targets, "--cases", "64/4/2,1024/1/1"]
     timing = ["--warmup", "0.1", "--duration", "0.3", "--rounds", "1"]
     output = ["--json", str(out), "--plot", str(tmp_path / "charts")]
-    output += ["--markdown", str(tmp_path / "bench.md")]
+    output += ["--markdown", str(tmp_path / "bench.md"), "--allow-missed-goals"]
     done = subprocess.run(
         [sys.executable, "-m", "framelab", "bench", *grid, *timing, *output],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "COLUMNS": "200"},  # rich wraps lines at 80 columns in a pipe
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "custom run" in done.stdout  # not "full": these were not the full grid's cases
+    assert "one round per cell" in done.stdout  # a warning that the numbers cannot mean much
+    tally = r"(1 of 1 goal missed|the 1 goal met); 8 not checked"  # p99 at 1 KiB D=1 only
+    assert re.search(tally, done.stdout), done.stdout[-1000:]
     assert benchmark_servers() <= before  # every server it started is gone
     doc = json.loads(out.read_text())
     assert doc["errors"] == []

@@ -5,30 +5,39 @@
     framelab bench --targets raw/uvloop,framed-protocol/uvloop --rounds 5
     framelab bench --cases 1024/1/10 --duration 10    # one case, longer window
 
-Exit status: 0 when every measurement ran and was verified, 1 if any
-failed (an error, a lost or corrupted echo), 3 with --strict when a goal
-was missed.
+Exit status: 0 when every measurement ran, was verified and met its goal;
+1 if one failed (an error, a lost or corrupted echo); 3 if a goal was
+missed (unless --allow-missed-goals); 2 for a usage mistake; 130 when
+interrupted (Ctrl-C), after the cases that finished are reported.
+Warnings say when numbers cannot mean much (one round, short windows, a
+busy machine, a server that was not CPU-bound, rounds that disagree).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framelab.benchmarks.caveats import caveats, machine_load
 from framelab.benchmarks.grid import PLANS, Case, Plan
 from framelab.benchmarks.report import document, environment, goals, markdown, print_report
 from framelab.benchmarks.runner import Progress as ProgressCallback
 from framelab.benchmarks.runner import Summary, run_plan
-from framelab.benchmarks.targets import BY_NAME, MAX_FRAME
+from framelab.benchmarks.targets import BY_NAME, GRPC, MAX_FRAME, PEER
 from framelab.common.argtypes import duration, positive_duration, positive_int
 from framelab.common.options import add_json_option, add_plot_option, emit_json
 from framelab.common.options import console as output_console
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+PEER_EXTRA = "pip install 'framelab[peer]'"
+#: peer target -> (module it imports, library to name), both from the peer extra
+PEER_NEEDS = {PEER.name: ("twisted", "Twisted"), GRPC.name: ("grpc", "grpcio")}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,25 +76,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="measurements per case and server (default: the plan's)",
     )
-    parser.add_argument("--strict", action="store_true", help="exit 3 if a goal is missed")
     parser.add_argument(
         "--instructions",
         action="store_true",
         help="also count each server's instructions per message under valgrind "
         "(about a minute per server and case), into the table and --json",
     )
+    parser.add_argument(
+        "--title", help="what to call this run in the report (default: the grid's name, or custom)"
+    )
+    parser.add_argument(
+        "--allow-missed-goals",
+        action="store_true",
+        help="exit 0 even if a goal is missed (by default a missed goal is exit status 3)",
+    )
     parser.add_argument("--list", action="store_true", help="list the servers and exit")
 
 
-def build_plan(args: argparse.Namespace) -> Plan:
+def build_plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
+    """The plan the options describe, and notes on what was left out of it."""
     plan = PLANS["quick" if args.quick else "full"].with_timing(
         args.warmup, args.duration, args.rounds
     )
+    notes = []
     if args.targets:
         plan = dataclasses.replace(plan, targets=tuple(BY_NAME[n] for n in args.targets))
     if args.cases:
         plan = dataclasses.replace(plan, cases=args.cases)
-    return plan
+    if args.title or args.targets or args.cases:
+        plan = dataclasses.replace(plan, name=args.title or "custom run")
+    for target in [t for t in plan.targets if t.name in PEER_NEEDS]:
+        module, library = PEER_NEEDS[target.name]
+        if importlib.util.find_spec(module) is not None:
+            continue
+        if args.targets:  # asked for by name: a usage mistake
+            raise ValueError(f"{target.name} needs {library}, which is not installed: {PEER_EXTRA}")
+        plan = dataclasses.replace(plan, targets=tuple(t for t in plan.targets if t != target))
+        notes.append(f"{target.name} skipped: {library} is not installed ({PEER_EXTRA})")
+    return plan, notes
 
 
 def target_names(text: str) -> list[str]:
@@ -140,13 +168,26 @@ def run(args: argparse.Namespace) -> int:
             console.print(name)
         return 0
     try:
-        plan = build_plan(args)
+        plan, notes = build_plan(args)
     except ValueError as error:
         print(f"framelab bench: error: {error}", file=sys.stderr)
         return 2
+    for note in notes:
+        console.print(f"[yellow]{note}[/]")
     env = environment()
-    summaries = _run_with_progress(plan, console)
+    load = machine_load()
+    summaries, interrupted = _run_with_progress(plan, console)
+    if interrupted:
+        done = {(s.size, s.depth, s.connections) for s in summaries}
+        plan = dataclasses.replace(
+            plan, cases=tuple(c for c in plan.cases if (c.size, c.depth, c.connections) in done)
+        )
+        console.print(f"[yellow]interrupted: {len(plan.cases)} finished case(s) reported below[/]")
+        if not summaries:
+            return 130
     print_report(console, plan, summaries, env)
+    for caveat in caveats(plan, summaries, load, env.get("cores")):
+        console.print(f"[yellow]warning:[/] {caveat}")
     doc = document(plan, summaries, env)
     if args.instructions:
         doc["instructions"] = _count_instructions(plan, console)
@@ -161,16 +202,20 @@ def run(args: argparse.Namespace) -> int:
 
         for path in write_charts(summaries, args.plot):
             console.print(f"wrote {path}")
+    if interrupted:
+        return 130
     if doc["errors"]:
         for line in doc["errors"]:
             console.print(f"[red]{line}[/]")
         return 1
-    if args.strict and any(g.met is False for g in goals(summaries)):
+    if not args.allow_missed_goals and any(g.met is False for g in goals(summaries)):
         return 3
     return 0
 
 
-def _run_with_progress(plan: Plan, console: Console) -> list[Summary]:
+def _run_with_progress(plan: Plan, console: Console) -> tuple[list[Summary], bool]:
+    """Run the plan one case at a time, so that Ctrl-C keeps the cases that
+    finished: (their summaries, whether the run was interrupted)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = (
@@ -179,11 +224,20 @@ def _run_with_progress(plan: Plan, console: Console) -> list[Summary]:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
+    summaries: list[Summary] = []
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("starting servers", total=plan.measurements)
+        finished = 0
+        for case in plan.cases:
+            one_case = dataclasses.replace(plan, cases=(case,))
 
-        def advance(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, description=what)
+            def advance(done: int, total: int, what: str, before: int = finished) -> None:
+                bar.update(task, completed=before + done, description=what)
 
-        callback: ProgressCallback = advance
-        return run_plan(plan, callback)
+            callback: ProgressCallback = advance
+            try:
+                summaries += run_plan(one_case, callback)
+            except KeyboardInterrupt:
+                return summaries, True
+            finished += one_case.measurements
+    return summaries, False

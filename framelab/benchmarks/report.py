@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from framelab.benchmarks.grid import LATENCY_GOALS, THROUGHPUT_GOALS, Plan, human_size
+from framelab.benchmarks.caveats import spread
+from framelab.benchmarks.grid import LATENCY_GOALS, PLANS, THROUGHPUT_GOALS, Plan, human_size
 from framelab.benchmarks.runner import Summary
 from framelab.benchmarks.targets import (
     FRAMED,
@@ -28,6 +29,7 @@ from framelab.benchmarks.targets import (
     RAW,
     READEXACTLY,
 )
+from framelab.common.words import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -197,7 +199,7 @@ def print_report(
     from rich.table import Table
 
     console.print(
-        f"[bold]framelab bench[/] ({plan.name}: {plan.warmup:g} s warm-up, "
+        f"[bold]framelab bench[/] ({run_title(plan)}: {plan.warmup:g} s warm-up, "
         f"{plan.duration:g} s window, median of {plan.rounds}) on {env['cpu']}, "
         f"{env['cores']} cores, {env['kernel']}, Python {env['python']}, "
         f"uvloop {env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}"
@@ -208,7 +210,15 @@ def print_report(
         latency = first.depth == 1
         title = f"{human_size(first.size)}, D={first.depth}, C={first.connections}"
         table = Table(title=title, title_justify="left", show_edge=False)
-        for header in ("server", "frames/s", "MB/s", "vs raw", "server CPU", "peak RSS MiB"):
+        for header in (
+            "server",
+            "frames/s",
+            "spread",
+            "MB/s",
+            "vs raw",
+            "server CPU",
+            "peak RSS MiB",
+        ):
             table.add_column(header, justify="left" if header == "server" else "right")
         if latency:
             for p in ("p50 µs", "p90 µs", "p99 µs", "p99.9 µs"):
@@ -222,6 +232,7 @@ def print_report(
             cells = [
                 s.target,
                 _num(s.frames_per_s),
+                spread_label(s),
                 _num(s.payload_mb_per_s, 1),
                 _num(vs_raw, 2),
                 "-" if s.server_cpu is None else f"{s.server_cpu:.0%}",
@@ -252,16 +263,48 @@ def print_ratios(console: Console, summaries: list[Summary]) -> None:
     console.print(table)
 
 
+def run_title(plan: Plan) -> str:
+    """'full grid', 'quick grid', or the title a custom run was given."""
+    return f"{plan.name} grid" if plan.name in PLANS else plan.name
+
+
+def spread_label(s: Summary) -> str:
+    """The rounds' min-max as a share of the median ('4%'); '-' for one round."""
+    value = spread(s)
+    return "-" if value is None else f"{value:.0%}"
+
+
+def goal_tally(results: list[GoalResult]) -> str:
+    """'2 of 9 goals missed', 'all 9 goals met', and how many this run could not check."""
+    checked = [g for g in results if g.met is not None]
+    missed = [g for g in checked if not g.met]
+    if not checked:
+        text = "no goal checked"
+    elif missed:
+        text = f"{len(missed)} of {plural(len(checked), 'goal')} missed"
+    else:
+        text = f"all {plural(len(checked), 'goal')} met" if len(checked) > 1 else "the 1 goal met"
+    unchecked = len(results) - len(checked)
+    if unchecked:
+        text += f"; {unchecked} not checked (their case or server was not in this run)"
+    return text
+
+
 def print_goals(console: Console, results: list[GoalResult]) -> None:
+    """The goals this run measured (the others only counted), then the tally."""
     from rich.table import Table
 
-    table = Table(title="goals (same run)", title_justify="left")
-    for header in ("case", "measure", "goal", "measured", "met"):
-        table.add_column(header, justify="right" if header in ("measured", "met") else "left")
-    for g in results:
-        met = "[dim]not run[/]" if g.met is None else ("[green]yes[/]" if g.met else "[red]no[/]")
-        table.add_row(key_label(g.case), g.what, g.goal, _num(g.measured, 2), met)
-    console.print(table)
+    checked = [g for g in results if g.met is not None]
+    if checked:
+        table = Table(title="goals (same run)", title_justify="left")
+        for header in ("case", "measure", "goal", "measured", "met"):
+            table.add_column(header, justify="right" if header in ("measured", "met") else "left")
+        for g in checked:
+            met = "[green]yes[/]" if g.met else "[red]no[/]"
+            table.add_row(key_label(g.case), g.what, g.goal, _num(g.measured, 2), met)
+        console.print(table)
+    missed = any(g.met is False for g in results)
+    console.print(f"[{'red' if missed else 'green'}]{goal_tally(results)}[/]")
 
 
 # -- Markdown (for the README) ---------------------------------------------------
@@ -271,7 +314,7 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
     keys = list(cases)
     labels = {k: key_label(k) for k in keys}
     lines = [
-        f"`framelab bench` ({plan.name} grid: {plan.warmup:g} s warm-up, {plan.duration:g} s "
+        f"`framelab bench` ({run_title(plan)}: {plan.warmup:g} s warm-up, {plan.duration:g} s "
         f"window, median of {plan.rounds}), {env['date'][:10]}, on {env['cpu']} "
         f"({env['cores']} cores), {env['kernel']}, Python {env['python']}, uvloop "
         f"{env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}.",
@@ -324,11 +367,15 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
         "| case | measure | goal | measured | met |",
     ]
     lines += ["|---|---|---|---:|---|"]
-    for g in goals(summaries):
-        met = "not run" if g.met is None else ("yes" if g.met else "**no**")
+    results = goals(summaries)
+    for g in results:
+        if g.met is None:  # not in this run: counted in the tally below, not listed
+            continue
+        met = "yes" if g.met else "**no**"
         lines.append(
             f"| {key_label(g.case)} | {g.what} | {g.goal} | {_num(g.measured, 2)} | {met} |"
         )
+    lines += ["", goal_tally(results) + "."]
     return "\n".join(lines) + "\n"
 
 
