@@ -9,6 +9,7 @@ from rich.console import Console
 
 from framelab.cli import main
 from framelab.clients.sticky import observe_sticky, render
+from framelab.common.words import plural
 from framelab.servers.config import LoopName
 
 
@@ -32,7 +33,7 @@ def test_render_shows_the_counts_and_what_they_mean() -> None:
     render(report, console)
     text = console.export_text()
     assert "10 × 50 B" in text and "1 × 293.0 KiB" in text
-    assert f"10 sends -> {len(report.merged.raw_server_reads)} reads (merged)" in text
+    assert f"10 sends -> {plural(len(report.merged.raw_server_reads), 'read')} (merged)" in text
     assert "10, identical" in text and "exactly one message" in text
 
 

@@ -36,6 +36,7 @@ from framelab.clients.harness import (
     record_reads,
     send_burst,
 )
+from framelab.common.words import plural
 from framelab.servers.config import LoopName, ServerConfig, default_loop
 from framelab.servers.runner import BackgroundServer
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH
@@ -210,10 +211,10 @@ def _sends(sizes: list[int]) -> str:
 
 def _outcome(obs: Observation) -> str:
     sends, reads = len(obs.sends), len(obs.raw_server_reads)
-    plural = "s" if sends != 1 else ""
+    counts = f"{plural(sends, 'send')} -> {plural(reads, 'read')}"
     if obs.boundaries_kept:
-        return f"{sends} send{plural} -> {reads} reads (the boundaries survived this time)"
-    return f"{sends} send{plural} -> {reads} reads ({'merged' if reads < sends else 'split'})"
+        return f"{counts} (the boundaries survived this time)"
+    return f"{counts} ({'merged' if reads < sends else 'split'})"
 
 
 def summary(report: StickyReport) -> str:

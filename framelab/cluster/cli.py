@@ -6,26 +6,63 @@ import argparse
 import sys
 
 from framelab.cluster.haproxy import CheckTiming, HAProxyUnavailable
+from framelab.common.argtypes import float_between, int_between, non_negative_int
 from framelab.common.options import add_json_option, add_plot_option, console, emit_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--servers", type=int, default=3, help="backends, each in its own namespace (1..20)")
-    a("--seconds", type=float, default=6.0, help="how long the load runs (at most 120)")
-    a("--workers", type=int, default=4, help="concurrent client connections (1..64)")
-    a("--frames", type=int, default=20, help="echo frames per connection (0..10000)")
+    a(
+        "--servers",
+        type=int_between(1, 20),
+        default=3,
+        metavar="N",
+        help="backends, each in its own namespace (1..20)",
+    )
+    a(
+        "--seconds",
+        type=float_between(0.5, 120),
+        default=6.0,
+        metavar="SECONDS",
+        help="how long the load runs (0.5..120)",
+    )
+    a(
+        "--workers",
+        type=int_between(1, 64),
+        default=4,
+        metavar="N",
+        help="concurrent client connections (1..64)",
+    )
+    a(
+        "--frames",
+        type=int_between(0, 10_000),
+        default=20,
+        metavar="N",
+        help="echo frames per connection (0..10000)",
+    )
     a(
         "--event",
         choices=["kill", "drain", "none"],
         default="kill",
         help="what happens to one server part way: SIGKILL, SIGTERM with draining, nothing",
     )
-    a("--event-at", type=float, default=0.4, help="when, as a fraction of --seconds")
-    a("--victim", type=int, default=0, help="which server (1-based; default: the last)")
+    a(
+        "--event-at",
+        type=float_between(0.05, 0.95),
+        default=0.4,
+        metavar="FRACTION",
+        help="when, as a fraction of --seconds (0.05..0.95)",
+    )
+    a(
+        "--victim",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="which server (1-based; 0: the last)",
+    )
     a(
         "--drain-delay",
-        type=float,
+        type=float_between(0, 60),
         default=2.0,
         metavar="SECONDS",
         help="drain: how long the server fails its health check before it stops accepting",
@@ -36,27 +73,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="v2",
         help="PROXY protocol version HAProxy sends (send-proxy / send-proxy-v2)",
     )
-    a("--check-inter", type=int, default=200, metavar="MS", help="HAProxy health check interval")
-    a("--fall", type=int, default=2, help="failed checks before HAProxy marks a server DOWN")
+    a(
+        "--check-inter",
+        type=int_between(10, 10_000),
+        default=200,
+        metavar="MS",
+        help="HAProxy health check interval (10..10000)",
+    )
+    a(
+        "--fall",
+        type=int_between(1, 100),
+        default=2,
+        metavar="N",
+        help="failed checks before HAProxy marks a server DOWN (1..100)",
+    )
     add_json_option(parser, "every number of the run (each connection, each stats sample)")
     add_plot_option(parser, "cluster-connections.png (connections per backend over time)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    """The first mistake in the arguments, as a sentence, or None."""
-    bounds = [
-        ("--servers", args.servers, 1, 20),
-        ("--seconds", args.seconds, 0.5, 120),
-        ("--workers", args.workers, 1, 64),
-        ("--frames", args.frames, 0, 10_000),
-        ("--event-at", args.event_at, 0.05, 0.95),
-        ("--drain-delay", args.drain_delay, 0, 60),
-        ("--check-inter", args.check_inter, 10, 10_000),
-        ("--fall", args.fall, 1, 100),
-    ]
-    for name, value, low, high in bounds:
-        if not low <= value <= high:
-            return f"{name} must be {low}..{high}, not {value}"
+    """The mistake no single option's type can see, as a sentence, or None
+    (each option's own range is checked while parsing)."""
     if not 0 <= args.victim <= args.servers:
         return f"--victim must be 1..{args.servers} (or 0: the last), not {args.victim}"
     return None

@@ -18,6 +18,7 @@ import ipaddress
 import math
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 #: binary multiples accepted by `size`: 64K, 1M, 8MiB, 1GiB (K/k and KiB mean 1024)
@@ -82,6 +83,32 @@ def non_negative_float(text: str) -> float:
 #: seconds; named for what they hold so that help texts and readers agree
 duration = non_negative_float
 positive_duration = positive_float
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in low..high (for options with a hard ceiling)."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be {low}..{high}")
+        return value
+
+    parse.__name__ = f"int {low}..{high}"  # what argparse names in its own messages
+    return parse
+
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number in low..high."""
+
+    def parse(text: str) -> float:
+        value = _real(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be {low:g}..{high:g}")
+        return value
+
+    parse.__name__ = f"number {low:g}..{high:g}"
+    return parse
 
 
 def port(text: str) -> int:

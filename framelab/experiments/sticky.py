@@ -33,6 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from framelab.common.words import plural
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, judge
@@ -225,8 +226,8 @@ def check_c17(cap: Capture | None) -> ClaimResult:
             "for all of it: TCP delivers bytes, in order, not messages"
         ),
         differs=(
-            f"merged: {len(merged.sends)} sends -> {len(merged.reads)} reads; split: 1 send -> "
-            f"{len(split.reads)} reads; bytes intact: {intact}"
+            f"merged: {plural(len(merged.sends), 'send')} -> {plural(len(merged.reads), 'read')}; "
+            f"split: 1 send -> {plural(len(split.reads), 'read')}; bytes intact: {intact}"
         ),
         trace=trace,
     )
