@@ -85,6 +85,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n{self.short_usage()}\n")
 
 
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest subcommand's parser that `args` went through (`experiment run`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return innermost(chosen, args)
+    return parser
+
+
 def version() -> str:
     try:
         return metadata.version("framelab")
@@ -147,8 +157,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser, parsers = build_parser(selected)
     args, unknown = parser.parse_known_args(args_list)
     if unknown:  # reported by the subcommand, with its usage, not the top level's
-        innermost = getattr(args, "_parser", None) or parsers[args.command]
-        innermost.error(f"unrecognized arguments: {' '.join(unknown)}")
+        innermost(parsers[args.command], args).error(f"unrecognized arguments: {' '.join(unknown)}")
     from framelab.common.charts import ChartsUnavailable
 
     try:

@@ -134,6 +134,9 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys: Capture) -> None:
     assert code == 2
     assert_one_clear_line(err, "framelab send", "--bogus")
     assert err.splitlines()[1].startswith("usage: framelab send ")
+    code, _, err = run_cli(["experiment", "run", "sticky", "--bogus"], capsys)
+    assert code == 2
+    assert_one_clear_line(err, "framelab experiment run: error: unrecognized arguments: --bogus")
 
 
 def test_an_unknown_host_is_named_without_asking_the_network(

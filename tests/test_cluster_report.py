@@ -118,17 +118,27 @@ def test_buckets_json_and_chart(tmp_path: Path, png_magic: bytes) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--servers", "0"], "--servers must be 1..20, not 0"),
-        (["--seconds", "1000"], "--seconds must be 0.5..120, not 1000.0"),
-        (["--servers", "2", "--victim", "3"], "--victim must be 1..2 (or 0: the last), not 3"),
+        (["--servers", "0"], "argument --servers: 0 must be 1..20"),
+        (["--seconds", "1000"], "argument --seconds: 1000 must be 0.5..120"),
     ],
 )
-def test_cli_mistakes_are_one_line_and_exit_2(
+def test_out_of_range_options_are_refused_while_parsing(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["cluster", *argv]) == 2
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["cluster", *argv])
+    assert exit_status.value.code == 2
+    first, usage = capsys.readouterr().err.strip().splitlines()
+    assert first == f"framelab cluster: error: {message}"
+    assert usage.startswith("usage: framelab cluster ")
+
+
+def test_a_victim_beyond_the_servers_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["cluster", "--servers", "2", "--victim", "3"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"framelab cluster: {message}"
+    assert err.strip() == "framelab cluster: --victim must be 1..2 (or 0: the last), not 3"
 
 
 def test_missing_haproxy_says_how_to_install_it(
