@@ -120,13 +120,16 @@ async def test_a_lost_frame_fails_the_run() -> None:
 
 # -- a tiny grid through the command ---------------------------------------------
 def benchmark_servers() -> set[int]:
-    """pids of running benchmark servers (their command lines are distinctive)."""
+    """pids of running benchmark servers started from this directory (their
+    command lines are distinctive)."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if os.readlink(entry / "cwd") != os.getcwd():  # another checkout's run, side by side
+                continue
         except OSError:
             continue
         if b"framelab.benchmarks.twisted_echo" in argv or str(MAX_FRAME).encode() in argv:
