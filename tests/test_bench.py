@@ -156,7 +156,7 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "custom run" in done.stdout  # not "full": these were not the full grid's cases
     assert "one round per cell" in done.stdout  # a warning that the numbers cannot mean much
-    tally = r"(1 of 1 goal missed|the 1 goal met); 8 not checked"  # p99 at 1 KiB D=1 only
+    tally = r"(1 of 1 goal missed|the 1 goal met); \d+ not checked"  # p99 at 1 KiB D=1 only
     assert re.search(tally, done.stdout), done.stdout[-1000:]
     assert benchmark_servers() <= before  # every server it started is gone
     doc = json.loads(out.read_text())
