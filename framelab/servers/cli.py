@@ -1,4 +1,4 @@
-"""`framelab serve`: one server from the command line.
+"""`framelab serve`: a supervisor and its workers, from the command line.
 
 A listener that cannot be opened (port in use, address not on this machine,
 no permission) is one line naming the address and the errno, exit status 1.
@@ -7,6 +7,7 @@ no permission) is one line naming the address and the errno, exit status 1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
@@ -14,7 +15,7 @@ from framelab.common.argtypes import address
 from framelab.common.oserrors import describe_os_error
 from framelab.servers.config import add_server_arguments, config_from_args
 from framelab.servers.logsetup import install as install_logging
-from framelab.servers.runner import run as run_server
+from framelab.servers.supervisor import run as supervise
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +34,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"framelab serve: error: {error}", file=sys.stderr)
         return 2
+    if config.metrics_port is not None and importlib.util.find_spec("prometheus_client") is None:
+        print(
+            "framelab serve: error: --metrics-port needs prometheus_client: "
+            "pip install 'framelab[metrics]'",
+            file=sys.stderr,
+        )
+        return 2
     pipeline = install_logging(getattr(logging, args.log_level))  # never blocks the loop
     try:
-        return run_server(config)
+        return supervise(config, args.log_level)
     except OSError as error:  # bind() or listen(): nothing was served yet
         where = address(config.host, config.port)
         print(

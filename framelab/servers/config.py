@@ -64,6 +64,7 @@ class ServerConfig:
     max_connections: int = 1000
     shutdown_timeout: float = 10.0
     drain_delay: float = 0.0  # seconds between "draining" (health fails) and not accepting
+    metrics_port: int | None = None  # Prometheus text format on 127.0.0.1:PORT/metrics
     workers: int = 1
     reuse_port: bool = False
     log_reads: bool = True  # raw mode: log each read's size
@@ -77,6 +78,8 @@ class ServerConfig:
                 f"--max-frame must be at least {MIN_FRAME} bytes in msgpack mode "
                 "(room for an error reply)"
             )
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, not {self.workers}")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,8 +147,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=d.workers,
         metavar="N",
-        help="processes sharing the port (SO_REUSEPORT)",
+        help="worker processes sharing one listener",
     )
+    a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on 127.0.0.1:PORT")
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
     a("--quiet", action="store_true", help="raw mode: do not log every read")
     a(
@@ -172,8 +176,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_connections=args.max_connections,
         shutdown_timeout=args.shutdown_timeout,
         drain_delay=args.drain_delay,
+        metrics_port=args.metrics_port,
         workers=args.workers,
-        reuse_port=args.reuse_port or args.workers > 1,
+        reuse_port=args.reuse_port,
         log_reads=not args.quiet,
         proxy_protocol=args.proxy_protocol,
     )

@@ -59,6 +59,10 @@ class ConnectionSet:
         conn.closed.add_done_callback(lambda _: self.live.discard(conn))
         return True
 
+    def taken_from_queue(self, count: int) -> None:
+        """At a stop: `count` connections were accepted from the kernel's
+        queue after the listener stopped (a hook for metrics)."""
+
     async def shutdown(self, timeout: float) -> int:
         """Ask every connection to finish; abort those still open at the deadline.
 

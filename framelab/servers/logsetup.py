@@ -200,13 +200,22 @@ def tick() -> logging.LogRecord:
     return logging.LogRecord("", 0, "", 0, _TICK, None, None)
 
 
+class _Receiving:
+    """The queue as the listener sees it: get() only. Without task_done()
+    QueueListener does not count records, and the ticks it receives that
+    never went through the queue cannot unbalance the count."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
+        self.get = records.get
+
+
 class _TickingListener(logging.handlers.QueueListener):
     """QueueListener whose thread wakes every TICK seconds even when idle."""
 
     def __init__(
         self, records: queue.Queue[logging.LogRecord | None], handler: logging.Handler
     ) -> None:
-        super().__init__(records, handler)
+        super().__init__(_Receiving(records), handler)  # type: ignore[arg-type]
         self.records = records
 
     def dequeue(self, block: bool) -> logging.LogRecord:

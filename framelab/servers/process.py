@@ -2,7 +2,9 @@
 
 Memory, descriptor and CPU figures only mean something for a server that has
 a process of its own, so the soak command and the reliability tests start
-`framelab serve` as a child: the same runner and options as a user gets.
+`framelab serve` as a child: the same supervisor, workers and options as a
+user gets. Figures are those of the serving processes: the workers, not the
+supervisor (which serves no connection).
 `ServerProcess` starts it, waits for its `listening on HOST:PORT` line,
 keeps every stderr line (the server's log) and can wait for one to appear,
 sends it signals, and reads /proc for RSS, peak RSS, open descriptors and
@@ -51,7 +53,48 @@ def wait_for_stats(
         time.sleep(0.01)
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (one pass over /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                rest = stat.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(rest[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def serving_pids(pid: int) -> list[int]:
+    """The processes that serve for the server whose main process is `pid`:
+    its workers when it supervises some (`framelab serve`), else itself."""
+    return children_of(pid) or [pid]
+
+
 def process_stats(pid: int) -> ProcessStats:
+    """A server's figures: the sum over its serving processes (its workers
+    under a supervisor, the supervisor itself left out; or the process)."""
+    parts = []
+    for serving in serving_pids(pid):
+        try:
+            parts.append(single_process_stats(serving))
+        except (FileNotFoundError, ProcessLookupError):  # a worker exited meanwhile
+            continue
+    if not parts:
+        return single_process_stats(pid)
+    return ProcessStats(
+        rss=sum(p.rss for p in parts),
+        peak_rss=sum(p.peak_rss for p in parts),
+        fds=sum(p.fds for p in parts),
+        cpu_seconds=sum(p.cpu_seconds for p in parts),
+    )
+
+
+def single_process_stats(pid: int) -> ProcessStats:
     """Read /proc/<pid> once."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/status") as status:
@@ -169,6 +212,10 @@ class ServerProcess:
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes now (a supervisor's workers; or the process)."""
+        return serving_pids(self.pid)
 
     @property
     def running(self) -> bool:

@@ -1,4 +1,4 @@
-"""The one runner every server shares: loop, listener, signals, shutdown, workers.
+"""One server in one process: loop, listener, signals, shutdown.
 
 - Loop: uvloop or asyncio's default, chosen by name, one place (asyncio's
   with its out-of-descriptors back-off fixed: servers/selector_loop.py).
@@ -6,15 +6,17 @@
   (framing/allocator.py: a fresh mmap per frame halves large-frame rates).
 - Descriptors: the soft RLIMIT_NOFILE is raised (up to the hard limit) to
   fit --max-connections; if it cannot be, a warning says so at start.
-- Listener: bound here (SO_REUSEADDR; SO_REUSEPORT for several workers),
-  listen(backlog); the real port is known before anyone is told.
-- Ready: `listening on HOST:PORT` is printed (or reported) only once the
-  server accepts connections.
+- Listener: bound here (SO_REUSEADDR; SO_REUSEPORT with --reuse-port), or
+  handed in (a worker gets its supervisor's); listen(backlog).
+- Ready: reported (the `ready` callback) only once the server accepts.
 - Stop: SIGINT/SIGTERM stop accepting, let every connection answer what it
   has received and close with FIN, and exit 0 within --shutdown-timeout;
-  a second signal aborts what is left at once (exit 1).
-- Workers: N processes, each with its own SO_REUSEPORT listener on the same
-  port; the parent forwards signals and waits.
+  a second signal aborts what is left at once (exit 1). From the stop on,
+  `ConnectionSet.draining` is set (health checks read it).
+- Stop without loss: new handshakes are refused with a socket filter, the
+  accept queue is served until EAGAIN, then the listener closes
+  (servers/drain.py); a supervised worker that retires leaves the queue to
+  the others. Workers and their supervisor: servers/supervisor.py.
 - Background: `BackgroundServer` runs the same server in a thread, for the
   demo, the experiments and the tests.
 """
@@ -23,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import signal
 import socket
 import sys
@@ -34,7 +34,6 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from framelab.common.argtypes import address
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet
 from framelab.servers.drain import accept_queued, refuse_new_handshakes
@@ -99,10 +98,15 @@ def bind_listener(config: ServerConfig) -> socket.socket:
 class Server:
     """One server on one loop: start, run until stopped, shut down gracefully."""
 
-    def __init__(self, config: ServerConfig, listener: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        listener: socket.socket | None = None,
+        connections: ConnectionSet | None = None,
+    ) -> None:
         self.config = config
         self.listener = listener
-        self.connections = ConnectionSet(config.max_connections)
+        self.connections = connections or ConnectionSet(config.max_connections)
         self.stop_requested = asyncio.Event()
         self.force_requested = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
@@ -155,6 +159,7 @@ class Server:
                 await asyncio.wait_for(self.force_requested.wait(), self.config.drain_delay)
         drained = await self._stop_listening()
         self.drained = drained
+        self.connections.taken_from_queue(drained)
         log.info(
             "shutting down: not accepting (%d connections taken from the accept queue%s); "
             "finishing %d connections within %g s",
@@ -202,74 +207,33 @@ class Server:
         return len(queued)
 
 
-async def serve(config: ServerConfig, ready: Ready, listener: socket.socket | None = None) -> int:
-    """Run one server with signal handling until SIGINT/SIGTERM."""
+async def serve(
+    config: ServerConfig,
+    ready: Ready,
+    listener: socket.socket | None = None,
+    *,
+    supervised: bool = False,
+    connections: ConnectionSet | None = None,
+) -> int:
+    """Run one server with signal handling until SIGINT/SIGTERM.
+
+    SIGINT/SIGTERM: graceful stop (new handshakes refused, the accept queue
+    served); a second one aborts. Supervised (a worker sharing the
+    supervisor's listener), SIGUSR2 retires it: it stops accepting and
+    leaves the queue to the workers that stay; SIGHUP is the supervisor's.
+    """
     ensure_fd_headroom(config.max_connections)
     keep_large_buffers_in_heap(config.max_frame)
-    server = Server(config, listener)
+    server = Server(config, listener, connections)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_stop)
+    if supervised:
+        loop.add_signal_handler(signal.SIGUSR2, server.request_retire)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ready(*server.address)
     return await server.serve_until_stopped()
-
-
-def print_ready(host: str, port: int) -> None:
-    print(f"listening on {address(host, port)}", flush=True)
-
-
-def run(config: ServerConfig, ready: Ready = print_ready) -> int:
-    """The `framelab serve` entry point: one process, or a parent with workers."""
-    if config.workers > 1:
-        return run_workers(config, ready)
-    return run_on_loop(config.loop, serve(config, ready))
-
-
-def _notify(fd: int) -> None:
-    os.write(fd, b".")
-
-
-def run_workers(config: ServerConfig, ready: Ready) -> int:
-    """Fork N workers, each with its own SO_REUSEPORT listener on one port."""
-    probe = bind_listener(config)  # fixes the port when --port 0
-    host, port = probe.getsockname()[:2]
-    worker_config = dataclasses.replace(config, port=port, workers=1)
-    ready_r, ready_w = os.pipe()
-    children = []
-    for _ in range(config.workers):
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(ready_r)
-            probe.close()
-            code = 1
-            try:
-                code = run_on_loop(
-                    config.loop,
-                    serve(worker_config, lambda h, p: _notify(ready_w), None),
-                )
-            finally:
-                os._exit(code)
-        children.append(pid)
-    os.close(ready_w)
-    for _ in children:
-        if not os.read(ready_r, 1):
-            break
-    probe.close()
-    ready(host, port)
-
-    def forward(sig: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, sig)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
-    return worst
 
 
 class BackgroundServer:
