@@ -196,10 +196,13 @@ class ServerProcess:
 
     def _collect_log(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            with self._log_changed:
-                self.log.append(line.rstrip("\n"))
-                self._log_changed.notify_all()
+        try:
+            for line in self._proc.stderr:
+                with self._log_changed:
+                    self.log.append(line.rstrip("\n"))
+                    self._log_changed.notify_all()
+        except (ValueError, OSError):  # closed by kill() while workers still held it
+            pass
 
     def unread_log_bytes(self) -> int:
         """Bytes waiting in the stderr pipe (with read_log=False: how full it is)."""
@@ -216,6 +219,18 @@ class ServerProcess:
     def worker_pids(self) -> list[int]:
         """The serving processes now (a supervisor's workers; or the process)."""
         return serving_pids(self.pid)
+
+    def wait_until_workers(
+        self, condition: Callable[[list[int]], bool], timeout: float = 10.0
+    ) -> list[int]:
+        """Poll /proc until the worker pids satisfy `condition` (a worker that
+        retires takes a moment to exit): every 10 ms, at most `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.worker_pids()
+            if condition(pids) or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.01)
 
     @property
     def running(self) -> bool:
