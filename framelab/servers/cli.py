@@ -28,13 +28,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def metrics_available() -> bool:
+    """Whether prometheus_client is installed, without importing it: imported
+    now, it would not see the multiprocess directory the supervisor sets."""
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
         print(f"framelab serve: error: {error}", file=sys.stderr)
         return 2
-    if config.metrics_port is not None and importlib.util.find_spec("prometheus_client") is None:
+    if config.metrics_port is not None and not metrics_available():
         print(
             "framelab serve: error: --metrics-port needs prometheus_client: "
             "pip install 'framelab[metrics]'",

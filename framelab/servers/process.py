@@ -13,6 +13,7 @@ CPU time. Linux only (/proc).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -241,8 +242,20 @@ class ServerProcess:
         return self.host, self.port
 
     def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server. SIGKILL kills it whole: its workers first, then
+        the supervisor (killed alone, the supervisor's workers would stop
+        gracefully: they die with it by SIGTERM)."""
         assert self._proc is not None
+        if sig == signal.SIGKILL:
+            self._kill_workers()
         self._proc.send_signal(sig)
+
+    def _kill_workers(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        for pid in children_of(self._proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def wait(self, timeout: float) -> int:
         """Exit status (negative: killed by that signal); TimeoutExpired if still running."""
@@ -254,6 +267,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._kill_workers()
             self._proc.kill()
             self._proc.wait()
         if self._proc is not None:

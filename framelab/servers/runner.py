@@ -232,6 +232,8 @@ async def serve(
     if supervised:
         loop.add_signal_handler(signal.SIGUSR2, server.request_retire)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # the worker held these while starting (servers/worker.py): handled from now on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR2})
     ready(*server.address)
     return await server.serve_until_stopped()
 

@@ -152,6 +152,8 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         listen_fd = self.listener.fileno()
         argv = worker_process.command(self.config, listen_fd, ready_w, self.log_level, slot)
+        # the child inherits these blocked: a stop during its start waits for its loop
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, worker_process.STOP_SIGNALS)
         try:
             proc = subprocess.Popen(
                 argv,
@@ -161,6 +163,7 @@ class Supervisor:
                 process_group=0,  # a terminal's Ctrl-C goes to the supervisor only
             )
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             os.close(ready_w)
         worker = Worker(slot, proc, time.monotonic(), loop.create_future(), loop.create_future())
         self.live.add(worker)

@@ -30,7 +30,11 @@ from typing import Any
 from framelab.servers.config import ServerConfig
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: the configuration values a command line can give (hooks and observers are in-process only)
+PLAIN = (str, int, float, bool, type(None))
 READY_LINE = b"ready\n"
+#: held (blocked) from the worker's start until its loop handles them
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR2})
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
@@ -45,12 +49,8 @@ def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
 
 def config_to_json(config: ServerConfig) -> str:
     """The configuration a worker is started with (in-process hooks left out)."""
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if not callable(getattr(config, f.name))
-    }
-    return json.dumps(fields)
+    values = ((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))
+    return json.dumps({name: v for name, v in values if isinstance(v, PLAIN)})
 
 
 def config_from_json(text: str) -> ServerConfig:
@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
+    # held from the fork on (the supervisor blocks them around it), until our loop handles them
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if not die_with_parent(args.supervisor):
         return 1  # the supervisor is gone already: nobody would stop us
     from framelab.servers.connections import ConnectionSet
@@ -97,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framelab.servers.metrics import ServerMetrics
 
         metrics = ServerMetrics()
+        config = dataclasses.replace(config, observer=metrics.observer())
         connections = metrics.connection_set(config.max_connections)
         pipeline.handler.on_drop = metrics.log_records_dropped.inc
 
