@@ -219,7 +219,7 @@ def test_an_interrupted_cluster_leaves_no_namespace_or_process(sig: int) -> None
                 ["ip", "netns", "pids", name], capture_output=True, text=True
             ).stdout.split()
         ]
-        assert len(inside) == 3  # HAProxy and the two servers
+        assert len(inside) == 5  # HAProxy, and two servers: a supervisor and a worker each
         child.send_signal(sig)
         assert child.wait(20) == 130
     finally:

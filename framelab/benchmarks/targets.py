@@ -55,6 +55,8 @@ class Target:
         serve = [*wrapper, sys.executable, "-m", "framelab", "serve", "--port", "0"]
         options = ["--mode", self.kind, "--io", self.io, "--loop", self.loop, "--quiet"]
         options += ["--max-frame", str(MAX_FRAME), "--log-level", "WARNING"]
+        if wrapper:  # the wrapper must see the process that serves: no supervisor
+            options += ["--workers", "0"]
         return ServerProcess(options, command=serve, env=self.env, start_timeout=start_timeout)
 
 

@@ -15,6 +15,14 @@ enough for the decoder's large-frame path). Afterwards the server's
 descriptor count must return to its baseline, its peak RSS is reported, and
 it must shut down with exit status 0 on SIGTERM.
 
+With --restart-every SECONDS the server gets SIGHUP that often (a rolling
+restart: every worker replaced) and the load changes shape, because a
+retiring worker ends its long-lived connections (answers, then FIN): each of
+the N clients instead runs short connections one after another (connect,
+--depth frames, half-close, every reply checked, the server's FIN), so a
+connection refused, reset or left unanswered by a restart is a failure.
+Reported: restarts, connections attempted, connections failed.
+
 Cost: one event loop in this process; memory about connections x depth x
 max-size for the frames in flight, plus one random block of max-size bytes.
 """
@@ -26,11 +34,13 @@ import asyncio
 import collections
 import functools
 import json
+import os
 import random
 import signal
 import struct
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,13 +58,17 @@ from framelab.common.options import STDOUT, add_json_option
 from framelab.common.oserrors import describe_os_error
 from framelab.common.words import plural
 from framelab.servers.process import ServerProcess, process_stats, raise_fd_limit, wait_for_stats
-from framing.decoder import Payload
+from framing.decoder import FrameDecoder, Payload
+from framing.encoder import encode_frames
+from framing.errors import FramingError
 from framing.protocol import FramedProtocol
 
 #: connection id, sequence number, CRC-32 of the body, then the body
 PROBE = struct.Struct(">IQI")
 CONNECT_BATCH = 64  # connections opened at a time (stays under listen backlogs)
 DRAIN_SECONDS = 10.0  # once time is up, how long replies still in flight may take
+READ_LIMIT = 1 << 20  # bytes per read of a short connection
+ROLLING_DONE = "rolling restart done"  # the supervisor's line after a SIGHUP
 
 
 @dataclass
@@ -69,6 +83,7 @@ class SoakOptions:
     connect: tuple[str, int] | None = None  # an external server; else one is started
     server_pid: int | None = None  # the external server's pid, for its figures
     seed: int = 1
+    restart_every: float | None = None  # seconds between SIGHUPs (rolling restarts)
 
 
 @dataclass
@@ -89,6 +104,11 @@ class SoakResult:
     server_rss_before: int | None = None
     server_peak_rss: int | None = None
     server_exit: int | None = None
+    restarts: int = 0  # SIGHUPs sent (--restart-every)
+    restarts_done: int | None = None  # rolling restarts the server reported finished
+    connections_attempted: int = 0  # short connections opened (--restart-every)
+    connections_failed: int = 0
+    failures: list[str] = field(default_factory=list)  # the first few, described
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -225,6 +245,81 @@ async def drive(options: SoakOptions, address: tuple[str, int], result: SoakResu
     result.mib_per_second = result.payload_bytes / elapsed / (1 << 20)
 
 
+MAX_FAILURES_KEPT = 10
+
+
+async def short_connection(
+    probes: Probes, depth: int, address: tuple[str, int], result: SoakResult
+) -> None:
+    """One connection: `depth` probes, half-close, every reply, then the FIN."""
+    result.connections_attempted += 1
+    sent = [probes.make() for _ in range(depth)]
+    try:
+        reader, writer = await asyncio.open_connection(*address, limit=READ_LIMIT)
+        try:
+            writer.write(encode_frames([payload for payload, _ in sent]))
+            writer.write_eof()
+            decoder = FrameDecoder(max_frame_length=probes.max_body + 1024)
+            replies: list[Payload] = []
+            while data := await asyncio.wait_for(reader.read(READ_LIMIT), DRAIN_SECONDS):
+                replies += decoder.feed(data)
+            decoder.end_of_stream()
+        finally:
+            writer.close()
+    except (OSError, TimeoutError, FramingError) as error:
+        _fail(result, f"{type(error).__name__}: {error}")
+        return
+    got = [probes.read(reply) for reply in replies]
+    expected = [(seq_and_length[0], seq_and_length[1]) for _, seq_and_length in sent]
+    if got != expected:
+        _fail(result, f"{len(replies)} of {depth} replies intact and in order")
+        return
+    result.frames += depth
+    for _, (_, length) in sent:
+        result.payload_bytes += length
+        result.largest_frame = max(result.largest_frame, length)
+
+
+def _fail(result: SoakResult, why: str) -> None:
+    result.connections_failed += 1
+    if len(result.failures) < MAX_FAILURES_KEPT:
+        result.failures.append(why)
+
+
+async def drive_short(
+    options: SoakOptions,
+    address: tuple[str, int],
+    result: SoakResult,
+    hangup: Callable[[], None],
+) -> None:
+    """N clients, each running short connections back to back until the
+    deadline, while the server gets SIGHUP every restart_every seconds."""
+    assert options.restart_every is not None
+    loop = asyncio.get_running_loop()
+    block = random.Random(options.seed).randbytes(max(options.max_size, 1))
+    started = loop.time()
+    deadline = started + options.seconds
+
+    async def client(conn_id: int) -> None:
+        probes = Probes(conn_id, options, block)
+        while loop.time() < deadline:
+            await short_connection(probes, options.depth, address, result)
+
+    async def restarts() -> None:
+        while loop.time() + options.restart_every < deadline:  # type: ignore[operator]
+            await asyncio.sleep(options.restart_every)  # type: ignore[arg-type]
+            hangup()
+            result.restarts += 1
+
+    clients = [asyncio.ensure_future(client(i)) for i in range(options.connections)]
+    restarter = asyncio.ensure_future(restarts())
+    await asyncio.gather(*clients)
+    restarter.cancel()
+    elapsed = loop.time() - started
+    result.frames_per_second = result.frames / elapsed
+    result.mib_per_second = result.payload_bytes / elapsed / (1 << 20)
+
+
 def soak(options: SoakOptions) -> SoakResult:
     """Run one soak; the result lists every problem found (empty: passed)."""
     from framelab.servers.runner import run_on_loop  # imports uvloop: only when running
@@ -239,7 +334,7 @@ def soak(options: SoakOptions) -> SoakResult:
                 *("--max-connections", str(options.connections + 16)),
                 *("--backlog", str(max(options.connections, 128))),
                 *("--max-frame", str(max(options.max_size + 64, 1024))),
-                *("--log-level", "WARNING"),
+                *("--log-level", "WARNING" if options.restart_every is None else "INFO"),
             ]
         )
         server.start()
@@ -250,7 +345,18 @@ def soak(options: SoakOptions) -> SoakResult:
         if pid is not None:
             before = process_stats(pid)
             result.server_fds_before, result.server_rss_before = before.fds, before.rss
-        run_on_loop("uvloop", drive(options, address, result))
+        if options.restart_every is None:
+            run_on_loop("uvloop", drive(options, address, result))
+        else:
+            signalled = pid
+            assert signalled is not None  # options_from_args insists on a pid
+            run_on_loop(
+                "uvloop",
+                drive_short(options, address, result, lambda: os.kill(signalled, signal.SIGHUP)),
+            )
+            if server is not None:  # the last restart may still be under way
+                server.wait_for_log(ROLLING_DONE, timeout=60, start=_nth_done(server, result))
+                result.restarts_done = sum(ROLLING_DONE in line for line in server.log)
         if pid is not None:
             # the server closes its ends a moment after we do
             after = wait_for_stats(pid, lambda s: s.fds <= before.fds, timeout=5.0)
@@ -265,7 +371,19 @@ def soak(options: SoakOptions) -> SoakResult:
     return result
 
 
+def _nth_done(server: ServerProcess, result: SoakResult) -> int:
+    """The log index after which the last restart's "done" line must come."""
+    done = [i for i, line in enumerate(server.log) if ROLLING_DONE in line]
+    return done[result.restarts - 1] if 0 < result.restarts <= len(done) else len(server.log)
+
+
 def _judge(result: SoakResult) -> None:
+    if result.connections_failed:
+        result.problems.append(
+            f"{result.connections_failed} of {result.connections_attempted} connections failed"
+        )
+    if result.restarts_done is not None and result.restarts_done < result.restarts:
+        result.problems.append(f"{result.restarts_done} of {result.restarts} restarts finished")
     for name in ("lost", "duplicated", "corrupted", "errors"):
         if getattr(result, name):
             result.problems.append(f"{getattr(result, name)} {name}")
@@ -332,6 +450,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="random seed for sizes and contents",
     )
+    a(
+        "--restart-every",
+        type=positive_duration,
+        metavar="SECONDS",
+        help="send the server SIGHUP (a rolling restart) this often; clients then use "
+        "short connections, and each one refused, reset or unanswered is a failure",
+    )
     add_json_option(parser, "the result")
 
 
@@ -347,6 +472,7 @@ def options_from_args(args: argparse.Namespace) -> SoakOptions:
         connect=args.connect,
         server_pid=args.server_pid,
         seed=args.seed,
+        restart_every=args.restart_every,
     )
 
 
@@ -370,12 +496,22 @@ def summary(result: SoakResult) -> str:
         )
     if result.server_exit is not None:
         lines.append(f"server exit status after SIGTERM: {result.server_exit}")
+    if result.connections_attempted:
+        done = "" if result.restarts_done is None else f", {result.restarts_done} finished"
+        lines.append(
+            f"restarts {result.restarts} (SIGHUP{done}), "
+            f"connections {result.connections_attempted}, failed {result.connections_failed}"
+        )
+        lines += [f"  failure: {why}" for why in result.failures]
     lines.append("PASS" if result.ok else "FAIL: " + "; ".join(result.problems))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    if options.restart_every is not None and options.connect and options.server_pid is None:
+        print("framelab soak: --restart-every with --connect needs --server-pid", file=sys.stderr)
+        return 2
     try:
         result = soak(options)
     except OSError as error:  # no server there, or it refused us: nothing was measured

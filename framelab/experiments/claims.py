@@ -57,5 +57,10 @@ QUESTIONS: dict[str, str] = {
     "Q4": "question: the server's extra ACK right after the handshake in the notes' trace",
 }
 
-#: the text of any result's ID, claim or question
-TEXTS: dict[str, str] = {**CLAIMS, **QUESTIONS}
+#: beyond the notes: what the server's own operation relies on (experiments/reuseport.py)
+EXTRAS: dict[str, str] = {
+    "X1": "closing one SO_REUSEPORT listener resets its queue; tcp_migrate_req=1 moves it",
+}
+
+#: the text of any result's ID, claim, question or extra
+TEXTS: dict[str, str] = {**CLAIMS, **QUESTIONS, **EXTRAS}

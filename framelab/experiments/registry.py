@@ -28,6 +28,7 @@ EXPERIMENT_MODULES = [
     "retransmission",
     "icmp",
     "questions",
+    "reuseport",
 ]
 
 

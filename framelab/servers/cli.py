@@ -15,6 +15,8 @@ from framelab.common.argtypes import address
 from framelab.common.oserrors import describe_os_error
 from framelab.servers.config import add_server_arguments, config_from_args
 from framelab.servers.logsetup import install as install_logging
+from framelab.servers.runner import run_on_loop, serve
+from framelab.servers.supervisor import print_ready
 from framelab.servers.supervisor import run as supervise
 
 
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     pipeline = install_logging(getattr(logging, args.log_level))  # never blocks the loop
     try:
+        if config.workers == 0:  # for a profiler or debugger: this process serves
+            return run_on_loop(config.loop, serve(config, print_ready))
         return supervise(config, args.log_level)
     except OSError as error:  # bind() or listen(): nothing was served yet
         where = address(config.host, config.port)

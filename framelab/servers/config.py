@@ -78,8 +78,8 @@ class ServerConfig:
                 f"--max-frame must be at least {MIN_FRAME} bytes in msgpack mode "
                 "(room for an error reply)"
             )
-        if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, not {self.workers}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, not {self.workers}")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,10 +144,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--workers",
-        type=positive_int,
+        type=non_negative_int,
         default=d.workers,
         metavar="N",
-        help="worker processes sharing one listener",
+        help="worker processes sharing one listener (0: serve in this process, unsupervised)",
     )
     a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on 127.0.0.1:PORT")
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")

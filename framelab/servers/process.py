@@ -18,6 +18,7 @@ import fcntl
 import os
 import re
 import resource
+import select
 import signal
 import struct
 import subprocess
@@ -253,9 +254,14 @@ class ServerProcess:
     def _kill_workers(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        exits = []
         for pid in children_of(self._proc.pid):
             with contextlib.suppress(ProcessLookupError):
+                exits.append(os.pidfd_open(pid))
                 os.kill(pid, signal.SIGKILL)
+        for pidfd in exits:  # readable once that process has exited
+            select.select([pidfd], [], [], 5.0)
+            os.close(pidfd)
 
     def wait(self, timeout: float) -> int:
         """Exit status (negative: killed by that signal); TimeoutExpired if still running."""

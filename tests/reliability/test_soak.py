@@ -51,3 +51,14 @@ def test_msgpack_probes_accept_only_their_own_echo() -> None:
     assert other.read(msgpack.packb({"id": seq, "ok": True, "result": probe})) is None
     assert probes.read(msgpack.packb({"ok": False, "error": {}})) is None
     assert probes.read(b"\xc1") is None
+
+
+def test_a_soak_with_rolling_restarts_has_no_failed_connection() -> None:
+    options = SoakOptions(connections=8, seconds=3.0, max_size=4096, restart_every=1.0)
+    result = soak(options)
+    assert result.ok, summary(result)
+    assert result.restarts >= 1 and result.restarts_done == result.restarts
+    assert result.connections_attempted > 100
+    assert result.connections_failed == 0
+    restarts = result.restarts
+    assert f"restarts {restarts} (SIGHUP, {restarts} finished)" in summary(result)
