@@ -68,7 +68,6 @@ USAGE_MISTAKES = [
     (["serve", "--port", "http"], "'http'"),
     (["serve", "--max-frame", "-1"], "-1"),
     (["serve", "--max-frame", "0"], "--max-frame: 0"),
-    (["serve", "--workers", "0"], "--workers: 0"),
     (["serve", "--workers", "-2"], "-2"),
     (["serve", "--max-connections", "0"], "--max-connections: 0"),
     (["serve", "--high-water", "0"], "--high-water: 0"),

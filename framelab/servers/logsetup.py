@@ -273,6 +273,14 @@ class LogPipeline:
             self.writer.handle(tick())
 
 
+def stderr_fd() -> int:
+    """sys.stderr's descriptor; 2 when it was replaced by an object without one."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return 2
+
+
 def install(
     level: int = logging.INFO,
     stream: int | None = None,
@@ -283,7 +291,7 @@ def install(
     """Route `logger` (the root logger by default) through the pipeline;
     records go to `stream` (a descriptor, stderr by default). Replaces any
     handler installed on it before."""
-    fd = sys.stderr.fileno() if stream is None else stream
+    fd = stderr_fd() if stream is None else stream
     target = logging.getLogger() if logger is None else logger
     pipeline = LogPipeline(level, fd, capacity, limiter or PeerWarningLimiter(), target)
     for old in list(target.handlers):

@@ -262,6 +262,10 @@ class ServerProcess:
         for pidfd in exits:  # readable once that process has exited
             select.select([pidfd], [], [], 5.0)
             os.close(pidfd)
+        # then let the supervisor reap them (a zombie handed to init may linger there)
+        deadline = time.monotonic() + 5.0
+        while children_of(self._proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def wait(self, timeout: float) -> int:
         """Exit status (negative: killed by that signal); TimeoutExpired if still running."""
