@@ -48,6 +48,8 @@ T = TypeVar("T")
 #: descriptors a server needs besides its connections (listener, epoll,
 #: signal pipe, std streams, logging, the libraries' own)
 SPARE_FDS = 64
+#: at a stop, how long the connections just accepted get to send their first bytes
+FIRST_BYTES_GRACE = 0.05
 
 
 def make_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -168,6 +170,10 @@ class Server:
             len(self.connections.live),
             self.config.shutdown_timeout,
         )
+        if self.connections.live:
+            # a connection accepted a moment ago may not have sent its first bytes yet:
+            # finishing it now would close it unanswered (one round trip on loopback: µs)
+            await asyncio.sleep(FIRST_BYTES_GRACE)
         graceful = asyncio.ensure_future(self.connections.shutdown(self.config.shutdown_timeout))
         forced = asyncio.ensure_future(self.force_requested.wait())
         done, _ = await asyncio.wait([graceful, forced], return_when=asyncio.FIRST_COMPLETED)
@@ -192,7 +198,8 @@ class Server:
             if not self.leave_queue:
                 refuse_new_handshakes(spare)
             self._server.close()
-            queued = accept_queued(spare)
+            # retiring, the queue is the other workers': they serve it, no one is rushed
+            queued = [] if self.leave_queue else accept_queued(spare)
         finally:
             spare.close()
         loop, factory = asyncio.get_running_loop(), self._factory
