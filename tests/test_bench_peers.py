@@ -44,7 +44,8 @@ def test_rpc_goals_are_measured_in_one_run(tmp_path: Path) -> None:
     grid = ["--targets", targets, "--cases", "64/32/2,1024/1/2"]
     timing = ["--warmup", "0.1", "--duration", "0.3", "--rounds", "1"]
     done = subprocess.run(
-        [sys.executable, "-m", "framelab", "bench", *grid, *timing, "--json", str(out)],
+        [sys.executable, "-m", "framelab", "bench", *grid, *timing, "--json", str(out)]
+        + ["--allow-missed-goals"],  # goals are what bench reports, not what a test asserts
         capture_output=True,
         text=True,
         timeout=120,
