@@ -135,7 +135,7 @@ def execute(
         Progress(*columns, console=console, transient=True, disable=not progress) as bar,
         settings_namespace(ctx.sysctls),
     ):
-        where = run_settings(ctx)
+        where = run_settings(ctx.sysctls, ctx.mtu)
         task = bar.add_task("experiments", total=len(names))
         for name in names:
             loaded = load_experiment(name)

@@ -23,10 +23,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from framelab.experiments.context import RunContext
 
 CLONE_NEWNET = 0x40000000
 NAME_PREFIX = "framelab-"
@@ -326,14 +322,14 @@ def settings_namespace(
     return fresh_namespace(dict(settings))
 
 
-def run_settings(ctx: RunContext) -> dict[str, object]:
+def run_settings(sysctls: tuple[tuple[str, str], ...], mtu: int | None) -> dict[str, object]:
     """What the results were observed under: settings asked for, loopback's routes, MTU."""
     routes = subprocess.run(
         ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
     return {
-        "namespace": "fresh, with the settings below" if ctx.sysctls else "this host's",
-        "sysctls": dict(ctx.sysctls),
-        "link_mtu": ctx.mtu or 1500,
+        "namespace": "fresh, with the settings below" if sysctls else "this host's",
+        "sysctls": dict(sysctls),
+        "link_mtu": mtu or 1500,
         "loopback_routes": [r for r in routes if " lo " in f"{r} " or r.endswith(" lo")],
     }
