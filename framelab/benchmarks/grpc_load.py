@@ -25,7 +25,14 @@ import grpc
 
 from framelab.benchmarks.grpc_echo import METHOD, OPTIONS
 from framelab.benchmarks.histogram import LatencyHistogram
-from framelab.benchmarks.loadgen import STAMP, LoadResult, LoadSpec, cpu_seconds, own_cpu
+from framelab.benchmarks.loadgen import (
+    STAMP,
+    LoadResult,
+    LoadSpec,
+    cpu_seconds,
+    own_cpu,
+    record_window,
+)
 
 
 class CallSlot:
@@ -89,24 +96,16 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             slot.recording = False
             slot.sending = False
         await asyncio.wait_for(asyncio.gather(*tasks), spec.drain_timeout)
-        result.frames = end_frames - start_frames
-        result.seconds = end_time - start_time
-        result.frames_per_s = result.frames / result.seconds
-        result.payload_mb_per_s = result.frames_per_s * spec.size / 1e6
-        result.client_cpu_s = end_cpu - start_cpu
-        if start_server is not None and end_server is not None:
-            result.server_cpu_s = end_server - start_server
-        result.checked_bytes = sum(s.checked for s in slots)
-        if timed:
-            merged = LatencyHistogram()
-            for slot in slots:
-                merged.merge(slot.histogram)
-            result.latency = merged.summary()
-            result.histogram = {
-                "buckets": merged.to_sparse(),
-                "min_ns": merged.min_ns,
-                "max_ns": merged.max_ns,
-            }
+        record_window(
+            result,
+            spec,
+            frames=end_frames - start_frames,
+            seconds=end_time - start_time,
+            client_cpu_s=end_cpu - start_cpu,
+            server_cpu=(start_server, end_server),
+            checked_bytes=sum(s.checked for s in slots),
+            histograms=[slot.histogram for slot in slots] if timed else None,
+        )
     except (RuntimeError, OSError, TimeoutError, grpc.RpcError) as error:
         result.error = str(error) or type(error).__name__
     finally:

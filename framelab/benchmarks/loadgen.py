@@ -29,6 +29,7 @@ import resource
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -223,6 +224,39 @@ async def _race(work: asyncio.Future[Any] | asyncio.Task[Any], failed: asyncio.F
         raise RuntimeError(failed.result())
 
 
+def record_window(
+    result: LoadResult,
+    spec: LoadSpec,
+    *,
+    frames: int,
+    seconds: float,
+    client_cpu_s: float,
+    server_cpu: tuple[float | None, float | None],
+    checked_bytes: int,
+    histograms: Sequence[LatencyHistogram] | None,
+) -> None:
+    """Fill `result` from one measured window; every client (ours, gRPC's) reports alike."""
+    result.frames = frames
+    result.seconds = seconds
+    result.frames_per_s = frames / seconds
+    result.payload_mb_per_s = result.frames_per_s * spec.size / 1e6
+    result.client_cpu_s = client_cpu_s
+    start_server, end_server = server_cpu
+    if start_server is not None and end_server is not None:
+        result.server_cpu_s = end_server - start_server
+    result.checked_bytes = checked_bytes
+    if histograms is not None:
+        merged = LatencyHistogram()
+        for histogram in histograms:
+            merged.merge(histogram)
+        result.latency = merged.summary()
+        result.histogram = {
+            "buckets": merged.to_sparse(),
+            "min_ns": merged.min_ns,
+            "max_ns": merged.max_ns,
+        }
+
+
 async def run_load(spec: LoadSpec) -> LoadResult:
     loop = asyncio.get_running_loop()
     tape = Tape(spec.size, spec.depth, spec.message)
@@ -255,24 +289,16 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         except TimeoutError:
             missing = sum(c.sent - c.done for c in conns)
             raise RuntimeError(f"{missing} frames never came back") from None
-        result.frames = end_frames - start_frames
-        result.seconds = end_time - start_time
-        result.frames_per_s = result.frames / result.seconds
-        result.payload_mb_per_s = result.frames_per_s * spec.size / 1e6
-        result.client_cpu_s = end_cpu - start_cpu
-        if start_server is not None and end_server is not None:
-            result.server_cpu_s = end_server - start_server
-        result.checked_bytes = sum(c.received for c in conns)
-        if timed:
-            merged = LatencyHistogram()
-            for c in conns:
-                merged.merge(c.histogram)
-            result.latency = merged.summary()
-            result.histogram = {
-                "buckets": merged.to_sparse(),
-                "min_ns": merged.min_ns,
-                "max_ns": merged.max_ns,
-            }
+        record_window(
+            result,
+            spec,
+            frames=end_frames - start_frames,
+            seconds=end_time - start_time,
+            client_cpu_s=end_cpu - start_cpu,
+            server_cpu=(start_server, end_server),
+            checked_bytes=sum(c.received for c in conns),
+            histograms=[c.histogram for c in conns] if timed else None,
+        )
     except (RuntimeError, OSError) as error:
         result.error = str(error)
     finally:
