@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from framelab.cli import main
-from framelab.experiments import last_run
+from framelab.common import last_run
 from framelab.experiments.result import ClaimResult, Verdict
 from framelab.sysctl.explain import explain, live_value, lookup
 from framelab.sysctl.params import BY_NAME, PARAMS

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from framelab.experiments import last_run
+from framelab.common import last_run
 from framelab.experiments.claims import CLAIMS
 from framelab.experiments.context import running_as_root
 from framelab.experiments.pcap_export import RunCaptures, write_pcaps

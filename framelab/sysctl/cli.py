@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framelab.experiments.last_run import last_run_path, load
+    from framelab.common.last_run import last_run_path, load
     from framelab.sysctl.explain import UnknownSetting, explain
 
     try:

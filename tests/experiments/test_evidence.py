@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from framelab.cli import main
-from framelab.experiments import engine, last_run, registry
+from framelab.common import last_run
+from framelab.experiments import engine, registry
 from framelab.experiments.context import RunContext
 from framelab.experiments.pcap import read_pcap
 from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment

@@ -2,7 +2,8 @@
 
 Every `framelab experiment run` and `framelab demo` saves its results here
 (the same JSON list as `--json`), so `framelab sysctl` can show what the last
-run measured next to each setting. The file is
+run measured next to each setting. It sits on the ground floor because the
+experiments write it and `framelab sysctl` reads it. The file is
 `$FRAMELAB_STATE_DIR/last-run.json`, by default under `$XDG_STATE_HOME/framelab`
 (`~/.local/state/framelab`). A run never fails because the file cannot be written.
 """
@@ -14,11 +15,15 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from framelab.experiments.result import ClaimResult
+from typing import Any, Protocol
 
 FILE_NAME = "last-run.json"
+
+
+class SavedResult(Protocol):
+    """Anything that turns itself into one JSON object (a claim's result does)."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 def state_dir() -> Path:
@@ -33,7 +38,7 @@ def last_run_path() -> Path:
     return state_dir() / FILE_NAME
 
 
-def save(results: Iterable[ClaimResult]) -> Path | None:
+def save(results: Iterable[SavedResult]) -> Path | None:
     """Write the results; None when the directory cannot be written (read-only home)."""
     path = last_run_path()
     payload = json.dumps([r.to_json() for r in results], indent=1, default=str)
