@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from framelab.common.argtypes import (
     duration,
@@ -82,74 +82,102 @@ class ServerConfig:
             raise ValueError(f"--workers must be 0 or more, not {self.workers}")
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+def _default(help_text: str, value: object) -> str:
+    """The help text with the default said in words (the parser's own default
+    is left unset, so that it can tell an option given from one left out)."""
+    shown = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    return f"{help_text} (default: {shown})"
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The server's options; returns them (a config file's keys are their names).
+
+    No option puts a default in the namespace: what `args` holds is what the
+    command line gave, so it can override a config file key by key.
+    """
     d = ServerConfig()
-    a = parser.add_argument
-    a("--mode", choices=get_args(Mode), default=d.mode, help="what to serve")
-    a("--io", choices=get_args(IoStyle), default=d.io, help="asyncio API style")
-    a("--loop", choices=get_args(LoopName), default=d.loop, help="event loop")
-    a("--host", type=host, default=d.host, metavar="HOST", help="address to bind")
-    a("--port", type=port, default=d.port, metavar="PORT", help="port (0: any free port, printed)")
-    a("--backlog", type=non_negative_int, default=d.backlog, metavar="N", help="listen() backlog")
-    a("--nodelay", action=argparse.BooleanOptionalAction, default=d.nodelay, help="TCP_NODELAY")
+    unset = argparse.SUPPRESS
+    options = []
+
+    def a(*flags: str, **kwargs: Any) -> None:
+        options.append(parser.add_argument(*flags, default=unset, **kwargs))
+
+    a("--mode", choices=get_args(Mode), help=_default("what to serve", d.mode))
+    a("--io", choices=get_args(IoStyle), help=_default("asyncio API style", d.io))
+    a("--loop", choices=get_args(LoopName), help=_default("event loop", d.loop))
+    a("--host", type=host, metavar="HOST", help=_default("address to bind", d.host))
+    a(
+        "--port",
+        type=port,
+        metavar="PORT",
+        help=_default("port (0: any free port, printed)", d.port),
+    )
+    a("--backlog", type=non_negative_int, metavar="N", help=_default("listen() backlog", d.backlog))
+    a("--nodelay", action=argparse.BooleanOptionalAction, help=_default("TCP_NODELAY", d.nodelay))
     a(
         "--linger",
         type=duration,
-        default=None,
         metavar="SECONDS",
         help="SO_LINGER on accepted sockets (default: off)",
     )
     a(
         "--max-frame",
         type=positive_size,
-        default=d.max_frame,
         metavar="BYTES",
-        help="largest payload",
+        help=_default("largest payload", d.max_frame),
     )
     a(
         "--frame-timeout",
         type=duration,
-        default=d.frame_timeout,
         metavar="SECONDS",
-        help="a frame must be complete this long after its first byte, else the connection "
-        "is closed (0: no limit); idle time between frames is not limited",
+        help=_default(
+            "a frame must be complete this long after its first byte, else the connection "
+            "is closed (0: no limit); idle time between frames is not limited",
+            d.frame_timeout,
+        ),
     )
     a(
         "--high-water",
         type=positive_size,
-        default=d.high_water,
         metavar="BYTES",
-        help="write buffer size at which reading pauses",
+        help=_default("write buffer size at which reading pauses", d.high_water),
     )
     a(
         "--max-connections",
         type=positive_int,
-        default=d.max_connections,
         metavar="N",
-        help="more are accepted and closed at once",
+        help=_default("more are accepted and closed at once", d.max_connections),
     )
     a(
         "--shutdown-timeout",
         type=duration,
-        default=d.shutdown_timeout,
         metavar="SECONDS",
-        help="graceful shutdown deadline",
+        help=_default("graceful shutdown deadline", d.shutdown_timeout),
     )
     a(
         "--drain-delay",
         type=duration,
-        default=d.drain_delay,
         metavar="SECONDS",
-        help="on SIGTERM, report draining (health checks fail) this long before not accepting",
+        help=_default(
+            "on SIGTERM, report draining (health checks fail) this long before not accepting",
+            d.drain_delay,
+        ),
     )
     a(
         "--workers",
         type=non_negative_int,
-        default=d.workers,
         metavar="N",
-        help="worker processes sharing one listener (0: serve in this process, unsupervised)",
+        help=_default(
+            "worker processes sharing one listener (0: serve in this process, unsupervised)",
+            d.workers,
+        ),
     )
-    a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on 127.0.0.1:PORT")
+    a(
+        "--metrics-port",
+        type=port,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
+    )
     a("--reuse-port", action="store_true", help="set SO_REUSEPORT even with one worker")
     a("--quiet", action="store_true", help="raw mode: do not log every read")
     a(
@@ -158,27 +186,31 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="behind a load balancer: require a PROXY v1/v2 header first on every connection "
         "(HAProxy's send-proxy / send-proxy-v2); logs then name the client it gives",
     )
+    return options
+
+
+def server_options() -> list[argparse.Action]:
+    """The server's options, outside any command line (to check a file's keys)."""
+    return add_server_arguments(argparse.ArgumentParser(add_help=False))
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The server options the command line gave, by option name (dest)."""
+    names = {option.dest for option in server_options()}
+    return {name: value for name, value in vars(args).items() if name in names}
+
+
+def config_from_options(values: dict[str, Any]) -> ServerConfig:
+    """A ServerConfig from option values by dest: what is not given is the default.
+
+    ValueError if the combination is not valid (ServerConfig's own checks)."""
+    fields = dict(values)
+    if "quiet" in fields:
+        fields["log_reads"] = not fields.pop("quiet")
+    if fields.get("frame_timeout") == 0:  # 0 on the command line: no limit
+        fields["frame_timeout"] = None
+    return ServerConfig(**fields)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
-        mode=args.mode,
-        io=args.io,
-        loop=args.loop,
-        host=args.host,
-        port=args.port,
-        backlog=args.backlog,
-        nodelay=args.nodelay,
-        linger=args.linger,
-        max_frame=args.max_frame,
-        frame_timeout=args.frame_timeout or None,
-        high_water=args.high_water,
-        max_connections=args.max_connections,
-        shutdown_timeout=args.shutdown_timeout,
-        drain_delay=args.drain_delay,
-        metrics_port=args.metrics_port,
-        workers=args.workers,
-        reuse_port=args.reuse_port,
-        log_reads=not args.quiet,
-        proxy_protocol=args.proxy_protocol,
-    )
+    return config_from_options(given_options(args))

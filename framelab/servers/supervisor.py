@@ -20,9 +20,14 @@ Signals to the supervisor:
 - SIGTERM / SIGINT: graceful stop. Every worker refuses new handshakes,
   serves its accept queue and its connections (servers/runner.py), exits;
   a second signal aborts them. Exit status 0 only if every worker exited 0.
-- SIGHUP: rolling restart. One slot at a time: start a new worker, wait
-  until it accepts, then retire the old one (SIGUSR2: stop accepting, leave
-  the queue, finish its connections). A replacement that fails to start is
+- SIGHUP: rolling restart. With --config the file is read again first: if
+  it is valid the new workers run with what it says now; if not, nothing is
+  restarted (one log line says why) and the old workers keep serving.
+  Settings of the listener itself (LISTENER_SETTINGS) cannot change without
+  a new one: a change to them is logged as needing a full restart and kept
+  as it was. Then one slot at a time: start a new worker, wait until it
+  accepts, then retire the old one (SIGUSR2: stop accepting, leave the
+  queue, finish its connections). A replacement that fails to start is
   killed and the old worker kept.
 - A worker that dies unexpectedly is restarted after a back-off
   (servers/supervision.py), logged with its exit status.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -49,6 +55,7 @@ from typing import TYPE_CHECKING
 from framelab.common.argtypes import address
 from framelab.servers import worker as worker_process
 from framelab.servers.config import ServerConfig
+from framelab.servers.config_file import ConfigError
 from framelab.servers.drain import accept_new_handshakes
 from framelab.servers.runner import bind_listener, ensure_fd_headroom
 from framelab.servers.supervision import BackOff, describe_status
@@ -58,6 +65,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framelab.supervisor")
 Ready = Callable[[str, int], None]
+#: reads the configuration anew at SIGHUP (ConfigError if it cannot be used)
+Reload = Callable[[], ServerConfig]
+#: what the supervisor set up once (the listener, the worker slots, the
+#: metrics endpoint): a SIGHUP cannot change them
+LISTENER_SETTINGS = ("host", "port", "backlog", "reuse_port", "workers", "metrics_port")
 START_TIMEOUT = 30.0  # seconds a new worker may take to accept
 
 
@@ -89,6 +101,7 @@ class Supervisor:
     config: ServerConfig
     log_level: str = "INFO"
     on_ready: Ready = print_ready
+    reload: Reload | None = None
     listener: socket.socket | None = None
     slots: list[Worker | None] = field(default_factory=list)
     live: set[Worker] = field(default_factory=set)
@@ -253,9 +266,17 @@ class Supervisor:
     async def _rolling_restart(self) -> None:
         while True:
             self._again = False
+            previous = self.config
+            if not self._reload_config():
+                return
             log.info("SIGHUP: replacing %d workers one at a time", len(self.slots))
             for slot in range(len(self.slots)):
-                if self.stopping or not await self._replace(slot):
+                if self.stopping:
+                    return
+                if not await self._replace(slot):
+                    if slot == 0 and self.config is not previous:
+                        log.error("SIGHUP: the new config was not applied; keeping the old one")
+                        self.config = previous
                     return
             log.info(
                 "rolling restart done: pids %s",
@@ -263,6 +284,38 @@ class Supervisor:
             )
             if not self._again:
                 return
+
+    def _reload_config(self) -> bool:
+        """Read the configuration anew (with --config): True if the restart
+        may go on, with self.config what the new workers get."""
+        if self.reload is None:
+            return True  # the command line's configuration, as at start
+        try:
+            wanted = self.reload()
+        except ConfigError as error:
+            log.error("SIGHUP refused, the workers keep serving as they are: %s", error)
+            return False
+        kept = {}
+        for name in LISTENER_SETTINGS:
+            now, then = getattr(self.config, name), getattr(wanted, name)
+            if now != then:
+                log.warning(
+                    "SIGHUP: %s %r -> %r needs a full restart; keeping %r",
+                    name,
+                    now,
+                    then,
+                    now,
+                )
+                kept[name] = now
+        wanted = dataclasses.replace(wanted, **kept)
+        changes = [
+            f"{f.name} {getattr(self.config, f.name)!r} -> {getattr(wanted, f.name)!r}"
+            for f in dataclasses.fields(ServerConfig)
+            if getattr(self.config, f.name) != getattr(wanted, f.name)
+        ]
+        log.info("SIGHUP: config reloaded: %s", ", ".join(changes) or "no change")
+        self.config = wanted
+        return True
 
     async def _replace(self, slot: int) -> bool:
         old = self.slots[slot]
@@ -308,9 +361,15 @@ class Supervisor:
             self._all_exited.set()
 
 
-def run(config: ServerConfig, log_level: str = "INFO", ready: Ready = print_ready) -> int:
-    """The `framelab serve` entry point: supervise config.workers workers."""
-    supervisor = Supervisor(config, log_level, ready)
+def run(
+    config: ServerConfig,
+    log_level: str = "INFO",
+    ready: Ready = print_ready,
+    reload: Reload | None = None,
+) -> int:
+    """The `framelab serve` entry point: supervise config.workers workers;
+    `reload` reads the configuration anew at each SIGHUP."""
+    supervisor = Supervisor(config, log_level, ready, reload)
     metrics_dir = None
     if config.metrics_port is not None:
         metrics_dir = tempfile.mkdtemp(prefix="framelab-metrics-")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -118,3 +119,44 @@ def serving(
     """An in-process server and `clients` sockets connected to it; all closed after."""
     with BackgroundServer(config) as srv, contextlib.ExitStack() as stack:
         yield srv, [stack.enter_context(connect((srv.host, srv.port))) for _ in range(clients)]
+
+
+class Stream:
+    """New connections one after another, each one request and its answer,
+    in a thread until stopped; counts attempts and failures."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.attempts = 0
+        self.failures: list[str] = []
+        self._progress = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def wait_for(self, attempts: int, timeout: float = 10.0) -> None:
+        with self._progress:
+            self._progress.wait_for(lambda: self.attempts >= attempts, timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._progress:
+                self.attempts += 1
+                self._progress.notify_all()
+            payload = b"request %d" % self.attempts
+            try:
+                with connect(self.address) as sock:
+                    sock.sendall(encode_frame(payload))
+                    sock.shutdown(socket.SHUT_WR)
+                    ending = read_to_end(sock)
+                if ending.reset or ending.frames != [payload]:
+                    self.failures.append(f"{payload!r}: {ending}")
+            except OSError as error:
+                self.failures.append(f"{payload!r}: {error!r}")

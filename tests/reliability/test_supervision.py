@@ -9,15 +9,14 @@ import select
 import signal
 import socket
 import struct
-import threading
 
 import pytest
 
 from framelab.servers.process import ServerProcess
 from framelab.servers.supervision import BackOff, describe_status
-from framing import encode_frame, encode_frames
+from framing import encode_frames
 
-from .support import connect, echo_works, read_frames, read_to_end
+from .support import Stream, connect, echo_works, read_frames, read_to_end
 
 Address = tuple[str, int]
 
@@ -32,47 +31,6 @@ def test_exit_statuses_in_words() -> None:
     assert describe_status(0) == "exit status 0"
     assert describe_status(3) == "exit status 3"
     assert describe_status(-signal.SIGKILL) == "killed by SIGKILL"
-
-
-class Stream:
-    """New connections one after another, each one request and its answer,
-    in a thread until stopped; counts attempts and failures."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.attempts = 0
-        self.failures: list[str] = []
-        self._progress = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Stream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def wait_for(self, attempts: int, timeout: float = 10.0) -> None:
-        with self._progress:
-            self._progress.wait_for(lambda: self.attempts >= attempts, timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._progress:
-                self.attempts += 1
-                self._progress.notify_all()
-            payload = b"request %d" % self.attempts
-            try:
-                with connect(self.address) as sock:
-                    sock.sendall(encode_frame(payload))
-                    sock.shutdown(socket.SHUT_WR)
-                    ending = read_to_end(sock)
-                if ending.reset or ending.frames != [payload]:
-                    self.failures.append(f"{payload!r}: {ending}")
-            except OSError as error:
-                self.failures.append(f"{payload!r}: {error!r}")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
