@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from framelab.servers.lifetime import tied_to_this_process
+
 _READY = re.compile(r"listening on (\S+):(\d+)")  # an IPv6 host in brackets: [::1]:7091
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -159,6 +161,7 @@ class ServerProcess:
         self._log_changed = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self._tie_to_us = tied_to_this_process()
 
     # -- life cycle --------------------------------------------------------
     def __enter__(self) -> ServerProcess:
@@ -179,7 +182,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
-            preexec_fn=self._limit_fds if self.fd_limit is not None else None,
+            preexec_fn=self._in_child,
         )
         if self.read_log:
             self._reader = threading.Thread(target=self._collect_log, daemon=True)
@@ -192,9 +195,12 @@ class ServerProcess:
             raise RuntimeError(f"server did not start: {line!r}; log: {self.log[-20:]}")
         self.host, self.port = match.group(1).strip("[]"), int(match.group(2))
 
-    def _limit_fds(self) -> None:
-        assert self.fd_limit is not None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
+    def _in_child(self) -> None:
+        """Before exec: the server dies with us (a benchmark or test killed by a
+        signal leaves no server behind) and gets its descriptor limit."""
+        self._tie_to_us()
+        if self.fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def _collect_log(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None

@@ -16,7 +16,6 @@ parent is still the one that started it closes the window before prctl().
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import json
 import logging
@@ -28,23 +27,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from framelab.servers.config import ServerConfig
+from framelab.servers.lifetime import die_with_parent
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: the configuration values a command line can give (hooks and observers are in-process only)
 PLAIN = (str, int, float, bool, type(None))
 READY_LINE = b"ready\n"
 #: held (blocked) from the worker's start until its loop handles them
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR2})
-
-
-def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
-    """Ask the kernel for `sig` when the parent exits; False if it already has
-    (we were reparented before the request took effect)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
-    return os.getppid() == parent
 
 
 def config_to_json(config: ServerConfig) -> str:

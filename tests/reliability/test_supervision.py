@@ -9,6 +9,8 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -159,3 +161,28 @@ def test_the_exit_status_says_a_worker_did_not_stop_cleanly() -> None:
         assert server.wait(timeout=40) == 1
         line = server.wait_for_log("did not stop cleanly")
         assert f"pid {busy} killed by SIGKILL" in line
+
+
+OWNER = """
+import signal, sys
+from framelab.servers.process import ServerProcess
+server = ServerProcess(["--workers", "1"])
+server.start()
+print(server.pid, *server.worker_pids(), flush=True)
+signal.pause()
+"""
+
+
+def test_a_server_started_by_a_killed_process_goes_with_it() -> None:
+    """A benchmark or test killed by a signal runs no cleanup: its servers must
+    still not outlive it (PR_SET_PDEATHSIG on every ServerProcess)."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 2, pids  # the server and its one worker
+        owner.kill()
+        owner.wait(timeout=5)
+        assert _wait_gone(pids, timeout=15) == []
+    finally:
+        owner.kill()
