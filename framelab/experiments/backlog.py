@@ -31,6 +31,13 @@ from typing import Any
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts
+from framelab.lab.accept_queue import (
+    OVERFLOW_COUNTERS,
+    ack_into_full_queue,
+    deferring_listener,
+    queue_of,
+    wait_connected,
+)
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import (
     connections_on_port,
@@ -48,7 +55,6 @@ from framelab.lab.sockets import (
     address_of,
     close_all,
     listening_socket,
-    recv_outcome,
     start_connect,
 )
 from framelab.lab.timing import gaps_ms
@@ -66,8 +72,7 @@ SETTINGS = [
     "net.ipv4.tcp_syn_linear_timeouts",
 ]
 QUEUE_COUNTERS = [
-    "TcpExt.ListenOverflows",
-    "TcpExt.ListenDrops",
+    *OVERFLOW_COUNTERS,
     "TcpExt.TCPSynRetrans",
     "TcpExt.SyncookiesSent",
     "TcpExt.SyncookiesRecv",
@@ -80,8 +85,6 @@ EXTRA_CLIENTS = 6
 HANDSHAKE_WAIT_S = 0.2
 #: TCP_USER_TIMEOUT of the client that gives up instead of retrying for a minute
 GIVE_UP_AFTER_MS = 1500
-#: TCP_DEFER_ACCEPT (seconds): keeps completed handshakes in the SYN queue meanwhile
-DEFER_ACCEPT_S = 5
 #: a listen() backlog larger than any somaxconn default
 HUGE_BACKLOG = 100_000
 #: the namespace settings under which tcp_max_syn_backlog is compared
@@ -94,25 +97,6 @@ STRANGER_PORT = 40001
 
 
 # --- observation helpers -----------------------------------------------------------
-
-
-def queue_of(listener: socket.socket) -> dict[str, int]:
-    """The accept queue as TCP_INFO tells it for a listener: length and limit."""
-    info = tcp_info(listener)
-    return {"length": info["unacked"], "limit": info["sacked"]}
-
-
-def wait_connected(socks: list[socket.socket], timeout: float) -> set[socket.socket]:
-    """Clients whose connect() finished (writable) within `timeout`."""
-    done: set[socket.socket] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = [s for s in socks if s not in done]
-        left = deadline - time.monotonic()
-        if not pending or left <= 0:
-            return done
-        _, writable, _ = select.select([], pending, [], left)
-        done.update(writable)
 
 
 def client_states(socks: list[socket.socket]) -> dict[str, int]:
@@ -134,13 +118,6 @@ def syn_times(cap: Capture | None, port: int) -> list[float]:
 def section(title: str, lines: list[str]) -> list[str]:
     """Trace lines under a title line, or nothing when nothing was captured."""
     return [f"-- {title} --", *lines] if lines else []
-
-
-def deferring_listener(netns: str | None, host: str, backlog: int) -> socket.socket:
-    """A listener that keeps a handshake in its SYN queue until the client sends data."""
-    listener = listening_socket(host, backlog, netns=netns)
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
-    return listener
 
 
 # --- C15 step 1: the accept queue overflows ----------------------------------------
@@ -263,80 +240,6 @@ def somaxconn_cap() -> dict[str, Any]:
 
 
 # --- C15 step 2: an ACK that arrives when the queue is full -------------------------
-
-
-def connect_and_send(netns: str | None, address: tuple[str, int]) -> socket.socket:
-    """A client whose data completes its deferred handshake at once."""
-    sock = start_connect(netns, address)
-    wait_connected([sock], 1.0)
-    sock.send(b"x")
-    return sock
-
-
-def ack_into_full_queue(netns: str | None, cap: Capture | None) -> dict[str, Any]:
-    """Complete a handshake while the accept queue is full; then make room.
-
-    Two clients fill the queue to the backlog, two more handshake while there
-    is still room (held in SYN_RECV by TCP_DEFER_ACCEPT). The first of those
-    sends data and fills the queue (backlog+1); the second then sends data:
-    its completing segment meets a full queue.
-    """
-    backlog = 2
-    listener = deferring_listener(netns, LOOPBACK, backlog)
-    address = address_of(listener)
-    if cap is not None:
-        cap.add_port(address[1])
-    opened = [listener]
-    try:
-        opened += [connect_and_send(netns, address) for _ in range(backlog)]
-        poll_until(lambda: True if queue_of(listener)["length"] == backlog else None, 1.0)
-        late = [start_connect(netns, address) for _ in range(2)]
-        opened += late
-        completed = wait_connected(late, 1.0)
-        if len(completed) < len(late):  # e.g. tcp_syncookies=2: no SYN queue holds them
-            return {
-                "abort_on_overflow": sysctl("net.ipv4.tcp_abort_on_overflow", netns),
-                "held_in_syn_queue": False,
-                "late_handshakes_completed": len(completed),
-                "client_state": tcp_info(late[1]).state,
-                "server_state": None,
-                "queue": queue_of(listener),
-                "client_port": address_of(late[1])[1],
-            }
-        late[0].send(b"x")
-        poll_until(lambda: True if queue_of(listener)["length"] > backlog else None, 1.0)
-        victim = late[1]
-        victim_address = address_of(victim)
-        before = netstat_counters(netns)
-        victim.send(b"y")
-        server_side = [
-            e for e in connections_on_port(address[1], netns) if e.remote == victim_address
-        ]
-        after = netstat_counters(netns)
-        observed: dict[str, Any] = {
-            "abort_on_overflow": sysctl("net.ipv4.tcp_abort_on_overflow", netns),
-            "held_in_syn_queue": True,
-            "queue": queue_of(listener),
-            "client_state": tcp_info(victim).state,
-            "client_unacked_segments": tcp_info(victim)["unacked"],
-            "server_state": server_side[0].state if server_side else None,
-            "counters": selected_delta(before, after, QUEUE_COUNTERS[:2]),
-            "client_port": victim_address[1],
-        }
-        if observed["abort_on_overflow"] == "1":
-            observed["client_recv"] = recv_outcome(victim, timeout=1.0)
-            return observed
-        listener.accept()[0].close()
-        made_room = time.monotonic()
-        joined = poll_until(lambda: True if tcp_info(victim)["unacked"] == 0 else None, 2.0)
-        observed["after_one_accept"] = {
-            "client_data_acked": bool(joined),
-            "joined_after_ms": round((time.monotonic() - made_room) * 1000, 1),
-            "queue": queue_of(listener),
-        }
-        return observed
-    finally:
-        close_all(opened)
 
 
 def abort_on_overflow_in_namespace() -> tuple[dict[str, Any], list[str]]:

@@ -23,10 +23,10 @@ import threading
 import time
 from typing import Any
 
-from framelab.experiments.backlog import ack_into_full_queue, wait_connected
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
+from framelab.lab.accept_queue import ack_into_full_queue, wait_connected
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import errno_name
 from framelab.lab.netns import VethLink, fresh_namespace
