@@ -18,17 +18,17 @@ Q4  The notes' first trace has the server send an ACK of its own right after
 
 from __future__ import annotations
 
-import select
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.accept_queue import ack_into_full_queue, wait_connected
+from framelab.lab.blocked import BlockedOnReset, blocked_reader_on_reset
 from framelab.lab.capture import Capture
-from framelab.lab.kernel import errno_name
 from framelab.lab.netns import VethLink, fresh_namespace
 from framelab.lab.sockets import (
     LOOPBACK,
@@ -36,7 +36,6 @@ from framelab.lab.sockets import (
     close_all,
     connect_to,
     listening_socket,
-    set_linger,
     start_connect,
 )
 
@@ -45,59 +44,26 @@ NAME = "questions"
 ROOM_AFTER_S = 1.3
 #: how close a connect() must come to a SYN retransmission time (s)
 SCHEDULE_TOLERANCE_S = 0.25
-POLL_NAMES = {select.POLLIN: "POLLIN", select.POLLERR: "POLLERR", select.POLLHUP: "POLLHUP",
-              select.POLLRDHUP: "POLLRDHUP", select.POLLOUT: "POLLOUT"}  # fmt: skip
 
 
-# --- Q1: a blocked reader when the RST arrives -------------------------------------
-def blocked_reader_on_reset() -> dict[str, Any]:
-    """recv() and poll() already waiting in their threads; then the peer resets."""
-    with listening_socket() as listener, connect_to(listener) as pair:
-        got: dict[str, Any] = {}
-
-        def read() -> None:
-            started = time.monotonic()
-            try:
-                data = pair.server.recv(16)
-                got["recv"] = "EOF" if not data else f"{len(data)} bytes"
-            except OSError as exc:
-                got["recv"] = errno_name(exc)
-            got["recv_woke_ms"] = round((time.monotonic() - started) * 1000, 1)
-
-        def wait() -> None:
-            poller = select.poll()
-            poller.register(pair.server, select.POLLIN | select.POLLRDHUP)
-            events = poller.poll(3000)
-            mask = events[0][1] if events else 0
-            got["poll_revents"] = [name for bit, name in POLL_NAMES.items() if mask & bit]
-
-        pair.server.settimeout(3.0)
-        threads = [threading.Thread(target=read), threading.Thread(target=wait)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.1)  # both must be inside their calls before the RST: nothing to await
-        reset_at = time.monotonic()
-        set_linger(pair.client, True, 0)
-        pair.client.close()
-        for thread in threads:
-            thread.join(4.0)
-        got["after_reset_ms"] = round((time.monotonic() - reset_at) * 1000, 1)
-        return got
-
-
-def q1(seen: dict[str, Any]) -> list[Part]:
+# --- Q1: a blocked reader when the RST arrives (the probe is lab/blocked.py) --------
+def q1(seen: BlockedOnReset) -> list[Part]:
+    if not seen.both_blocked_first:
+        why = "the threads were not seen asleep in recv()/poll() before the RST"
+        return [Part("a reader blocked in recv() wakes when the peer's RST arrives", None, why)]
     return [
         Part(
             "a reader blocked in recv() wakes when the peer's RST arrives",
-            seen.get("recv") is not None and seen["after_reset_ms"] < 1000,
-            f"recv() returned {seen.get('recv')} {seen['after_reset_ms']} ms after the RST"
-            " was sent",
+            not seen.woken_by_shutdown and seen.recv is not None,
+            f"recv() returned {seen.recv} {seen.recv_woke_ms} ms after the RST was sent"
+            if not seen.woken_by_shutdown
+            else "recv() was still asleep after the RST (ended with shutdown())",
         ),
         Part(
             "with an error: connection reset by peer",
-            seen.get("recv") == "ECONNRESET",
-            f"recv() -> {seen.get('recv')}; poll() blocked at the same time returned"
-            f" {seen.get('poll_revents')}",
+            seen.recv == "ECONNRESET",
+            f"recv() -> {seen.recv}; poll() waiting at the same time woke after "
+            f"{seen.poll_woke_ms} ms with {' | '.join(seen.poll_revents) or 'nothing'}",
         ),
     ]
 
@@ -230,7 +196,7 @@ def q4(seen: dict[str, Any]) -> list[Part]:
 
 def run(ctx: RunContext) -> list[ClaimResult]:
     reader = blocked_reader_on_reset()
-    results = [judge_parts(NAME, "Q1", q1(reader), reader)]
+    results = [judge_parts(NAME, "Q1", q1(reader), asdict(reader))]
     if not ctx.root:
         why = "needs root: fresh network namespaces and packet capture"
         return [*results, *(skipped(NAME, q, why) for q in ("Q2", "Q3", "Q4"))]

@@ -6,7 +6,9 @@
   about it (ECONNREFUSED on its next call), an unconnected one sees nothing.
 - C30: a selector watching the server side reports "readable" both when the
   peer closes (FIN: recv returns b"") and when it aborts (RST: recv fails
-  ECONNRESET): readability says "look", the read says which.
+  ECONNRESET): readability says "look", the read says which. A recv() and a
+  poll() already asleep in the kernel when the RST comes are woken too
+  (lab/blocked.py: what the notes' question Q1 asks).
 - C39 (root): a segment that belongs to no connection, forged with a raw
   socket (our own checksum over the pseudo-header), is answered with RST.
 
@@ -25,7 +27,8 @@ from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.lab.blocked import BlockedOnReset, blocked_reader_on_reset
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import counter_delta, errno_name, netstat_counters
 from framelab.lab.packets import ACK, PSH, Packet, tcp_segment
@@ -265,24 +268,56 @@ def selector_on_close(
 def check_c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
     aborted, t_aborted = selector_on_close(listener, cap, abort=True)
     closed, t_closed = selector_on_close(listener, cap, abort=False)
-    holds = aborted["readable"] and aborted["recv"] == "ECONNRESET"
-    observed = {"peer_aborts": aborted, "peer_closes": closed}
-    return judge(
-        NAME,
-        "C30",
-        holds,
-        observed,
-        confirmed=(
-            f"{aborted['selector']} reported the socket readable when the peer aborted and "
-            f"recv() failed {aborted['recv']}; on a graceful close it was readable too and recv() "
-            f"returned {closed['recv']}."
-        ),
-        differs=(
-            f"peer abort: readable={aborted['readable']}, recv {aborted['recv']}; "
-            f"graceful close: readable={closed['readable']}, recv {closed['recv']}"
-        ),
-        trace=[*titled("peer aborts (SO_LINGER 0)", t_aborted), *titled("peer closes", t_closed)],
+    blocked = blocked_reader_on_reset()
+    trace = [*titled("peer aborts (SO_LINGER 0)", t_aborted), *titled("peer closes", t_closed)]
+    return judge_c30(aborted, closed, blocked, trace)
+
+
+def judge_c30(
+    aborted: dict[str, Any], closed: dict[str, Any], blocked: BlockedOnReset, trace: list[str]
+) -> ClaimResult:
+    """C30 part by part: the selector's answer, the read's, and calls already asleep."""
+    rst = aborted["peer_sent"].get("rst") if aborted.get("peer_sent") else None
+    sent = (
+        "the peer's RST on the wire"
+        if rst
+        else ("no RST captured" if rst is False else "not captured (needs root)")
     )
+    parts = [
+        Part(
+            "the server's selector reports the socket readable when the peer aborts",
+            bool(aborted["readable"]),
+            f"{aborted['selector']}.select() returned readable={aborted['readable']} after "
+            f"{aborted['select_ms']} ms ({sent}); on a graceful close readable="
+            f"{closed['readable']}",
+        ),
+        Part(
+            "and the read fails",
+            aborted["recv"] == "ECONNRESET",
+            f"recv() after the abort: {aborted['recv']}; after a graceful close: {closed['recv']}"
+            " (readability says look, the read says which)",
+        ),
+        Part(
+            "a reader already blocked in recv() is woken by the reset, and its read fails",
+            (blocked.recv == "ECONNRESET") if blocked.both_blocked_first else None,
+            (
+                f"recv() asleep in the kernel returned {blocked.recv} "
+                f"{blocked.recv_woke_ms} ms after the RST was sent"
+                if not blocked.woken_by_shutdown
+                else "recv() was not woken by the RST (ended with shutdown())"
+            )
+            if blocked.both_blocked_first
+            else "not observed: the threads were not seen asleep in recv()/poll() in time",
+        ),
+        Part(
+            "a poll() already waiting reports it readable",
+            ("POLLIN" in blocked.poll_revents) if blocked.both_blocked_first else None,
+            f"poll() woke {blocked.poll_woke_ms} ms after the RST with revents "
+            f"{' | '.join(blocked.poll_revents) or 'none'}",
+        ),
+    ]
+    observed = {"peer_aborts": aborted, "peer_closes": closed, "blocked_calls": asdict(blocked)}
+    return judge_parts(NAME, "C30", parts, observed, trace=trace)
 
 
 # --- C39: a segment for no connection ---------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from framelab.experiments import questions
 from framelab.experiments.context import RunContext
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.blocked import BlockedOnReset
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,8 @@ def results() -> dict[str, ClaimResult]:
 
 def test_q1_a_blocked_reader_wakes_with_econnreset(results: dict[str, ClaimResult]) -> None:
     seen = results["Q1"].observed
-    assert seen["recv"] == "ECONNRESET" and seen["after_reset_ms"] < 1000
+    assert seen["both_blocked_first"] and not seen["woken_by_shutdown"]
+    assert seen["recv"] == "ECONNRESET" and seen["recv_woke_ms"] < 1000
     assert "POLLIN" in seen["poll_revents"] and "POLLHUP" in seen["poll_revents"]
     assert results["Q1"].verdict is Verdict.CONFIRMED
 
@@ -43,3 +47,14 @@ def test_q4_linux_sends_no_extra_ack_after_the_handshake(results: dict[str, Clai
 def test_the_syn_schedule_is_linear_then_doubles() -> None:
     assert questions.syn_schedule_s(4) == [1, 2, 3, 4, 6, 10]
     assert questions.syn_schedule_s(0) == [1, 3, 7, 15, 31, 63]
+
+
+def test_q1_judged_on_synthetic_observations() -> None:
+    woke = BlockedOnReset(True, "ECONNRESET", 0.3, ["POLLIN", "POLLERR"], 0.1)
+    assert [p.holds for p in questions.q1(woke)] == [True, True]
+    eof = replace(woke, recv="EOF")
+    assert [p.holds for p in questions.q1(eof)] == [True, False]
+    asleep = replace(woke, recv=None, recv_woke_ms=None, woken_by_shutdown=True)
+    assert [p.holds for p in questions.q1(asleep)] == [False, False]
+    unseen = replace(woke, both_blocked_first=False)
+    assert [p.holds for p in questions.q1(unseen)] == [None]

@@ -10,6 +10,7 @@ import pytest
 from framelab.experiments import reset
 from framelab.experiments.context import RunContext
 from framelab.experiments.result import ClaimResult, Verdict
+from framelab.lab.blocked import BlockedOnReset
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,10 @@ def test_c30_selector_is_readable_on_abort_and_recv_fails(results: dict[str, Cla
     closed = results["C30"].observed["peer_closes"]
     assert aborted["readable"] and aborted["recv"] == "ECONNRESET"
     assert closed["readable"] and closed["recv"] == "EOF"
+    blocked = results["C30"].observed["blocked_calls"]
+    assert blocked["both_blocked_first"] and blocked["recv"] == "ECONNRESET"
+    assert "POLLIN" in blocked["poll_revents"] and "POLLERR" in blocked["poll_revents"]
+    assert [p.holds for p in results["C30"].parts] == [True, True, True, True]
     assert results["C30"].verdict is Verdict.CONFIRMED
 
 
@@ -104,3 +109,26 @@ def test_c38_judge_needs_the_connected_socket_to_be_told() -> None:
     assert reset.judge_c38(REFUSED, untold, []).verdict is Verdict.DIFFERS
     other_icmp = replace(UNREACHABLE, icmp_to_connected="type 3 code 1")
     assert reset.judge_c38(REFUSED, other_icmp, []).verdict is Verdict.DIFFERS
+
+
+ABORTED = {"selector": "EpollSelector", "readable": True, "select_ms": 0.1,
+           "recv": "ECONNRESET", "peer_sent": {"fin": False, "rst": True}}  # fmt: skip
+CLOSED = {**ABORTED, "recv": "EOF", "peer_sent": {"fin": True, "rst": False}}
+WOKE = BlockedOnReset(True, "ECONNRESET", 0.3, ["POLLIN", "POLLERR", "POLLHUP"], 0.1)
+
+
+def test_c30_judged_part_by_part_on_synthetic_observations() -> None:
+    def holds(aborted: dict[str, object], blocked: BlockedOnReset) -> list[bool | None]:
+        return [p.holds for p in reset.judge_c30(aborted, CLOSED, blocked, []).parts]
+
+    assert holds(ABORTED, WOKE) == [True, True, True, True]
+    assert reset.judge_c30(ABORTED, CLOSED, WOKE, []).verdict is Verdict.CONFIRMED
+    silent = {**ABORTED, "readable": False, "recv": "nothing to read"}
+    assert holds(silent, WOKE) == [False, False, True, True]
+    asleep = replace(WOKE, recv=None, woken_by_shutdown=True, poll_revents=[])
+    assert holds(ABORTED, asleep) == [True, True, False, False]
+    unseen = replace(WOKE, both_blocked_first=False)
+    result = reset.judge_c30(ABORTED, CLOSED, unseen, [])
+    assert [p.holds for p in result.parts] == [True, True, None, None]
+    assert result.verdict is Verdict.PARTLY
+    assert "not observed" in result.summary
