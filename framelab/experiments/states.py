@@ -37,7 +37,7 @@ from typing import Any
 from framelab.experiments.context import RunContext
 from framelab.experiments.ladder import event_line, with_events
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import endpoint_state, tcp_state
 from framelab.lab.packets import SYN, Packet, tcp_segment
@@ -207,13 +207,13 @@ class StateWalk:
 
 
 FOUR_WAY = ["client [F.]", "server [.]", "server [F.]", "client [.]"]
+ACTIVE_PATH = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+PASSIVE_PATH = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
 
 
 def judge_c10(walk: StateWalk, teardowns: dict[str, list[str]] | None) -> ClaimResult:
-    """C10: the closers' paths, every state, and (captured) the four segments."""
+    """C10 part by part: the segments (captured), each closer's path, every state."""
     missing = [s for s in ALL_STATES if s not in walk.seen]
-    active_ok = walk.active == ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
-    passive_ok = walk.passive == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
     observed: dict[str, Any] = {
         "states_seen": {s: walk.seen[s] for s in ALL_STATES if s in walk.seen},
         "states_missing": missing,
@@ -222,30 +222,39 @@ def judge_c10(walk: StateWalk, teardowns: dict[str, list[str]] | None) -> ClaimR
         "simultaneous_close": walk.simultaneous,
         "teardown": teardowns,
     }
-    four = teardowns is None or teardowns.get("later") == FOUR_WAY
-    holds = active_ok and passive_ok and not missing and four
     if teardowns is None:
-        wire = "teardown not captured (needs root)"
+        wire = Part("a connection closes with four segments: FIN, ACK, FIN, ACK", None,
+                    "not observed: the teardown is captured only as root (AF_PACKET)")  # fmt: skip
     else:
-        wire = (
-            f"on the wire {len(teardowns['later'])} segments when the passive side closes "
-            f"later, {len(teardowns['prompt'])} when it closes at once (its ACK rides on its FIN)"
+        later, prompt = teardowns["later"], teardowns["prompt"]
+        wire = Part(
+            "a connection closes with four segments: FIN, ACK, FIN, ACK",
+            later == FOUR_WAY,
+            f"{len(later)} segments when the passive side closes later ({', '.join(later)}); "
+            f"{len(prompt)} when it closes at once ({', '.join(prompt)}: its ACK rides on its FIN)",
         )
-    return judge(
-        NAME,
-        "C10",
-        holds,
-        observed,
-        confirmed=(
-            f"all {len(ALL_STATES)} states observed; active closer "
-            f"{' > '.join(walk.active)}, passive closer {' > '.join(walk.passive)}, "
-            f"simultaneous close {' > '.join(walk.simultaneous)}; {wire}"
+    parts = [
+        wire,
+        Part(
+            "the active closer passes FIN_WAIT1, FIN_WAIT2, TIME_WAIT",
+            walk.active == ACTIVE_PATH,
+            f"the active closer was seen in {' > '.join(walk.active) or 'no state'}",
         ),
-        differs=(
-            f"active closer {walk.active}, passive closer {walk.passive}; "
-            f"not observed: {missing or 'none'}; {wire}"
+        Part(
+            "the passive closer passes CLOSE_WAIT, LAST_ACK, CLOSED",
+            walk.passive == PASSIVE_PATH,
+            f"the passive closer was seen in {' > '.join(walk.passive) or 'no state'}"
+            " (Linux calls CLOSED 'CLOSE')",
         ),
-    )
+        Part(
+            "every state of the TCP state machine can be observed",
+            not missing,
+            f"{len(ALL_STATES) - len(missing)} of {len(ALL_STATES)} states observed"
+            + (f"; not seen: {', '.join(missing)}" if missing else "")
+            + f"; simultaneous close {' > '.join(walk.simultaneous) or 'not seen'}",
+        ),
+    ]
+    return judge_parts(NAME, "C10", parts, observed)
 
 
 # -- C08, C09, C14: one connection on the wire -------------------------------------
@@ -386,20 +395,15 @@ def judge_c08(packets: list[Packet], probes: dict[str, Any], trace: list[str]) -
 
 def judge_c09(packets: list[Packet], trace: list[str]) -> ClaimResult:
     first = [p.flags for p in packets[:3]]
-    observed = {
-        "first_three_segments": first,
-        "payload_in_handshake": [p.payload_len for p in packets[:3]],
-    }
-    holds = first == ["S", "S.", "."] and not any(p.payload_len for p in packets[:3])
-    return judge(
-        NAME,
-        "C09",
-        holds,
-        observed,
-        confirmed="the connection opened with [S], [S.], [.] (no data in any of them)",
-        differs=f"the connection opened with {first}",
-        trace=trace,
+    carried = [p.payload_len for p in packets[:3]]
+    observed = {"first_three_segments": first, "payload_in_handshake": carried}
+    part = Part(
+        "a connection opens with a three-way handshake: SYN, SYN+ACK, ACK",
+        first == ["S", "S.", "."] and not any(carried),
+        f"the connection opened with {', '.join(f'[{f}]' for f in first)}, carrying "
+        f"{sum(carried)} data bytes",
     )
+    return judge_parts(NAME, "C09", [part], observed, trace=trace)
 
 
 def judge_c14(packets: list[Packet], trace: list[str]) -> ClaimResult:
@@ -410,23 +414,21 @@ def judge_c14(packets: list[Packet], trace: list[str]) -> ClaimResult:
         "mss_values": [p.mss_option for p in syns],
         "segments_without": len(packets) - len(with_mss),
     }
-    holds = (
-        bool(syns)
-        and all(p.mss_option is not None for p in syns)
-        and all("S" in f for f in with_mss)
-    )
-    return judge(
-        NAME,
-        "C14",
-        holds,
-        observed,
-        confirmed=(
-            f"the MSS option ({observed['mss_values']}) is in the SYN and SYN+ACK only; "
-            f"none of the other {observed['segments_without']} segments carries it"
+    parts = [
+        Part(
+            "SYN segments carry the MSS option",
+            bool(syns) and all(p.mss_option is not None for p in syns),
+            f"{sum(p.mss_option is not None for p in syns)} of {len(syns)} SYN segments "
+            f"carried it ({observed['mss_values']})",
         ),
-        differs=f"the MSS option appeared in {with_mss}",
-        trace=trace,
-    )
+        Part(
+            "no other segment does",
+            all("S" in f for f in with_mss),
+            f"{sum('S' not in f for f in with_mss)} of the {len(packets) - len(syns)} other "
+            "segments did",
+        ),
+    ]
+    return judge_parts(NAME, "C14", parts, observed, trace=trace)
 
 
 def teardown_flags(packets: list[Packet]) -> list[str]:
