@@ -34,11 +34,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import errno_name, netstat_counters, selected_delta, tcp_state
 from framelab.lab.loops import asyncio_log, close_writer, connect_streams, on_each_loop
@@ -77,9 +78,37 @@ def send_outcome(sock: socket.socket) -> str:
     return f"sent {len(DATA)}" if error is None else error
 
 
-def fin_then_write(
-    listener: socket.socket, cap: Capture | None
-) -> tuple[dict[str, Any], list[str]]:
+@dataclass(frozen=True)
+class AfterFin:
+    """The peer close()d (FIN) and is gone; we wrote three times."""
+
+    recv_after_peer_close: str
+    state_before_write: str | None
+    first_send: str
+    state_after_first_send: str | None
+    #: None: no capture (not root)
+    peer_rst_captured: bool | None
+    second_send: str
+    third_send: str
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True)
+class AfterRst:
+    """The peer aborted (RST, no FIN); we wrote twice."""
+
+    state_before_write: str | None
+    first_send: str
+    second_send: str
+
+
+@dataclass(frozen=True)
+class SigPipe:
+    python_sigpipe: str
+    child_with_default_sigpipe: str
+
+
+def fin_then_write(listener: socket.socket, cap: Capture | None) -> tuple[AfterFin, list[str]]:
     """The peer sent FIN and is gone; we write twice."""
     with connect_to(listener) as pair:
         pair.server.close()  # nothing unread: FIN
@@ -92,22 +121,20 @@ def fin_then_write(
         rst = wait_for_flag(cap, pair.server_port, "R", EVENT_TIMEOUT, started)
         second = send_outcome(pair.client)
         third = send_outcome(pair.client)
-        observed = {
-            "recv_after_peer_close": eof,
-            "state_before_write": state_before,
-            "first_send": first,
-            "state_after_first_send": state_after,
-            "peer_rst_captured": None if cap is None else rst is not None,
-            "second_send": second,
-            "third_send": third,
-            "counters": selected_delta(counters, netstat_counters(), COUNTERS),
-        }
+        observed = AfterFin(
+            recv_after_peer_close=eof,
+            state_before_write=state_before,
+            first_send=first,
+            state_after_first_send=state_after,
+            peer_rst_captured=None if cap is None else rst is not None,
+            second_send=second,
+            third_send=third,
+            counters=selected_delta(counters, netstat_counters(), COUNTERS),
+        )
         return observed, short_trace(cap, pair.client_port, limit=10)
 
 
-def rst_then_write(
-    listener: socket.socket, cap: Capture | None
-) -> tuple[dict[str, Any], list[str]]:
+def rst_then_write(listener: socket.socket, cap: Capture | None) -> tuple[AfterRst, list[str]]:
     """The peer aborted (SO_LINGER 0: RST, no FIN); we write twice."""
     with connect_to(listener) as pair:
         set_linger(pair.server, True, 0)
@@ -115,15 +142,13 @@ def rst_then_write(
         pair.server.close()
         state = poll(lambda: tcp_state(pair.client), "CLOSE", EVENT_TIMEOUT)
         wait_for_flag(cap, pair.server_port, "R", EVENT_TIMEOUT, started)
-        observed = {
-            "state_before_write": state,
-            "first_send": send_outcome(pair.client),
-            "second_send": send_outcome(pair.client),
-        }
-        return observed, short_trace(cap, pair.client_port, limit=8)
+        first = send_outcome(pair.client)
+        return AfterRst(state, first, send_outcome(pair.client)), short_trace(
+            cap, pair.client_port, limit=8
+        )
 
 
-def sigpipe() -> dict[str, Any]:
+def sigpipe() -> SigPipe:
     """Python's own SIGPIPE disposition, and what the default does to a child."""
     disposition = signal.getsignal(signal.SIGPIPE)
     child = subprocess.run(
@@ -133,10 +158,7 @@ def sigpipe() -> dict[str, Any]:
         outcome = f"killed by {signal.Signals(-child.returncode).name}"
     else:
         outcome = f"exit status {child.returncode}"
-    return {
-        "python_sigpipe": getattr(disposition, "name", str(disposition)),
-        "child_with_default_sigpipe": outcome,
-    }
+    return SigPipe(getattr(disposition, "name", str(disposition)), outcome)
 
 
 # -- asyncio and uvloop ---------------------------------------------------------------------
@@ -236,26 +258,52 @@ def run(ctx: RunContext) -> list[ClaimResult]:
 
 
 def judge_c25(
-    after_fin: dict[str, Any],
-    after_rst: dict[str, Any],
-    pipe_signal: dict[str, Any],
+    after_fin: AfterFin,
+    after_rst: AfterRst,
+    pipe_signal: SigPipe,
     loops: dict[str, dict[str, Any]],
     trace: list[str],
 ) -> ClaimResult:
-    first_ok = after_fin["first_send"].startswith("sent")
-    answered_rst = (
-        after_fin["state_after_first_send"] == "CLOSE"
-        if after_fin["peer_rst_captured"] is None
-        else after_fin["peer_rst_captured"]
-    )
-    broken_pipe = after_fin["second_send"] == "EPIPE"
+    """C25 part by part, from the plain sockets; RST-only, SIGPIPE and the loops are context."""
+    if after_fin.peer_rst_captured is None:  # no capture: only an RST moves CLOSE_WAIT to CLOSE
+        answered = after_fin.state_after_first_send == "CLOSE"
+        how = (
+            f"not captured (needs root); our end went {after_fin.state_before_write} -> "
+            f"{after_fin.state_after_first_send} after the send, Tcp.OutRsts "
+            f"+{after_fin.counters.get('Tcp.OutRsts', 0)}"
+        )
+    else:
+        answered = after_fin.peer_rst_captured
+        how = f"RST {'captured' if answered else 'not captured'} from the peer's port"
+    parts = [
+        Part(
+            "the first write to a peer that has gone away succeeds",
+            after_fin.first_send.startswith("sent"),
+            f"after the peer's FIN (recv: {after_fin.recv_after_peer_close}, our end "
+            f"{after_fin.state_before_write}) the first send(): {after_fin.first_send}",
+        ),
+        Part("the peer answers it with RST", answered, how),
+        Part(
+            'the next write fails with "broken pipe"',
+            after_fin.second_send == "EPIPE",
+            f"second send(): {after_fin.second_send}, third: {after_fin.third_send}; after an "
+            f"RST without FIN the first send() already failed with {after_rst.first_send}. "
+            f"Python's SIGPIPE is {pipe_signal.python_sigpipe} (a child with the default was "
+            f"{pipe_signal.child_with_default_sigpipe}). {loop_notes(loops)}",
+        ),
+    ]
     observed = {
-        "after_fin": after_fin,
-        "after_rst_without_fin": after_rst,
-        "sigpipe": pipe_signal,
+        "after_fin": asdict(after_fin),
+        "after_rst_without_fin": asdict(after_rst),
+        "sigpipe": asdict(pipe_signal),
         "event_loops": loops,
     }
-    loop_notes = "; ".join(
+    return judge_parts(NAME, "C25", parts, observed, trace=trace)
+
+
+def loop_notes(loops: dict[str, dict[str, Any]]) -> str:
+    """What asyncio and uvloop raised and logged, one clause per loop."""
+    return "; ".join(
         f"{name}: write() "
         + (
             f"raised {seen['write_raised'].split()[0]} from write {seen['write_raised_first_at']}"
@@ -270,23 +318,6 @@ def judge_c25(
             else ", nothing logged"
         )
         for name, seen in loops.items()
-    )
-    return judge(
-        NAME,
-        "C25",
-        first_ok and answered_rst and broken_pipe,
-        observed,
-        confirmed=(
-            f"after the peer's FIN the first send() succeeded, the peer answered RST, the next "
-            f"failed with {after_fin['second_send']}; after an RST without FIN the first send() "
-            f"already failed with {after_rst['first_send']}. Python ignores SIGPIPE (a child "
-            f"with the default was {pipe_signal['child_with_default_sigpipe']}). {loop_notes}"
-        ),
-        differs=(
-            f"after FIN: first send {after_fin['first_send']}, RST seen: {answered_rst}, "
-            f"second send {after_fin['second_send']}; {loop_notes}"
-        ),
-        trace=trace,
     )
 
 

@@ -3,7 +3,7 @@ back, the next send fails with EPIPE; what asyncio and uvloop make of it."""
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -87,27 +87,28 @@ def test_capture_shows_fin_data_then_rst(result: ClaimResult) -> None:
     assert flags[-3:] == ["[F.]", "[P.]", "[R]"]
 
 
-@pytest.mark.kernel
-def test_verdict_follows_the_second_send(result: ClaimResult) -> None:
-    after_fin = copy.deepcopy(seen(result, "after_fin"))
-    after_fin["second_send"] = "sent 100"  # a kernel that kept accepting writes
-    verdict = broken_pipe.judge_c25(
-        after_fin,
-        seen(result, "after_rst_without_fin"),
-        seen(result, "sigpipe"),
-        seen(result, "event_loops"),
-        [],
-    ).verdict
-    assert verdict is Verdict.DIFFERS
+FIN = broken_pipe.AfterFin("EOF", "CLOSE_WAIT", "sent 100", "CLOSE", True, "EPIPE", "EPIPE",
+                           {"Tcp.OutRsts": 1})  # fmt: skip
+RST = broken_pipe.AfterRst("CLOSE", "ECONNRESET", "EPIPE")
+PIPE = broken_pipe.SigPipe("SIG_IGN", "killed by SIGPIPE")
 
 
-@pytest.mark.kernel
-def test_without_a_capture_the_state_change_stands_for_the_rst(result: ClaimResult) -> None:
-    after_fin = copy.deepcopy(seen(result, "after_fin"))
-    after_fin["peer_rst_captured"] = None  # not root
-    after_rst, pipe_signal = seen(result, "after_rst_without_fin"), seen(result, "sigpipe")
-    verdict = broken_pipe.judge_c25(after_fin, after_rst, pipe_signal, {}, []).verdict
-    assert verdict is Verdict.CONFIRMED
-    after_fin["state_after_first_send"] = "CLOSE_WAIT"  # no RST came back
-    verdict = broken_pipe.judge_c25(after_fin, after_rst, pipe_signal, {}, []).verdict
-    assert verdict is Verdict.DIFFERS
+def holds(after_fin: broken_pipe.AfterFin) -> list[bool | None]:
+    return [p.holds for p in broken_pipe.judge_c25(after_fin, RST, PIPE, {}, []).parts]
+
+
+def test_c25_judged_part_by_part_on_synthetic_observations() -> None:
+    assert holds(FIN) == [True, True, True]
+    assert broken_pipe.judge_c25(FIN, RST, PIPE, {}, []).verdict is Verdict.CONFIRMED
+    kept_accepting = replace(FIN, second_send="sent 100")  # a kernel that kept taking writes
+    assert holds(kept_accepting) == [True, True, False]
+    assert broken_pipe.judge_c25(kept_accepting, RST, PIPE, {}, []).verdict is Verdict.PARTLY
+    refused_at_once = replace(FIN, first_send="EPIPE", peer_rst_captured=False)
+    assert holds(refused_at_once) == [False, False, True]
+
+
+def test_without_a_capture_the_state_change_stands_for_the_rst() -> None:
+    not_root = replace(FIN, peer_rst_captured=None)
+    assert holds(not_root) == [True, True, True]
+    assert "not captured (needs root)" in broken_pipe.judge_c25(not_root, RST, PIPE, {}, []).summary
+    assert holds(replace(not_root, state_after_first_send="CLOSE_WAIT")) == [True, False, True]
