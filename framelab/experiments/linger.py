@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import counter_delta, endpoint_state, netstat_counters, sysctls, tcp_entry
 from framelab.lab.sockets import (
@@ -309,68 +309,80 @@ def _rst_not_fin(sent_rst: bool | None, sent_fin: bool | None) -> bool:
     return sent_rst in (True, None) and sent_fin in (False, None)
 
 
-def decide(
+def reset_at_timeout(stuck: LingerStuck) -> bool | None:
+    """An RST in the capture; uncaptured, a peer read that failed ECONNRESET says
+    yes, a peer that later read every byte says no, anything else is unknown."""
+    if stuck.rst_at_timeout is not None:
+        return stuck.rst_at_timeout
+    if stuck.peer_read_end == "ECONNRESET":
+        return True
+    return False if stuck.peer_bytes_read_later == stuck.bytes_queued else None
+
+
+def wire(sent_fin: bool | None, sent_rst: bool | None) -> str:
+    if sent_fin is None:
+        return "not captured"
+    return (
+        f"the closer sent {'FIN' if sent_fin else 'no FIN'} and {'RST' if sent_rst else 'no RST'}"
+    )
+
+
+def c29_parts(
     default: Case[DefaultClose],
     zero: Case[LingerZero],
     stuck: Case[LingerStuck],
     reads: Case[LingerReads],
-) -> tuple[bool, list[str], list[str]]:
-    """(claim holds, what matched, what did not), from the four cases' observations."""
+) -> list[Part]:
+    """C29's four statements, each from its own case; the default close is their baseline."""
     n = stuck.facts.linger_s
-    default_ok = (
-        default.facts.peer_recv == "EOF"
-        and default.facts.closer_state_after_peer_close == "TIME_WAIT"
-    )
-    zero_ok = (
-        zero.facts.peer_recv == "ECONNRESET"
-        and zero.facts.closer_state_after_close is None
-        and zero.close_ms_median < 100
-        and _rst_not_fin(zero.facts.client_sent_rst, zero.facts.client_sent_fin)
-    )
-    reads_ok = (
-        reads.facts.peer_read_end == "EOF"
-        and reads.facts.all_bytes_read
-        and reads.close_ms_median < n * 1000 / 2
-    )
-    checks = {
-        "default close: FIN, peer EOF, closer in TIME_WAIT": default_ok,
-        "linger 0: RST at once, peer ECONNRESET, no TIME_WAIT": zero_ok,
-        f"linger {n} with a reading peer: close() returns once data+FIN are acked": reads_ok,
-        f"linger {n} with unsendable data: close() blocks ~{n} s": stuck.close_ms_median
-        >= n * 1000 * 0.8,
-        f"linger {n} with unsendable data: reset at the timeout": _reset_at_timeout(stuck.facts),
-    }
-    held = [name for name, ok in checks.items() if ok]
-    failed = [name for name, ok in checks.items() if not ok]
-    return not failed, held, failed
-
-
-def _reset_at_timeout(stuck: LingerStuck) -> bool:
-    """An RST in the capture; without one, a peer that could not read its data."""
-    if stuck.rst_at_timeout is not None:
-        return stuck.rst_at_timeout
-    delivered = stuck.peer_bytes_read_later == stuck.bytes_queued
-    return stuck.peer_read_end == "ECONNRESET" or not delivered
-
-
-def seen(stuck: Case[LingerStuck], zero: Case[LingerZero]) -> str:
-    """What linger N with unsendable data and linger 0 did, in one sentence each."""
-    facts = stuck.facts
-    outcome = "returned normally" if facts.close_raised is None else f"raised {facts.close_raised}"
-    rst = {
-        True: "an RST was sent",
-        False: "no RST was sent",
-        None: "(uncaptured, judged by the peer's reads)",
-    }[facts.rst_at_timeout]
-    return (
-        f"With unsendable data close() blocked {stuck.close_ms_median:.0f} ms on a "
-        f"non-blocking socket and {outcome}; at the timeout {rst}; the socket "
-        f"stayed {facts.closer_state_after_close} with "
-        f"{stuck.details.get('queued_bytes_after_close')} bytes queued; the peer later read "
-        f"{facts.peer_bytes_read_later} of {facts.bytes_queued} bytes, then "
-        f"{facts.peer_read_end}. Linger 0: peer {zero.facts.peer_recv}, closer state "
-        f"{zero.facts.closer_state_after_close}."
-    )
+    r, z, st = reads.facts, zero.facts, stuck.facts
+    reset = reset_at_timeout(st)
+    outcome = "returned normally" if st.close_raised is None else f"raised {st.close_raised}"
+    return [
+        Part(
+            "with a timeout, close() sends what is buffered and then closes normally",
+            r.all_bytes_read
+            and r.peer_read_end == "EOF"
+            and r.client_sent_rst is not True
+            and reads.close_ms_median < n * 1000 / 2,
+            f"linger {n} s, a reading peer: close() returned after {reads.close_ms_median} ms, "
+            f"the peer read {'every byte' if r.all_bytes_read else 'not every byte'} then "
+            f"{r.peer_read_end}; {wire(r.client_sent_fin, r.client_sent_rst)}; the closer was "
+            f"{r.closer_state_after_close}",
+        ),
+        Part(
+            "if it cannot, close() gives up when the timeout ends",
+            stuck.close_ms_median >= n * 1000 * 0.8,
+            f"linger {n} s, a peer not reading {st.bytes_queued} bytes: close() blocked "
+            f"{stuck.close_ms_median:.0f} ms (the socket was "
+            f"{'non-blocking' if st.nonblocking_socket else 'blocking'}) and {outcome}",
+        ),
+        Part(
+            "and resets the connection",
+            reset,
+            (
+                f"at the timeout {'an RST was' if reset else 'no RST was'} sent"
+                if st.rst_at_timeout is not None
+                else "uncaptured: judged by the peer's reads"
+            )
+            + f"; the socket stayed {st.closer_state_after_close} with "
+            f"{stuck.details.get('queued_bytes_after_close')} bytes queued; the peer later read "
+            f"{st.peer_bytes_read_later} of {st.bytes_queued} bytes, then {st.peer_read_end}",
+        ),
+        Part(
+            "timeout 0: close() sends RST at once",
+            z.peer_recv == "ECONNRESET"
+            and z.closer_state_after_close is None
+            and zero.close_ms_median < 100
+            and _rst_not_fin(z.client_sent_rst, z.client_sent_fin),
+            f"close() returned in {zero.close_ms_median} ms, "
+            f"{wire(z.client_sent_fin, z.client_sent_rst)}, the peer's recv(): {z.peer_recv}, "
+            "the closer's socket "
+            f"{z.closer_state_after_close or 'gone (no TIME_WAIT)'}; without linger the peer got "
+            f"{default.facts.peer_recv} and the closer went to "
+            f"{default.facts.closer_state_after_peer_close}",
+        ),
+    ]
 
 
 def judge_c29(
@@ -382,24 +394,15 @@ def judge_c29(
     trace: list[str],
 ) -> ClaimResult:
     """C29 from the four cases alone; `context` (capture, sysctls) is reported with them."""
-    holds, held, failed = decide(default, zero, stuck, reads)
     observed = {
         "default_close": default.to_json(),
         "linger_0": zero.to_json(),
         "linger_n_unsendable": stuck.to_json(),
         "linger_n_peer_reads": reads.to_json(),
-        "matched": held,
-        "not_matched": failed,
         **context,
     }
-    n = stuck.facts.linger_s
-    confirmed = (
-        f"Linger 0 resets at once (peer {zero.facts.peer_recv}, no TIME_WAIT); linger {n} "
-        f"returns in {reads.close_ms_median} ms once data+FIN are acked, and when the data "
-        f"cannot go out close() blocks {stuck.close_ms_median:.0f} ms and then resets."
-    )
-    differs = "Not as the notes say: " + "; ".join(failed) + f" did not hold. {seen(stuck, zero)}"
-    return judge(NAME, "C29", holds, observed, confirmed=confirmed, differs=differs, trace=trace)
+    parts = c29_parts(default, zero, stuck, reads)
+    return judge_parts(NAME, "C29", parts, observed, trace=trace)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:

@@ -72,8 +72,8 @@ def test_linger_n_with_reading_peer_returns_once_acked(result: ClaimResult) -> N
 def test_this_kernel_keeps_the_data_instead_of_resetting_at_the_timeout(
     result: ClaimResult,
 ) -> None:
-    assert result.observed["not_matched"] == ["linger 1 with unsendable data: reset at the timeout"]
-    assert result.verdict is Verdict.DIFFERS
+    assert [p.holds for p in result.parts] == [True, True, False, True]
+    assert result.verdict is Verdict.PARTLY
 
 
 # --- the judge, on synthetic observations ----------------------------------------------
@@ -94,25 +94,36 @@ def judged(stuck: linger.LingerStuck, close_ms: float = 2010.0) -> ClaimResult:
 def test_judge_confirms_when_the_timeout_ends_in_a_reset() -> None:
     result = judged(replace(KEPT, rst_at_timeout=True))
     assert result.verdict is Verdict.CONFIRMED
-    assert "close() blocks 2010 ms and then resets" in result.summary
+    assert "close() blocked 2010 ms" in result.summary and "an RST was sent" in result.summary
     assert result.observed["linger_n_unsendable"]["close_ms_median"] == 2010.0
 
 
-def test_judge_says_differs_naming_what_failed_when_the_data_is_kept() -> None:
+def test_judge_names_the_failing_part_when_the_data_is_kept() -> None:
     result = judged(KEPT)
-    assert result.verdict is Verdict.DIFFERS
-    assert result.observed["not_matched"] == ["linger 2 with unsendable data: reset at the timeout"]
-    assert "no RST was sent" in result.summary and "69000 bytes queued" in result.summary
+    assert result.verdict is Verdict.PARTLY
+    assert [p.holds for p in result.parts] == [True, True, False, True]
+    failing = result.parts[2]
+    assert "no RST was sent" in failing.evidence and "69000 bytes queued" in failing.evidence
 
 
 def test_judge_without_a_capture_reads_a_reset_from_the_peer() -> None:
     uncaptured = replace(KEPT, rst_at_timeout=None, fin_sent_by_timeout=None)
-    assert judged(uncaptured).verdict is Verdict.DIFFERS  # the peer got all its data
+    assert judged(uncaptured).parts[2].holds is False  # the peer got all its data
     lost = replace(uncaptured, peer_read_end="ECONNRESET", peer_bytes_read_later=1000)
     assert judged(lost).verdict is Verdict.CONFIRMED
-    assert judged(replace(KEPT, rst_at_timeout=True), close_ms=300).verdict is (
-        Verdict.DIFFERS  # returned long before the linger time
-    )
+    short = replace(uncaptured, peer_bytes_read_later=1000)  # EOF after part: no telling
+    assert judged(short).parts[2].holds is None
+    early = judged(replace(KEPT, rst_at_timeout=True), close_ms=300)  # long before the timeout
+    assert [p.holds for p in early.parts] == [True, False, True, True]
+
+
+def test_judge_linger_zero_and_a_reading_peer_are_parts_of_their_own() -> None:
+    fin_on_zero = replace(ZERO, facts=replace(ZERO.facts, client_sent_fin=True))
+    result = linger.judge_c29(DEFAULT, fin_on_zero, linger.Case(KEPT, 2010.0), READS, {}, [])
+    assert result.parts[3].holds is False
+    slow = replace(READS, close_ms_median=1900.0)  # waited out the timeout instead
+    result = linger.judge_c29(DEFAULT, ZERO, linger.Case(KEPT, 2010.0), slow, {}, [])
+    assert result.parts[0].holds is False
 
 
 @pytest.mark.kernel
@@ -132,4 +143,5 @@ def test_without_capture_the_peer_reads_decide() -> None:
     stuck = observed(claim, "linger_n_unsendable")
     assert stuck["rst_at_timeout"] is None and claim.trace == []
     assert stuck["peer_bytes_read_later"] == stuck["bytes_queued"]
-    assert claim.verdict is Verdict.DIFFERS
+    assert [p.holds for p in claim.parts] == [True, True, False, True]
+    assert claim.verdict is Verdict.PARTLY
