@@ -21,13 +21,12 @@ from __future__ import annotations
 import random
 import selectors
 import socket
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, Part, judge, judge_parts, skipped
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.blocked import BlockedOnReset, blocked_reader_on_reset
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import counter_delta, errno_name, netstat_counters
@@ -105,32 +104,35 @@ def connection_refused(cap: Capture | None, port: int, rounds: int) -> TcpRefuse
     )
 
 
-def judge_c27(tcp: TcpRefused, trace: list[str]) -> ClaimResult:
+def rst_part(tcp: TcpRefused, text: str) -> Part:
+    """The SYN to a port without a listener is answered with RST: the capture,
+    or without one the kernel's own count of RSTs it sent."""
     answered = tcp.port_answered
-    rsts = (
-        ", ".join(f"[{flags}]" for flags in answered)
-        if answered
-        else f"an RST (Tcp.OutRsts +{tcp.tcp_out_rsts_delta})"
+    if answered is not None:
+        flags = ", ".join(f"[{f}]" for f in answered) or "nothing"
+        return Part(
+            text, any("R" in f for f in answered), f"the port answered the SYN with {flags}"
+        )
+    return Part(
+        text,
+        tcp.tcp_out_rsts_delta >= tcp.rounds,
+        f"not captured (needs root): Tcp.OutRsts +{tcp.tcp_out_rsts_delta} over "
+        f"{tcp.rounds} connect()s",
     )
-    rst_seen = (
-        any("R" in f for f in answered)
-        if answered is not None
-        else tcp.tcp_out_rsts_delta >= tcp.rounds  # without a capture: the kernel's count
+
+
+def refused_part(tcp: TcpRefused) -> Part:
+    return Part(
+        'connect() fails with "connection refused"',
+        tcp.errors == ["ECONNREFUSED"],
+        f"connect() gave {', '.join(tcp.errors)} in {tcp.connect_ms_median} ms (median of "
+        f"{tcp.rounds})",
     )
-    holds = tcp.errors == ["ECONNREFUSED"] and rst_seen
-    return judge(
-        NAME,
-        "C27",
-        holds,
-        asdict(tcp),
-        confirmed=(
-            f"connect() to a port with no listener failed ECONNREFUSED in "
-            f"{tcp.connect_ms_median} ms (median of {tcp.rounds}); "
-            f"the port answered the SYN with {rsts}."
-        ),
-        differs=f"connect() to a closed port gave {tcp.errors}, port answered {answered}",
-        trace=trace,
-    )
+
+
+def judge_c27(tcp: TcpRefused, trace: list[str]) -> ClaimResult:
+    parts = [rst_part(tcp, "a SYN to a port where nothing listens gets an RST"), refused_part(tcp)]
+    return judge_parts(NAME, "C27", parts, asdict(tcp), trace=trace)
 
 
 # --- C38 (UDP): ICMP port unreachable --------------------------------------------------
@@ -203,29 +205,27 @@ def _icmp_text(pkt: Packet | None, cap: Capture | None) -> str | None:
 
 
 def judge_c38(tcp: TcpRefused, udp: UdpUnreachable, trace: list[str]) -> ClaimResult:
-    icmp_seen = udp.icmp_to_connected in (None, "type 3 code 3")
-    holds = (
-        tcp.errors == ["ECONNREFUSED"]
-        and udp.connected_recv == "ECONNREFUSED"
-        and udp.icmp_out_dest_unreachs_delta >= 1
-        and icmp_seen
-    )
-    icmp = udp.icmp_to_connected or f"Icmp.OutDestUnreachs +{udp.icmp_out_dest_unreachs_delta}"
-    observed = {"tcp": asdict(tcp), "udp": asdict(udp)}
-    return judge(
-        NAME,
-        "C38",
-        holds,
-        observed,
-        confirmed=(
-            f"TCP: SYN answered by RST (connect ECONNREFUSED). UDP: ICMP port unreachable "
-            f"({icmp}); a connected socket gets ECONNREFUSED on its next recv "
-            f"(next send: {udp.connected_next_send}); an unconnected one is not told "
-            f"(recvfrom: {udp.unconnected_recvfrom})."
+    if udp.icmp_to_connected is not None:
+        icmp_holds = udp.icmp_to_connected == "type 3 code 3"
+        icmp = f"captured ICMP {udp.icmp_to_connected} (port unreachable is type 3 code 3)"
+    else:
+        icmp_holds = udp.icmp_out_dest_unreachs_delta >= 1 and udp.udp_no_ports_delta >= 1
+        icmp = (
+            f"not captured (needs root): Icmp.OutDestUnreachs +{udp.icmp_out_dest_unreachs_delta},"
+            f" Udp.NoPorts +{udp.udp_no_ports_delta}"
+        )
+    parts = [
+        rst_part(tcp, "TCP: a connection request to a port without a listener gets an RST"),
+        Part(
+            "UDP: a datagram to a port without a socket gets ICMP port unreachable",
+            icmp_holds,
+            f"{icmp}; a connected socket heard of it (recv: {udp.connected_recv}, next send: "
+            f"{udp.connected_next_send}), an unconnected one did not (recvfrom: "
+            f"{udp.unconnected_recvfrom})",
         ),
-        differs=f"closed-port answers were otherwise: {observed}",
-        trace=trace,
-    )
+    ]
+    observed = {"tcp": asdict(tcp), "udp": asdict(udp)}
+    return judge_parts(NAME, "C38", parts, observed, trace=trace)
 
 
 # --- C30: selector readable on FIN and on RST ------------------------------------------
@@ -241,7 +241,6 @@ def selector_on_close(
         selector.register(pair.server, selectors.EVENT_READ)
         if abort:
             set_linger(pair.client, True, 0)
-        started = time.monotonic()
         pair.client.close()
         with Stopwatch() as sw:
             events = selector.select(EVENT_TIMEOUT)
@@ -254,15 +253,17 @@ def selector_on_close(
             outcome = "nothing to read"
         except OSError as exc:
             outcome = errno_name(exc) or type(exc).__name__
-        wait_for_flag(cap, pair.client_port, "RF", EVENT_TIMEOUT, started)
+        # the client's port is this pair's alone: no time filter, which a FIN
+        # stamped with the socket's cached TCP clock could fall before
+        wait_for_flag(cap, pair.client_port, "RF", EVENT_TIMEOUT)
         observed = {
             "selector": type(selector).__name__,
             "readable": readable,
             "select_ms": sw.ms,
             "recv": outcome,
-            "peer_sent": fin_rst_sent(cap, pair.client_port, pair.server_port, started),
+            "peer_sent": fin_rst_sent(cap, pair.client_port, pair.server_port),
         }
-        return observed, short_trace(cap, pair.client_port, started, 4)
+        return observed, short_trace(cap, pair.client_port, limit=6)  # the whole connection
 
 
 def check_c30(listener: socket.socket, cap: Capture | None) -> ClaimResult:
@@ -393,21 +394,27 @@ def check_c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
         source.close()
         closed.close()
     cases = [to_listener, to_closed]
-    holds = all(c["reply_flags"] is not None and "R" in c["reply_flags"] for c in cases)
     observed = {"cases": cases, "tcp_out_rsts_delta": delta.get("Tcp.OutRsts", 0)}
-    return judge(
-        NAME,
-        "C39",
-        holds,
-        observed,
-        confirmed=(
-            "Forged segments for no known connection were answered with "
-            + ", ".join(f"[{c['reply_flags']}] ({c['sent']})" for c in cases)
-            + "; the RST's seq is the ACK number we sent."
-        ),
-        differs=f"forged segments got: {cases}",
-        trace=trace,
-    )
+    return judge_parts(NAME, "C39", c39_parts(cases), observed, trace=trace)
+
+
+def c39_parts(cases: list[dict[str, Any]]) -> list[Part]:
+    """One part per forged segment: an RST back, with the seq RFC 793 gives it."""
+    return [
+        Part(
+            f"a segment of no known connection ({case['sent']}) is answered with RST",
+            case["reply_flags"] is not None and "R" in case["reply_flags"],
+            f"answered with [{case['reply_flags']}]"
+            + (
+                "; the RST's seq is the ACK number we sent"
+                if case["reply_seq_is_our_ack"]
+                else ("" if case["reply_flags"] is None else "; its seq is not our ACK number")
+            )
+            if case["reply_flags"] is not None
+            else "no answer within the wait",
+        )
+        for case in cases
+    ]
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
