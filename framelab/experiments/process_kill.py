@@ -32,7 +32,7 @@ from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import endpoint_state
 from framelab.lab.sockets import LOOPBACK, Address, address_of, listening_socket, recv_outcome
@@ -318,6 +318,12 @@ def run(ctx: RunContext) -> list[ClaimResult]:
     return [judge_c26(killed, exited, unread, forked, ctx.can_capture, trace)]
 
 
+def flags_text(sent: dict[str, bool | None]) -> str:
+    if sent["fin"] is None:
+        return "not captured"
+    return f"{'FIN' if sent['fin'] else 'no FIN'}, {'RST' if sent['rst'] else 'no RST'}"
+
+
 def judge_c26(
     killed: Repeated,
     exited: Repeated,
@@ -326,13 +332,37 @@ def judge_c26(
     captured: bool,
     trace: list[str],
 ) -> ClaimResult:
-    """C26 from the endings alone: SIGKILL and exit end with FIN (EOF at our end)."""
-    fin_only = [case.ending.child_sent for case in (killed, exited)]
-    holds = (
-        killed.ending.our_recv == "EOF"
-        and exited.ending.our_recv == "EOF"
-        and all(s["fin"] in (True, None) and s["rst"] in (False, None) for s in fin_only)
-    )
+    """C26 part by part: closed at a kill, at an exit, at once, and with a FIN."""
+    endings = [case.ending for case in (killed, exited)]
+    fin_seen = all(e.child_sent["fin"] is True and e.child_sent["rst"] is False for e in endings)
+    parts = [
+        Part(
+            "when a process is killed, the kernel closes its sockets",
+            killed.ending.our_recv == "EOF",
+            f"SIGKILL: our recv() got {killed.ending.our_recv} "
+            f"{killed.ms_to_recv_result_median} ms after kill() (median of {killed.rounds})",
+        ),
+        Part(
+            "when it exits without close(), likewise",
+            exited.ending.our_recv == "EOF",
+            f"exit: our recv() got {exited.ending.our_recv} "
+            f"{exited.ms_to_recv_result_median} ms after the exit began",
+        ),
+        Part(
+            "without waiting for the peer: the peer sees FIN",
+            fin_seen if captured else None,
+            (
+                f"the dying end sent: at SIGKILL {flags_text(killed.ending.child_sent)}, at exit "
+                f"{flags_text(exited.ending.child_sent)}"
+                if captured
+                else "not captured (needs root); our recv()'s EOF says a FIN arrived"
+            )
+            + f". Unless data was unread: then {unread.ending.our_recv} "
+            f"({flags_text(unread.ending.child_sent)}); and a socket a forked child still holds "
+            f"is not closed: killing the parent gave {forked.our_recv_after_child_killed} until "
+            f"the holder died ({forked.our_recv_after_grandchild_killed})",
+        ),
+    ]
     observed = {
         "sigkill": killed.to_json(),
         "exit_without_close": exited.to_json(),
@@ -340,27 +370,7 @@ def judge_c26(
         "sigkill_with_forked_holder": asdict(forked),
         "captured": captured,
     }
-    nuance = (
-        f"with unread data in the child we got {unread.ending.our_recv} instead; with a forked "
-        f"holder killing the child gave {forked.our_recv_after_child_killed} "
-        f"(state {forked.child_end_after_child_killed}) until the grandchild died "
-        f"({forked.our_recv_after_grandchild_killed})"
-    )
-    return judge(
-        NAME,
-        "C26",
-        holds,
-        observed,
-        confirmed=(
-            f"SIGKILL: we read {killed.ending.our_recv} {killed.ms_to_recv_result_median} ms "
-            f"after kill(); exit without close(): {exited.ending.our_recv}. But {nuance}."
-        ),
-        differs=(
-            f"A dying process's socket did not end with FIN: kill -> {killed.ending.our_recv}, "
-            f"exit -> {exited.ending.our_recv}, flags {fin_only}; {nuance}."
-        ),
-        trace=trace,
-    )
+    return judge_parts(NAME, "C26", parts, observed, trace=trace)
 
 
 EXPERIMENT = Experiment(
