@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import (
     ProcTcpEntry,
@@ -131,32 +131,46 @@ def shutdown_both(listener: socket.socket) -> dict[str, Any]:
 def check_c21(listener: socket.socket, cap: Capture | None) -> ClaimResult:
     half, trace = half_close(listener, cap)
     both = shutdown_both(listener)
-    holds = (
-        half["peer_recv_after_shut_wr"] == "EOF"
-        and half["reverse_data_received"]
-        and half["fileno_after_shutdown"] >= 0
-        and half["getsockname_after_shutdown"]
-        and half["fileno_after_close"] == -1
-        and not half["getsockname_after_close"]
-        and both["peer_recv"] == "EOF"
-        and both["own_recv"] == "EOF"
-        and both["getsockname"]
-    )
     observed = {"shut_wr_then_close": half, "shut_rdwr": both}
-    return judge(
-        NAME,
-        "C21",
-        holds,
-        observed,
-        confirmed=(
-            "After shutdown(SHUT_WR) the peer read EOF and could still send to us "
-            f"(we are {half['state_after_shutdown']}, fd {half['fileno_after_shutdown']} still "
-            f"valid); after close() fileno() is -1 and getsockname() fails "
-            f"{half['getsockname_error_after_close']}; SHUT_RDWR ends both ways, fd kept."
+    trace = titled("shutdown(SHUT_WR), peer replies, close()", trace)
+    return judge_parts(NAME, "C21", c21_parts(half, both), observed, trace=trace)
+
+
+def c21_parts(half: dict[str, Any], both: dict[str, Any]) -> list[Part]:
+    return [
+        Part(
+            "shutdown() acts on one direction: SHUT_WR ends ours, the peer's still flows",
+            half["peer_recv_after_shut_wr"] == "EOF" and half["reverse_data_received"],
+            f"after shutdown(SHUT_WR) the peer read {half['peer_recv_after_shut_wr']} and its "
+            f"reply {'reached us' if half['reverse_data_received'] else 'did not reach us'} "
+            f"(we were {half['state_after_shutdown']})",
         ),
-        differs=f"shutdown/close did not behave as described: {observed}",
-        trace=titled("shutdown(SHUT_WR), peer replies, close()", trace),
-    )
+        Part(
+            "or on both: SHUT_RDWR",
+            both["peer_recv"] == "EOF" and both["own_recv"] == "EOF",
+            f"after shutdown(SHUT_RDWR) the peer read {both['peer_recv']}, our own recv() "
+            f"{both['own_recv']}",
+        ),
+        Part(
+            "without releasing the descriptor",
+            half["fileno_after_shutdown"] >= 0
+            and half["getsockname_after_shutdown"]
+            and both["getsockname"],
+            f"fileno() {half['fileno_after_shutdown']} after SHUT_WR and {both['fileno']} after "
+            f"SHUT_RDWR; getsockname() "
+            f"{'worked' if half['getsockname_after_shutdown'] else 'failed'}",
+        ),
+        Part(
+            "close() releases the socket",
+            half["fileno_after_close"] == -1 and not half["getsockname_after_close"],
+            f"after close() fileno() is {half['fileno_after_close']} and getsockname() "
+            + (
+                f"fails {half['getsockname_error_after_close']}"
+                if not half["getsockname_after_close"]
+                else "still works"
+            ),
+        ),
+    ]
 
 
 # --- C22: two descriptors, one socket ------------------------------------------------
@@ -203,29 +217,38 @@ def shared_socket(
 
 def check_c22(listener: socket.socket, cap: Capture | None, quiet: float) -> ClaimResult:
     observed, trace = shared_socket(listener, cap, quiet)
-    silent = observed["client_sent_after_one_close"]
-    holds = (
-        observed["peer_recv_after_one_close"] == "timeout"
-        and observed["client_state_after_one_close"] == "ESTABLISHED"
-        and silent["fin"] in (False, None)
-        and silent["rst"] in (False, None)
-        and observed["peer_recv_after_shutdown_via_another_fd"] == "EOF"
-        and observed["send_error_on_other_fd"] == "EPIPE"
-    )
     observed["quiet_window_s"] = quiet
-    return judge(
-        NAME,
-        "C22",
-        holds,
-        observed,
-        confirmed=(
-            f"close() of one of two descriptors sent nothing (peer recv: timeout after {quiet} s, "
-            "still ESTABLISHED); shutdown(SHUT_WR) through a third dup sent FIN (peer EOF) and "
-            "the remaining descriptor's send failed EPIPE."
-        ),
-        differs=f"closing one of two descriptors or shutting one down did otherwise: {observed}",
-        trace=titled("dup(); close() one; shutdown() another", trace),
+    trace = titled("dup(); close() one; shutdown() another", trace)
+    return judge_parts(NAME, "C22", c22_parts(observed), observed, trace=trace)
+
+
+def c22_parts(seen: dict[str, Any]) -> list[Part]:
+    silent = seen["client_sent_after_one_close"]
+    wire = (
+        "not captured (needs root)"
+        if silent["fin"] is None
+        else f"{'a FIN' if silent['fin'] else 'no FIN'}, {'an RST' if silent['rst'] else 'no RST'}"
     )
+    return [
+        Part(
+            "close() of one of several descriptors sends nothing",
+            seen["peer_recv_after_one_close"] == "timeout"
+            and seen["client_state_after_one_close"] == "ESTABLISHED"
+            and silent["fin"] in (False, None)
+            and silent["rst"] in (False, None),
+            f"after closing one of two descriptors the peer's recv() gave "
+            f"{seen['peer_recv_after_one_close']} within {seen['quiet_window_s']} s; our end "
+            f"was {seen['client_state_after_one_close']}; on the wire: {wire}",
+        ),
+        Part(
+            "shutdown() affects every holder",
+            seen["peer_recv_after_shutdown_via_another_fd"] == "EOF"
+            and seen["send_error_on_other_fd"] == "EPIPE",
+            f"shutdown(SHUT_WR) through a third descriptor: the peer read "
+            f"{seen['peer_recv_after_shutdown_via_another_fd']}, and send() on the second "
+            f"failed {seen['send_error_on_other_fd']}",
+        ),
+    ]
 
 
 # --- C23, C24: errors after shutdown and close ----------------------------------------
@@ -250,17 +273,13 @@ def check_c23(listener: socket.socket) -> ClaimResult:
         "strerror": error.strerror if error else None,
         "sigpipe_disposition": getattr(sigpipe, "name", str(sigpipe)),
     }
-    return judge(
-        NAME,
-        "C23",
+    part = Part(
+        'writing after shutting down output fails with "broken pipe"',
         observed["errno"] == "EPIPE",
-        observed,
-        confirmed=(
-            f"send() after shutdown(SHUT_WR) raised {observed['exception']} "
-            f"({observed['errno']}, '{observed['strerror']}')."
-        ),
-        differs=f"send() after shutdown(SHUT_WR) gave {observed['exception']} {observed['errno']}",
+        f"send() after shutdown(SHUT_WR) raised {observed['exception']} ({observed['errno']}, "
+        f"'{observed['strerror']}'); SIGPIPE is {observed['sigpipe_disposition']} in Python",
     )
+    return judge_parts(NAME, "C23", [part], observed)
 
 
 def check_c24(listener: socket.socket) -> ClaimResult:
@@ -281,17 +300,15 @@ def check_c24(listener: socket.socket) -> ClaimResult:
         "message": str(error) if error else None,
         "fileno_after_close": pair.client.fileno(),
     }
-    return judge(
-        NAME,
-        "C24",
+    part = Part(
+        "reading from a socket after close() fails",
         error is not None,
-        observed,
-        confirmed=(
-            f"recv() after close() raised {observed['exception']} {observed['errno']} "
-            f"('{observed['message']}')."
-        ),
-        differs="recv() after close() did not fail",
+        f"recv() after close() raised {observed['exception']} {observed['errno']} "
+        f"('{observed['message']}'); fileno() was {observed['fileno_after_close']}"
+        if error is not None
+        else "recv() after close() returned without an error",
     )
+    return judge_parts(NAME, "C24", [part], observed)
 
 
 # --- C28: close() with unread data ---------------------------------------------------
@@ -419,52 +436,65 @@ def asyncio_observations(can_capture: bool) -> tuple[dict[str, Any], list[str]]:
 
 def asyncio_meaning(reading: set[str], paused: set[str]) -> str:
     """What the asyncio outcomes say, worded from what they were."""
+    said = (
+        f"with the loop reading, the client saw {', '.join(sorted(reading))}; with reading "
+        f"paused, {', '.join(sorted(paused))}"
+    )
     if reading == {"EOF"} and paused == {"ECONNRESET"}:
-        return (
-            "the loop had already read the data into its buffer, so writer.close() sent FIN; "
-            "with reading paused the data stayed in the kernel and it sent RST."
+        return said + (
+            ": the loop had already read the data into its buffer, so writer.close() sent FIN;"
+            " paused, the data stayed in the kernel and close() sent RST"
         )
-    return "asyncio did not hide the unread data the way its eager reading suggests."
+    return said
 
 
 def check_c28(listener: socket.socket, cap: Capture | None, can_capture: bool) -> ClaimResult:
     unread, t_unread = close_with_unread(listener, cap, read_first=False)
     control, t_control = close_with_unread(listener, cap, read_first=True)
     streams, t_streams = asyncio_observations(can_capture)
-    sent = unread["server_sent"]
-    holds = (
-        unread["client_recv"] == "ECONNRESET"
-        and unread["server_state_after_close"] is None
-        and unread["abort_on_close_delta"] >= 1
-        and sent["rst"] in (True, None)
-        and sent["fin"] in (False, None)
-    )
     observed = {"unread_close": unread, "read_then_close": control, "asyncio_streams": streams}
+    trace = [
+        *titled("close() with unread data", t_unread),
+        *titled("read, then close()", t_control),
+        *t_streams,
+    ][:TRACE_LIMIT]
+    return judge_parts(NAME, "C28", c28_parts(unread, control, streams), observed, trace=trace)
+
+
+def c28_parts(
+    unread: dict[str, Any], control: dict[str, Any], streams: dict[str, dict[str, Any]]
+) -> list[Part]:
+    sent, control_sent = unread["server_sent"], control["server_sent"]
+
+    def wire(flags: dict[str, bool | None]) -> str:
+        if flags["fin"] is None:
+            return "not captured"
+        return f"{'FIN' if flags['fin'] else 'no FIN'}, {'RST' if flags['rst'] else 'no RST'}"
+
     loops = ", ".join(f"{k}: client {v['client_recv']}" for k, v in streams.items())
-    asyncio_reading = {v["client_recv"] for k, v in streams.items() if "paused" not in k}
-    asyncio_paused = {v["client_recv"] for k, v in streams.items() if k.endswith("_paused_reading")}
-    return judge(
-        NAME,
-        "C28",
-        holds,
-        observed,
-        confirmed=(
-            f"close() with {unread['unread_bytes_at_close']} unread bytes sent RST: client "
-            f"{unread['client_recv']}, no TIME_WAIT, TCPAbortOnClose +"
-            f"{unread['abort_on_close_delta']} (after reading: client {control['client_recv']}). "
-            f"asyncio streams ({loops}): {asyncio_meaning(asyncio_reading, asyncio_paused)}"
+    reading = {v["client_recv"] for k, v in streams.items() if "paused" not in k}
+    paused = {v["client_recv"] for k, v in streams.items() if k.endswith("_paused_reading")}
+    return [
+        Part(
+            "close() with unread data in the receive buffer sends RST",
+            unread["client_recv"] == "ECONNRESET"
+            and unread["server_state_after_close"] is None
+            and unread["abort_on_close_delta"] >= 1
+            and sent["rst"] in (True, None),
+            f"close() with {unread['unread_bytes_at_close']} unread bytes: client "
+            f"{unread['client_recv']}, server end {unread['server_state_after_close'] or 'gone'}"
+            f", TCPAbortOnClose +{unread['abort_on_close_delta']}, on the wire: {wire(sent)}",
         ),
-        differs=(
-            f"close() with unread data: client {unread['client_recv']}, server end "
-            f"{unread['server_state_after_close']}, TCPAbortOnClose +"
-            f"{unread['abort_on_close_delta']}, flags {sent}; asyncio: {loops}"
+        Part(
+            "instead of FIN",
+            sent["fin"] in (False, None)
+            and control["client_recv"] == "EOF"
+            and control_sent["rst"] in (False, None),
+            f"with unread data the closer sent {wire(sent)}; after reading it first, close() "
+            f"gave the client {control['client_recv']} ({wire(control_sent)}). asyncio streams "
+            f"({loops}): {asyncio_meaning(reading, paused)}",
         ),
-        trace=[
-            *titled("close() with unread data", t_unread),
-            *titled("read, then close()", t_control),
-            *t_streams,
-        ][:TRACE_LIMIT],
-    )
+    ]
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:

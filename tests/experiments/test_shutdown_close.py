@@ -114,3 +114,54 @@ def test_without_root_nothing_is_captured_and_verdicts_stand() -> None:
     assert all(r.trace == [] for r in results)
     assert all(r.verdict is Verdict.CONFIRMED for r in results)
     assert results[-1].observed["unread_close"]["server_sent"] == {"fin": None, "rst": None}
+
+
+# --- the judges, on synthetic observations -----------------------------------------------
+HALF = {"peer_recv_after_shut_wr": "EOF", "reverse_data_received": True,
+        "fileno_after_shutdown": 5, "getsockname_after_shutdown": True,
+        "state_after_shutdown": "FIN_WAIT2", "fileno_after_close": -1,
+        "getsockname_after_close": False, "getsockname_error_after_close": "EBADF"}  # fmt: skip
+BOTH = {"peer_recv": "EOF", "own_recv": "EOF", "fileno": 6, "getsockname": True}
+SHARED = {"peer_recv_after_one_close": "timeout", "client_state_after_one_close": "ESTABLISHED",
+          "client_sent_after_one_close": {"fin": False, "rst": False},
+          "peer_recv_after_shutdown_via_another_fd": "EOF", "send_error_on_other_fd": "EPIPE",
+          "quiet_window_s": 0.2}  # fmt: skip
+UNREAD = {"client_recv": "ECONNRESET", "server_state_after_close": None,
+          "abort_on_close_delta": 1, "unread_bytes_at_close": 224,
+          "server_sent": {"fin": False, "rst": True}}  # fmt: skip
+READ = {**UNREAD, "client_recv": "EOF", "server_sent": {"fin": True, "rst": False}}
+
+
+def holds(parts: list[Any]) -> list[bool | None]:
+    return [p.holds for p in parts]
+
+
+def test_c21_parts_follow_each_observation() -> None:
+    assert holds(shutdown_close.c21_parts(HALF, BOTH)) == [True, True, True, True]
+    one_way = {**HALF, "reverse_data_received": False}
+    assert holds(shutdown_close.c21_parts(one_way, BOTH)) == [False, True, True, True]
+    kept = {**HALF, "fileno_after_close": 5, "getsockname_after_close": True}
+    assert holds(shutdown_close.c21_parts(kept, BOTH)) == [True, True, True, False]
+
+
+def test_c22_parts_follow_each_observation() -> None:
+    assert holds(shutdown_close.c22_parts(SHARED)) == [True, True]
+    fin = {**SHARED, "client_sent_after_one_close": {"fin": True, "rst": False}}
+    assert holds(shutdown_close.c22_parts(fin)) == [False, True]
+    uncaptured = {**SHARED, "client_sent_after_one_close": {"fin": None, "rst": None}}
+    parts = shutdown_close.c22_parts(uncaptured)
+    assert holds(parts) == [True, True] and "not captured" in parts[0].evidence
+
+
+def test_c28_parts_and_the_asyncio_sentence_come_from_the_run() -> None:
+    streams = {"asyncio_reading": {"client_recv": "EOF"},
+               "asyncio_paused_reading": {"client_recv": "ECONNRESET"}}  # fmt: skip
+    parts = shutdown_close.c28_parts(UNREAD, READ, streams)
+    assert holds(parts) == [True, True]
+    assert "already read the data" in parts[1].evidence
+    odd = {"asyncio_reading": {"client_recv": "ECONNRESET"},
+           "asyncio_paused_reading": {"client_recv": "ECONNRESET"}}  # fmt: skip
+    assert "already read" not in shutdown_close.c28_parts(UNREAD, READ, odd)[1].evidence
+    fin_anyway = {**UNREAD, "client_recv": "EOF", "server_sent": {"fin": True, "rst": False},
+                  "abort_on_close_delta": 0, "server_state_after_close": "FIN_WAIT2"}  # fmt: skip
+    assert holds(shutdown_close.c28_parts(fin_anyway, READ, streams)) == [False, False]
