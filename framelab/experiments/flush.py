@@ -35,7 +35,7 @@ from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import data_segments_out, segments_since
 from framelab.lab.loops import close_writer, connect_streams, on_each_loop
@@ -250,28 +250,40 @@ def judge_c31(
         "drain_waits_for_reading_peer": flow_control,
     }
     drains = ", ".join(
-        f"{name} {'waited' if flow_control[name] else 'did NOT wait'} with "
+        f"{name} {'waited' if flow_control[name] else 'did not wait'} with "
         f"{seen['buffered_when_drain_called']} bytes buffered (high water "
         f"{seen['write_buffer_limits']['high']})"
         for name, seen in loops.items()
     )
-    return judge(
-        NAME,
-        "C31",
-        raw_at_once and held_until_flush and all(loops_send_at_once.values()),
-        observed,
-        confirmed=(
-            f"send() was readable at the peer after {raw['peer_readable_after_ms']:g} ms, no "
-            f"flush; makefile('wb').write() sent nothing ({wrapped['watched_for_ms']} ms "
-            f"watched, {wrapped['segments_after_write']} segments) until flush(); asyncio and "
-            f"uvloop write() sent at once too, and drain() is flow control: {drains}"
+    segments = wrapped["segments_after_write"]
+    parts = [
+        Part(
+            "a socket write needs no flush: the data is handed to TCP at once",
+            raw_at_once,
+            f"after send() the peer was readable in {raw['peer_readable_after_ms']:g} ms and got "
+            f"{'the message' if raw['peer_got'] == MESSAGE.decode() else repr(raw['peer_got'])},"
+            " with no flush",
         ),
-        differs=(
-            f"raw send visible at once: {raw_at_once}; wrapper held until flush: "
-            f"{held_until_flush}; event loop write() sent at once: {loops_send_at_once}"
+        Part(
+            "only a user-space buffered wrapper needs flush()",
+            held_until_flush,
+            f"makefile('wb').write(): peer readable before flush: "
+            f"{wrapped['peer_readable_after_write']} ({wrapped['watched_for_ms']} ms watched, "
+            + ("segments not captured" if segments is None else f"{segments} segments")
+            + f"); after flush(): {wrapped['peer_readable_after_flush']}",
         ),
-        trace=trace,
-    )
+        Part(
+            "the event loops' write() hands data to TCP at once too (drain() is flow control)",
+            all(loops_send_at_once.values()),
+            "; ".join(
+                f"{name}: peer readable before drain() {seen['peer_readable_before_drain']}, "
+                f"{seen['buffered_after_write']} bytes left buffered"
+                for name, seen in loops.items()
+            )
+            + f"; {drains}",
+        ),
+    ]
+    return judge_parts(NAME, "C31", parts, observed, trace=trace)
 
 
 EXPERIMENT = Experiment(

@@ -81,5 +81,9 @@ def test_capture_sees_the_segment_right_after_send_and_flush(result: ClaimResult
 def test_verdict_follows_the_observations(result: ClaimResult) -> None:
     wrapped = copy.deepcopy(result.observed["makefile_wb"])
     wrapped["peer_readable_after_write"] = True  # a wrapper that did not buffer
-    verdict = flush.judge_c31(result.observed["raw_send"], wrapped, loops(result), []).verdict
-    assert verdict is Verdict.DIFFERS
+    judged = flush.judge_c31(result.observed["raw_send"], wrapped, loops(result), [])
+    assert [p.holds for p in judged.parts] == [True, False, True]
+    assert judged.verdict is Verdict.PARTLY
+    raw = {**result.observed["raw_send"], "peer_readable": False}  # a send() that waited too
+    judged = flush.judge_c31(raw, wrapped, loops(result), [])
+    assert [p.holds for p in judged.parts] == [False, False, True]
