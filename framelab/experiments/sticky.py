@@ -36,7 +36,7 @@ from typing import Any
 from framelab.common.words import plural
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge
+from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import (
     counter_delta,
@@ -214,23 +214,26 @@ def check_c17(cap: Capture | None) -> ClaimResult:
         f"{len(merged.reads)} recv() returned {merged.reads[0]} bytes",
         data_segments_trace(cap, merged.port),
     )
-    return judge(
-        NAME,
-        "C17",
-        merged_seen and split_seen and intact,
-        observed,
-        confirmed=(
+    parts = [
+        Part(
+            "two sends may arrive merged into one read",
+            merged_seen,
             f"{len(merged.sends)} send() calls ({merged.segments} segments) came out of "
-            f"{len(merged.reads)} recv(); one send of {LARGE_PAYLOAD >> 10} KiB took "
-            f"{len(split.reads)} recv() of up to {max(split.reads)} bytes, though each asked "
-            "for all of it: TCP delivers bytes, in order, not messages"
+            f"{plural(len(merged.reads), 'recv()')}, the first returning {merged.reads[0]} bytes",
         ),
-        differs=(
-            f"merged: {plural(len(merged.sends), 'send')} -> {plural(len(merged.reads), 'read')}; "
-            f"split: 1 send -> {plural(len(split.reads), 'read')}; bytes intact: {intact}"
+        Part(
+            "one send may be split over several reads",
+            split_seen,
+            f"one send of {LARGE_PAYLOAD >> 10} KiB took {plural(len(split.reads), 'recv()')} "
+            f"of up to {max(split.reads)} bytes, though each asked for all of it",
         ),
-        trace=trace,
-    )
+        Part(
+            "the bytes themselves arrive intact and in order (a byte stream)",
+            intact,
+            "every byte came back in order" if intact else "the bytes read differ from those sent",
+        ),
+    ]
+    return judge_parts(NAME, "C17", parts, observed, trace=trace)
 
 
 # -- C20: length-prefixed frames ------------------------------------------------------------
@@ -294,27 +297,25 @@ def judge_c20(merged: FramedCase, split: FramedCase) -> ClaimResult:
     restored = merged.restored and split.restored
     reads_differ = any(len(c.stream.reads) != len(c.stream.sends) for c in (merged, split))
     large = sum(split.message_sizes)
-    return judge(
-        NAME,
-        "C20",
-        restored,
-        {
-            "merged": merged.to_json(),
-            "split": split.to_json(),
-            "reads_differed_from_sends": reads_differ,
-        },
-        confirmed=(
-            f"with a 4-byte length header, {len(merged.stream.sends)} frames read in"
-            f" {len(merged.stream.reads)} recv() and {len(split.message_sizes)} frame of"
-            f" {large >> 10} KiB read in {len(split.stream.reads)} recv() decoded to exactly"
-            " the messages sent, byte for byte (empty ones included)"
+    parts = [
+        Part(
+            "a 4-byte length header before each message lets the receiver split the stream back",
+            restored,
+            f"{len(merged.stream.sends)} frames read in "
+            f"{plural(len(merged.stream.reads), 'recv()')} decoded "
+            f"{merged.messages_decoded}/{len(merged.message_sizes)}, and "
+            f"{len(split.message_sizes)} frame of {large >> 10} KiB read in "
+            f"{plural(len(split.stream.reads), 'recv()')} decoded "
+            f"{split.messages_decoded}/{len(split.message_sizes)}; byte for byte: "
+            f"{merged.identical and split.identical} (empty messages included)",
         ),
-        differs=(
-            f"decoded {merged.messages_decoded}/{len(merged.message_sizes)} and "
-            f"{split.messages_decoded}/{len(split.message_sizes)} messages; identical: "
-            f"{merged.identical}, {split.identical}"
-        ),
-    )
+    ]
+    observed = {
+        "merged": merged.to_json(),
+        "split": split.to_json(),
+        "reads_differed_from_sends": reads_differ,
+    }
+    return judge_parts(NAME, "C20", parts, observed)
 
 
 # -- C06: UDP datagrams ---------------------------------------------------------------------
@@ -423,30 +424,29 @@ def check_c06(cap: Capture | None) -> ClaimResult:
         "udp_header_by_capture": header_by_capture,
     }
     headers = {header_by_limit, *(header_by_capture or [])}
-    holds = (
-        all(whole)
-        and left_over == 0
-        and cut["msg_trunc"]
-        and cut["next_is_next_datagram"]
-        and headers == {8}
-    )
-    capture_note = " and in every captured datagram" if header_by_capture else ""
-    return judge(
-        NAME,
-        "C06",
-        holds,
-        observed,
-        confirmed=(
-            f"{len(sizes)} datagrams ({sizes[0]}..{largest} bytes) -> {len(sizes)} recvfrom(), "
-            "each whole; a 10-byte buffer truncated a datagram and the next call got the next "
-            f"one; UDP header = 8 bytes ({IP_MAX_TOTAL} - 20 - {largest}{capture_note})"
+    parts = [
+        Part(
+            "UDP's header is 8 bytes",
+            headers == {8},
+            f"{IP_MAX_TOTAL} - {IP_HEADER} - {largest} (the largest payload sent; one more byte: "
+            f"{too_large_error}) = {header_by_limit}"
+            + (
+                f"; the captured datagrams' headers: {sorted(set(header_by_capture))}"
+                if header_by_capture
+                else "; not captured (needs root)"
+            ),
         ),
-        differs=(
-            f"datagrams whole: {all(whole)}, left over: {left_over}, "
-            f"UDP header seen: {sorted(headers)}"
+        Part(
+            "each datagram arrives whole and separate (no sticky packets in UDP)",
+            all(whole) and left_over == 0 and cut["msg_trunc"] and cut["next_is_next_datagram"],
+            f"{len(sizes)} datagrams ({sizes[0]}..{largest} bytes), all sent before the first "
+            f"read -> {len(received)} recvfrom() with sizes matching: {all(whole)}, "
+            f"{left_over} left over, {drops} dropped; a 10-byte buffer "
+            f"{'truncated' if cut['msg_trunc'] else 'did not truncate'} one and the next call "
+            f"{'got the next datagram' if cut['next_is_next_datagram'] else 'did not'}",
         ),
-        trace=trace,
-    )
+    ]
+    return judge_parts(NAME, "C06", parts, observed, trace=trace)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
