@@ -26,7 +26,7 @@ from typing import Any
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.registry import Experiment
-from framelab.experiments.result import ClaimResult, judge, skipped
+from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.capture import Capture
 from framelab.lab.netns import Host, RoutedPath, socket_in
 from framelab.lab.packets import icmp_echo_request
@@ -97,30 +97,38 @@ def judge_c05(seen: IcmpRun, trace: list[str]) -> ClaimResult:
     """C05 from what was seen: an echo reply, time exceeded then unreachable, ping ignored."""
     route = [(h.source, h.type, h.code) if h else None for h in seen.hops]
     router, target = seen.router, seen.target
-    holds = (
-        seen.echo is not None
-        and seen.echo.type == ECHO_REPLY
-        and route[:2] == [(router, TIME_EXCEEDED, 0), (target, UNREACHABLE, 3)]
-        and seen.ignored is None
-        and seen.probe_after[-1:] != [None]
-    )
     rtt = f"{seen.echo.ms:.3f} ms" if seen.echo else "no reply"
-    observed = seen.to_json()
-    return judge(
-        NAME,
-        "C05",
-        holds,
-        observed,
-        confirmed=(
-            f"ping: echo request answered by an echo reply from {target} in {rtt}; "
-            f"traceroute: TTL 1 drew time exceeded (11/0) from the router {router}, "
-            f"TTL 2 port unreachable (3/3) from {target}, the end; with "
-            "icmp_echo_ignore_all=1 the same host ignored ping but still routed and "
-            "answered the UDP probe"
+    echo_type = f"type {seen.echo.type}" if seen.echo else "nothing"
+    named = {TIME_EXCEEDED: "time exceeded", UNREACHABLE: "unreachable"}
+
+    def hop(entry: tuple[str, int, int] | None) -> str:
+        if entry is None:
+            return "no answer"
+        source, kind, code = entry
+        return f"{named.get(kind, 'ICMP')} {kind}/{code} from {source}"
+
+    parts = [
+        Part(
+            "ping is ICMP echo request and reply",
+            seen.echo is not None and seen.echo.type == ECHO_REPLY,
+            f"an echo request (type 8) to {target} was answered with {echo_type} in {rtt}",
         ),
-        differs=f"ping: {observed['ping']}; hops: {route}; ignoring: {observed}",
-        trace=trace,
-    )
+        Part(
+            "traceroute uses ICMP time exceeded (TTL) and destination unreachable",
+            route[:2] == [(router, TIME_EXCEEDED, 0), (target, UNREACHABLE, 3)],
+            "UDP probes: " + "; ".join(f"TTL {i}: {hop(e)}" for i, e in enumerate(route, 1)),
+        ),
+        Part(
+            "a host can be made to ignore ping",
+            seen.ignored is None and seen.probe_after[-1:] != [None],
+            "with icmp_echo_ignore_all=1 the echo request got "
+            + ("no reply" if seen.ignored is None else f"a reply (type {seen.ignored.type})")
+            + "; the host "
+            + ("still answered" if seen.probe_after[-1:] != [None] else "no longer answered")
+            + " traceroute's UDP probe",
+        ),
+    ]
+    return judge_parts(NAME, "C05", parts, seen.to_json(), trace=trace)
 
 
 def ping(host: Host, destination: str, sequence: int) -> IcmpSeen | None:

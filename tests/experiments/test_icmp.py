@@ -70,12 +70,18 @@ def synthetic(
 def test_judge_confirms_echo_time_exceeded_unreachable_and_an_ignored_ping() -> None:
     result = icmp.judge_c05(synthetic(), [])
     assert result.verdict is Verdict.CONFIRMED
-    assert f"echo reply from {TARGET} in 0.300 ms" in result.summary
+    assert "answered with type 0 in 0.300 ms" in result.summary
+    assert "TTL 1: time exceeded 11/0 from" in result.summary
     assert result.observed["traceroute"][0] == {"from": ROUTER, "type": 11, "code": 0, "ms": 0.1}
 
 
 @pytest.mark.parametrize(
     "changed", [{"reply_type": 3}, {"answers_when_ignoring": True}], ids=["no echo", "not ignored"]
 )
-def test_judge_says_differs_when_an_answer_is_not_the_claimed_one(changed: dict[str, Any]) -> None:
-    assert icmp.judge_c05(synthetic(**changed), []).verdict is Verdict.DIFFERS
+def test_judge_says_which_part_fails_when_an_answer_is_not_the_claimed_one(
+    changed: dict[str, Any],
+) -> None:
+    result = icmp.judge_c05(synthetic(**changed), [])
+    expected = [False, True, True] if "reply_type" in changed else [True, True, False]
+    assert [p.holds for p in result.parts] == expected
+    assert result.verdict is Verdict.PARTLY

@@ -37,7 +37,9 @@ def test_accept_fails_with_emfile_at_the_descriptor_limit(
         assert loops[flavour]["accept_error"] == "EMFILE", flavour
         assert loops[flavour]["highest_fd"] == limits.DESCRIPTOR_LIMIT - 1, flavour
         assert loops[flavour]["accepted"] < limits.DESCRIPTOR_LIMIT, flavour
-    assert result.verdict is Verdict.CONFIRMED
+    # ulimit -n is shown; fs.file-max cannot be reached safely, so it is not observed
+    assert [p.holds for p in result.parts] == [True, None]
+    assert result.verdict is Verdict.PARTLY
 
 
 @pytest.mark.kernel
@@ -124,9 +126,10 @@ def synthetic(
     return limits.LimitsSeen(in_force, 32, False, {"selector": selector, "naive": naive})
 
 
-def test_judge_confirms_emfile_at_the_limit_with_connections_queued_past_it() -> None:
+def test_judge_holds_emfile_at_the_limit_with_connections_queued_past_it() -> None:
     result = limits.judge_c37(synthetic())
-    assert result.verdict is Verdict.CONFIRMED
+    assert [p.holds for p in result.parts] == [True, None]
+    assert "not exercised: fs.file-max is 99" in result.summary
     assert "failed with EMFILE" in result.summary and "11 more" in result.summary
     assert "naive retry loop burned 290 ms CPU in 300 ms" in result.summary
     assert "asyncio" not in result.summary  # no asyncio loop in this observation
@@ -140,8 +143,7 @@ def test_judge_confirms_emfile_at_the_limit_with_connections_queued_past_it() ->
 )
 def test_judge_says_differs_when_one_observation_breaks_the_claim(changed: dict[str, Any]) -> None:
     result = limits.judge_c37(synthetic(**changed))
-    assert result.verdict is Verdict.DIFFERS
-    assert result.summary.startswith("the open-file limit did not bound")
+    assert [p.holds for p in result.parts] == [changed.get("without_descriptor") == 0, None]
 
 
 def test_judge_skips_when_the_accept_loop_never_ran() -> None:
