@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from framelab.experiments.context import RunContext
 from framelab.experiments.pcap_export import RunCaptures
-from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment, load
+from framelab.experiments.registry import EXPERIMENT_MODULES, Experiment, expand, load
 from framelab.experiments.result import ClaimResult, Verdict, skipped
 from framelab.lab.capture import recording
 
@@ -42,13 +42,13 @@ class UnknownExperiment(ValueError):
 
 
 def select(names: Iterable[str]) -> list[str]:
-    """'all' -> every registered experiment; duplicates dropped, order kept.
+    """'all' -> every registered experiment, an alias -> its experiments; duplicates dropped.
 
     Raises UnknownExperiment naming every name the registry does not know.
     """
     selected: list[str] = []
     for name in names:
-        for item in EXPERIMENT_MODULES if name == ALL else [name]:
+        for item in EXPERIMENT_MODULES if name == ALL else expand(name):
             if item not in selected:
                 selected.append(item)
     unknown = [name for name in selected if name not in EXPERIMENT_MODULES]

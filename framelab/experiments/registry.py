@@ -23,13 +23,22 @@ EXPERIMENT_MODULES = [
     "time_wait",
     "backlog",
     "states",
-    "mss_mtu",
+    "link_mtu",
+    "mss",
     "limits",
     "retransmission",
     "icmp",
     "questions",
     "reuseport",
 ]
+
+#: former names still accepted on the command line -> the experiments they became
+ALIASES: dict[str, tuple[str, ...]] = {"mss_mtu": ("link_mtu", "mss")}
+
+
+def expand(name: str) -> tuple[str, ...]:
+    """The registered experiments a name given on the command line stands for."""
+    return ALIASES.get(name, (name,))
 
 
 #: draws one chart on a matplotlib Axes (Any: matplotlib ships no types here)

@@ -109,7 +109,7 @@ PARAMS: tuple[Param, ...] = (
         "1 (with a random offset per connection)",
         "RFC 7323 timestamps: better RTT estimates and PAWS; tcp_tw_reuse needs them. They cost "
         "12 bytes of options per segment (1448 instead of 1460 on a 1500 MTU). Leave them on.",
-        "mss_mtu",
+        "mss",
         "C12",
         ("timestamps_on/tcp_maxseg_after_connect", "timestamps_off/tcp_maxseg_after_connect"),
     ),
@@ -292,16 +292,16 @@ PARAMS: tuple[Param, ...] = (
         "0 (path MTU discovery on: DF set)",
         "1 turns path MTU discovery off (no DF bit; datagrams may be fragmented on the way); "
         "2 and 3 also ignore or restrict 'fragmentation needed' messages.",
-        "mss_mtu",
+        "link_mtu",
         "C07",
-        ("ip_no_pmtu_disc", "df_set", "send_1473"),
+        ("ip_no_pmtu_disc", "df_set", "send_one_more"),
     ),
     Param(
         _V4 + "ipfrag_time",
         "30 s",
         "How long fragments of an incomplete datagram wait for the rest before they are "
         "dropped (ReasmFails, ICMP time exceeded).",
-        "mss_mtu",
+        "link_mtu",
         "C04",
         ("middle_fragment_lost/ipfrag_time", "middle_fragment_lost/counters_at_b/Ip.ReasmTimeout"),
     ),

@@ -12,7 +12,7 @@ from framelab.experiments.result import ClaimResult, Verdict
 
 RESULTS = [
     ClaimResult("sticky", "C17", Verdict.CONFIRMED, "10 sends came out of 1 recv()"),
-    ClaimResult("mss_mtu", "C13", Verdict.DIFFERS, "the MSS follows the MTU: 65495 [on lo]"),
+    ClaimResult("mss", "C13", Verdict.DIFFERS, "the MSS follows the MTU: 65495 [on lo]"),
     ClaimResult("nagle", "C18", Verdict.CONFIRMED, "44.1 ms with Nagle vs 0.02 ms"),
 ]
 
@@ -24,7 +24,7 @@ def test_a_new_file_gets_the_table_what_differs_and_the_pictures(tmp_path: Path)
     text = path.read_text()
     assert "| C13 |" in text and "| C17 |" in text
     [differs] = [line for line in text.splitlines() if line.startswith("- **")]
-    assert differs == "- **C13** (mss_mtu, differs): the MSS follows the MTU: 65495 (on lo)"
+    assert differs == "- **C13** (mss, differs): the MSS follows the MTU: 65495 (on lo)"
     assert "![44.1 ms with Nagle vs 0.02 ms](pictures/nagle.png)" in text
 
 

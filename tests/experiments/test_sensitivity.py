@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from framelab.experiments import backlog, mss_mtu, nagle, retransmission, time_wait
+from framelab.experiments import backlog, link_mtu, mss, nagle, retransmission, time_wait
 from framelab.experiments.context import RunContext
 from framelab.experiments.result import Verdict
 from framelab.lab.netns import SettingError, fresh_namespace, leftover_namespaces
@@ -73,17 +73,20 @@ def test_tcp_retries2_moves_the_abort_as_the_kernel_model_says() -> None:
     assert observed["error"] == "ETIMEDOUT" and not observed["rst_sent"]
 
 
-@pytest.mark.parametrize("mtu", [1400, 9000])
+@pytest.mark.parametrize("mtu", [1400, 1500, 9000])
 def test_link_sizes_follow_the_mtu(mtu: int) -> None:
-    results = {r.claim: r for r in mss_mtu.run(dataclasses.replace(QUICK, mtu=mtu))}
+    ctx = dataclasses.replace(QUICK, mtu=mtu)
+    results = {r.claim: r for experiment in (link_mtu, mss) for r in experiment.run(ctx)}
     assert results["C01"].observed["largest_frame"] == 14 + mtu
     assert results["C07"].observed["largest_payload"] == mtu - 28
     assert results["C07"].observed["send_one_more"] == "EMSGSIZE"
     assert results["C12"].observed["timestamps_off"]["syn_mss_option"] == mtu - 40
     assert results["C04"].observed["whole"]["received_whole"] == 2 * mtu + 1000
+    assert results["C19"].observed["segments"][0] == results["C19"].observed["mss"]
     assert results["C12"].verdict is results["C04"].verdict is Verdict.CONFIRMED
+    assert results["C19"].verdict is Verdict.CONFIRMED
     # the 1472 of the notes is Ethernet's: at another MTU that part is not observed
-    assert results["C07"].parts[1].holds is None
+    assert results["C07"].parts[1].holds is (True if mtu == 1500 else None)
     assert leftover_namespaces() == []
 
 
