@@ -21,7 +21,9 @@ asyncio and uvloop set TCP_NODELAY on their TCP transports; both the
 accepted and the connected transport's socket are read back, and clearing
 the option through `transport.get_extra_info("socket")` is shown to bring
 the stall back in asyncio code. As root, a capture of one Nagle round shows
-the body leaving only after the server's ACK of the header.
+the body leaving only after the server's ACK of the header, and a scripted
+peer in a namespace (nagle_scripted.py) sends that ACK at chosen times: the
+body leaves the moment it arrives, and with TCP_NODELAY without it.
 
 Cost: about 20 stalled round trips of ~40 ms, under 2 s in all.
 """
@@ -29,20 +31,24 @@ Cost: about 20 stalled round trips of ~40 ms, under 2 s in all.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from framelab.experiments.context import RunContext
+from framelab.experiments.nagle_scripted import (
+    HeaderAckRun,
+    c18_scripted_part,
+    c36_scripted_part,
+    scripted_header_ack,
+)
 from framelab.experiments.registry import Chart, Drawing, Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts
 from framelab.lab.capture import Capture
-from framelab.lab.kernel import data_segments_out, segments_since, tcp_info
+from framelab.lab.kernel import data_segments_out, segments_since, tcp_info, unsent_bytes
 from framelab.lab.loops import close_writer, on_each_loop
 from framelab.lab.packets import format_trace
 from framelab.lab.sockets import (
@@ -71,16 +77,8 @@ STALL_RATIO = 10
 #: ...and at least this slow in absolute terms (the kernel's delayed ACK is 40 ms)
 STALL_FLOOR_MS = 5.0
 TIMEOUT = 5.0
-#: SIOCOUTQNSD (linux/sockios.h): bytes in the send queue not yet sent
-SIOCOUTQNSD = 0x894B
 
 Pattern = Callable[[socket.socket, "WriteLog"], None]
-
-
-def unsent_bytes(sock: socket.socket) -> int:
-    """Bytes the kernel holds in the send queue without having sent them (SIOCOUTQNSD)."""
-    value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
-    return value
 
 
 @dataclass
@@ -361,11 +359,18 @@ def run(ctx: RunContext) -> list[ClaimResult]:
         else:
             timings[case.name] = time_case(case, rounds)
     loops = on_each_loop(lambda: asyncio_nagle(slow_rounds))
-    return [judge_c18(timings, evidence, trace), judge_c36(timings, loops)]
+    scripted: list[HeaderAckRun] | None = None
+    if ctx.can_capture:
+        scripted, scripted_trace = scripted_header_ack()
+        trace += titled("scripted peer: the header's ACK at a chosen time", scripted_trace)
+    return [judge_c18(timings, evidence, trace, scripted), judge_c36(timings, loops, scripted)]
 
 
 def judge_c18(
-    timings: dict[str, Timing], evidence: dict[str, Any], trace: list[str]
+    timings: dict[str, Timing],
+    evidence: dict[str, Any],
+    trace: list[str],
+    scripted: list[HeaderAckRun] | None = None,
 ) -> ClaimResult:
     """Held back and combined, judged from the kernel's send queue, not from the stall.
 
@@ -432,7 +437,10 @@ def judge_c18(
     parts = [
         Part("with Nagle on, a small write may be held back", held, f"{seen}; {stall}"),
         Part("to be combined with later data", combined, combined_evidence),
+        c18_scripted_part(scripted),
     ]
+    if scripted is not None:
+        observed["scripted_header_ack"] = [asdict(r) for r in scripted]
     return judge_parts(
         NAME,
         "C18",
@@ -443,7 +451,11 @@ def judge_c18(
     )
 
 
-def judge_c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> ClaimResult:
+def judge_c36(
+    timings: dict[str, Timing],
+    loops: dict[str, dict[str, Any]],
+    scripted: list[HeaderAckRun] | None = None,
+) -> ClaimResult:
     """Each write at once (send queue, segment count); the latency gain only where Nagle stalled."""
     nagle, fast = timings["nagle"], timings["nodelay"]
     fast3 = timings["nodelay_3_writes"]
@@ -501,6 +513,7 @@ def judge_c36(timings: dict[str, Timing], loops: dict[str, dict[str, Any]]) -> C
             f" of {fast.writes.writes + fast3.writes.writes} later writes stayed unsent after"
             " the call",
         ),
+        c36_scripted_part(scripted),
         Part("so set it when latency matters", latency, latency_evidence),
     ]
     loop_note = ", ".join(

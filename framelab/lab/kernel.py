@@ -9,6 +9,7 @@ hosts of lab/netns.py.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
@@ -277,3 +278,13 @@ def selected_delta(
     """The change of the named counters ('TcpExt.ListenOverflows'), zeros included."""
     changed = counter_delta(before, after)
     return {name: changed.get(name, 0) for name in names}
+
+
+#: SIOCOUTQNSD (linux/sockios.h): bytes in the send queue not yet sent
+SIOCOUTQNSD = 0x894B
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes the kernel holds in the send queue without having sent them (SIOCOUTQNSD)."""
+    value: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+    return value
