@@ -173,3 +173,12 @@ def test_the_idle_timeout_alias_is_gone() -> None:
     with pytest.raises(SystemExit) as exited:
         parser.parse_args(["--idle-timeout", "5"])
     assert exited.value.code == 2
+
+
+def test_framed_clients_offer_exactly_the_framed_modes() -> None:
+    """A mode added once (servers/modes.py) reaches every client's --mode choices."""
+    from framelab.servers.modes import FRAMED_MODES
+
+    assert FRAMED_MODES == ("framed", "msgpack")
+    assert all(server_mode(ServerConfig(mode=m)).framed for m in FRAMED_MODES)
+    assert not server_mode(ServerConfig(mode="raw")).framed

@@ -26,6 +26,7 @@ from framelab.common.argtypes import address, host, port, positive_duration, pos
 from framelab.common.oserrors import describe_os_error
 from framelab.common.words import plural
 from framelab.lab.sockets import SocketOptions
+from framelab.servers.modes import FRAMED_MODES
 from framing.decoder import DEFAULT_MAX_FRAME_LENGTH, BytesLike, Payload
 from framing.encoder import encode_frames
 from framing.errors import FramingError
@@ -41,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("messages", nargs="*", metavar="MESSAGE", help="text, @FILE, hex with --hex; JSON in msgpack")
     a("--port", type=port, required=True, metavar="PORT", help="the server's port")
     a("--host", type=host, default="127.0.0.1", metavar="HOST", help="the server's address")
-    a("--mode", choices=["framed", "msgpack"], default="framed", help="what the server speaks")
+    a("--mode", choices=FRAMED_MODES, default="framed", help="what the server speaks")
     a("--hex", action="store_true", help="framed: MESSAGEs are hex, replies printed in hex")
     a("--op", help="msgpack: send one request with this op")
     a("--args", metavar="JSON", help="msgpack: the request's args, as JSON (with --op)")

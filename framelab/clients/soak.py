@@ -42,7 +42,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import msgpack
 
@@ -57,6 +57,8 @@ from framelab.common.argtypes import (
 from framelab.common.options import STDOUT, add_json_option
 from framelab.common.oserrors import describe_os_error
 from framelab.common.words import plural
+from framelab.servers.config import IoStyle, LoopName
+from framelab.servers.modes import FRAMED_MODES
 from framelab.servers.process import ServerProcess, process_stats, raise_fd_limit, wait_for_stats
 from framing.decoder import FrameDecoder, Payload
 from framing.encoder import encode_frames
@@ -423,14 +425,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="frames in flight per connection",
     )
-    a("--mode", choices=["framed", "msgpack"], default=d.mode, help="server mode")
+    a("--mode", choices=FRAMED_MODES, default=d.mode, help="server mode")
     a(
         "--server-loop",
-        choices=["uvloop", "asyncio"],
+        choices=get_args(LoopName),
         default=d.server_loop,
         help="the started server's event loop",
     )
-    a("--io", choices=["protocol", "streams"], default=d.io, help="server I/O style")
+    a("--io", choices=get_args(IoStyle), default=d.io, help="server I/O style")
     a(
         "--connect",
         type=host_port,

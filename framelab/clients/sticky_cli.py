@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
 from framelab.clients.sticky import (
     CHART_NAME,
@@ -25,7 +26,7 @@ from framelab.common.options import (
     emit_json,
     json_to_stdout,
 )
-from framelab.servers.config import default_loop
+from framelab.servers.config import LoopName, default_loop
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--loop",
-        choices=["uvloop", "asyncio"],
+        choices=get_args(LoopName),
         default=default_loop(),
         help="the servers' event loop (default: %(default)s)",
     )

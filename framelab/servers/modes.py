@@ -11,7 +11,6 @@ the I/O style; the mode knows nothing about I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from framelab.servers import msgpack_app
@@ -61,6 +60,11 @@ class ServerMode:
 
     framed = False
 
+    @classmethod
+    def for_frame_limit(cls, max_frame: int) -> ServerMode:
+        """The mode for a server whose frames are at most `max_frame` bytes."""
+        return cls()
+
     def application(
         self,
         refusals: RefusalLog,
@@ -109,6 +113,10 @@ class MsgpackMode(ServerMode):
             msgpack_app.error("busy", "too many connections; try again later")
         )
 
+    @classmethod
+    def for_frame_limit(cls, max_frame: int) -> ServerMode:
+        return cls(max_frame)
+
     def application(
         self,
         refusals: RefusalLog,
@@ -135,14 +143,16 @@ class MsgpackMode(ServerMode):
         return self._busy
 
 
-#: every --mode name and how its object is made from the frame limit
-MODES: dict[Mode, Callable[[int], ServerMode]] = {
-    "raw": lambda _max_frame: RawMode(),
-    "framed": lambda _max_frame: FramedEchoMode(),
+#: every --mode name and its class
+MODES: dict[Mode, type[ServerMode]] = {
+    "raw": RawMode,
+    "framed": FramedEchoMode,
     "msgpack": MsgpackMode,
 }
+#: the modes that speak frames: what a framed client (send, soak) can talk to
+FRAMED_MODES: tuple[Mode, ...] = tuple(name for name, kind in MODES.items() if kind.framed)
 
 
 def server_mode(config: ServerConfig) -> ServerMode:
     """The mode object for `config.mode`, made once per server."""
-    return MODES[config.mode](config.max_frame)
+    return MODES[config.mode].for_frame_limit(config.max_frame)
