@@ -14,7 +14,7 @@ from reliability.support import Ending, matrix, read_frames, read_to_end
 from reliability.support import connect as connect_to
 
 from framelab.servers.config import IoStyle, LoopName, Mode, ServerConfig, add_server_arguments
-from framelab.servers.modes import MODES, server_mode
+from framelab.servers.modes import FRAMED_MODES, MODES, server_mode
 from framelab.servers.runner import BackgroundServer
 from framing import (
     BytesLike,
@@ -177,8 +177,6 @@ def test_the_idle_timeout_alias_is_gone() -> None:
 
 def test_framed_clients_offer_exactly_the_framed_modes() -> None:
     """A mode added once (servers/modes.py) reaches every client's --mode choices."""
-    from framelab.servers.modes import FRAMED_MODES
-
     assert FRAMED_MODES == ("framed", "msgpack")
     assert all(server_mode(ServerConfig(mode=m)).framed for m in FRAMED_MODES)
     assert not server_mode(ServerConfig(mode="raw")).framed
