@@ -37,6 +37,18 @@ _ETHTOOL_SGSO = 0x00000024
 _ETHTOOL_SGRO = 0x0000002C
 
 
+#: every topology this process builds gets its own number (id() of a freed object
+#: comes back at once, and two links built after each other then shared names)
+_TOPOLOGIES = itertools.count(1)
+
+
+def unique_tags() -> tuple[str, str]:
+    """(a namespace tag, a short tag for 15-byte interface names), unique per process
+    (the short one for the last 4096 topologies: long gone by then)."""
+    number = next(_TOPOLOGIES)
+    return f"{os.getpid()}-{number:x}", f"{os.getpid():x}{number & 0xFFF:03x}"
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -119,12 +131,11 @@ class VethLink:
     """
 
     def __init__(self, mtu: int | None = 1500, offloads: bool = False) -> None:
-        tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
+        tag, short = unique_tags()
         self.mtu = mtu
         self.offloads = offloads
         self.a = Host(f"{NAME_PREFIX}{tag}-a", "veth-a", "10.231.0.1")
         self.b = Host(f"{NAME_PREFIX}{tag}-b", "veth-b", "10.231.0.2")
-        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
         self._tmp = (f"fl{short}a", f"fl{short}b")
 
     def __enter__(self) -> VethLink:
@@ -150,12 +161,11 @@ class RoutedPath:
     """
 
     def __init__(self) -> None:
-        tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
+        tag, short = unique_tags()
         self.a = Host(f"{NAME_PREFIX}{tag}-a", "veth-a", "10.231.1.1")
         self.r_a = Host(f"{NAME_PREFIX}{tag}-r", "veth-ra", "10.231.1.254")
         self.r_b = Host(f"{NAME_PREFIX}{tag}-r", "veth-rb", "10.231.2.254")
         self.b = Host(f"{NAME_PREFIX}{tag}-b", "veth-b", "10.231.2.1")
-        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
         self._tmp = ((f"fl{short}a", f"fl{short}r"), (f"fl{short}s", f"fl{short}b"))
 
     @property
@@ -194,8 +204,7 @@ class Star:
     def __init__(self, spokes: list[str]) -> None:
         if not 0 < len(spokes) < 250 or len(set(spokes)) != len(spokes):
             raise ValueError("between 1 and 249 distinct spoke names")
-        tag = f"{os.getpid()}-{id(self) & 0xFFFF:x}"
-        short = f"{os.getpid():x}{id(self) & 0xFFF:x}"
+        tag, short = unique_tags()
         self.hub_netns = f"{NAME_PREFIX}{tag}-hub"
         self.spokes: dict[str, Host] = {}
         self.hub_ends: dict[str, Host] = {}
