@@ -19,17 +19,33 @@ connections, then 3 new connects), the ways to do (1):
   queued connections stayed and were accepted, 0 of 3 new ones got in.
 
 The filter is attached to the socket, not to a descriptor, so it holds for
-every process sharing the listener. Cost: one classic BPF program of five
-instructions run per segment reaching this listener; accept until EAGAIN
-is bounded by the queue (at most the backlog, capped by somaxconn).
+every process sharing the listener. One window is left: a handshake whose
+SYN came before the filter and whose final ACK comes after the last
+accept() would meet a closed listener and be reset, though its client
+already counts itself connected. So between (1) and (2) the stop waits
+until the listener's SYN queue is empty (`pending_handshakes`: its
+SYN_RECV rows in /proc/net/tcp), for at most HANDSHAKE_GRACE_S: after
+that nothing can join the accept queue, and accept until EAGAIN takes all.
+
+Cost: one classic BPF program of five instructions run per segment
+reaching this listener; a /proc read per millisecond while handshakes are
+pending (read off the event loop); accept until EAGAIN is bounded by the
+queue (at most the backlog, capped by somaxconn).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import socket
 import struct
+import time
+
+#: how long a stop waits for handshakes under way to complete (s): a round trip
+#: on any sane network; a SYN-ACK lost on the way is not waited for (1 s resend)
+HANDSHAKE_GRACE_S = 0.5
+_SYN_RECV = "03"  # include/net/tcp_states.h, as /proc/net/tcp prints it
 
 #: setsockopt options from asm-generic/socket.h
 SO_ATTACH_FILTER = 26
@@ -78,3 +94,34 @@ def accept_queued(listener: socket.socket) -> list[socket.socket]:
             continue
         sock.setblocking(False)
         accepted.append(sock)
+
+
+def pending_handshakes(listener: socket.socket) -> int:
+    """Handshakes under way at this listener: its SYN queue's length.
+
+    A request socket shows in /proc/net/tcp (tcp6) as a SYN_RECV row on the
+    listener's port. Read as text, O(all TCP sockets of the namespace)."""
+    port = listener.getsockname()[1]
+    table = "/proc/net/tcp6" if listener.family == socket.AF_INET6 else "/proc/net/tcp"
+    want = f":{port:04X}"
+    try:
+        with open(table) as rows:
+            next(rows, None)  # the header line
+            return sum(
+                1
+                for row in rows
+                if (fields := row.split())[3] == _SYN_RECV and fields[1].endswith(want)
+            )
+    except OSError:
+        return 0
+
+
+async def handshakes_settled(listener: socket.socket, grace: float = HANDSHAKE_GRACE_S) -> int:
+    """Wait (polling every millisecond, off the loop) until no handshake is
+    under way at `listener`, at most `grace` seconds; how many still are."""
+    deadline = time.monotonic() + grace
+    while True:
+        pending = await asyncio.to_thread(pending_handshakes, listener)
+        if pending == 0 or time.monotonic() >= deadline:
+            return pending
+        await asyncio.sleep(0.001)

@@ -36,7 +36,12 @@ from typing import Any, TypeVar
 
 from framelab.servers.config import ServerConfig
 from framelab.servers.connections import ConnectionSet
-from framelab.servers.drain import accept_queued, refuse_new_handshakes
+from framelab.servers.drain import (
+    HANDSHAKE_GRACE_S,
+    accept_queued,
+    handshakes_settled,
+    refuse_new_handshakes,
+)
 from framelab.servers.handlers import protocol_factory, streams_factory
 from framelab.servers.process import raise_fd_limit
 from framelab.servers.selector_loop import SelectorLoop
@@ -197,7 +202,15 @@ class Server:
         try:
             if not self.leave_queue:
                 refuse_new_handshakes(spare)
-            self._server.close()
+            self._server.close()  # the loop stops accepting; `spare` keeps the queue
+            # handshakes already under way join the queue; once none is left,
+            # nothing can join it after the EAGAIN below
+            if not self.leave_queue and (pending := await handshakes_settled(spare)):
+                log.warning(
+                    "stopping with %d handshakes still under way after %g s",
+                    pending,
+                    HANDSHAKE_GRACE_S,
+                )
             # retiring, the queue is the other workers': they serve it, no one is rushed
             queued = [] if self.leave_queue else accept_queued(spare)
         finally:

@@ -4,11 +4,18 @@ listen(0) does let one in; accept until EAGAIN takes the whole queue."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 
-from framelab.servers.drain import accept_new_handshakes, accept_queued, refuse_new_handshakes
+from framelab.servers.drain import (
+    accept_new_handshakes,
+    accept_queued,
+    handshakes_settled,
+    pending_handshakes,
+    refuse_new_handshakes,
+)
 
 from .support import connect
 
@@ -79,3 +86,36 @@ def test_shutdown_of_a_listener_resets_its_queue() -> None:
         with pytest.raises(OSError):
             listener.accept()
         queued.close()
+
+
+async def test_a_stop_waits_for_handshakes_under_way_then_accepts_them() -> None:
+    """The window the SYN filter leaves: a handshake begun before it, completed
+    after. TCP_DEFER_ACCEPT holds one in the SYN queue until its client sends."""
+    with _listener() as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+        address = listener.getsockname()
+        client = connect(address)  # connected, as far as the client knows
+        try:
+            assert pending_handshakes(listener) == 1
+            refuse_new_handshakes(listener)
+            settled = asyncio.ensure_future(handshakes_settled(listener, grace=5.0))
+            client.sendall(b"request")  # its handshake completes now, after the filter
+            assert await settled == 0
+            [served] = accept_queued(listener)
+            with served:
+                served.sendall(b"answered")
+                assert client.recv(16) == b"answered"
+            assert pending_handshakes(listener) == 0
+        finally:
+            client.close()
+
+
+async def test_handshakes_settled_gives_up_after_its_grace() -> None:
+    with _listener() as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+        client = connect(listener.getsockname())
+        try:
+            # the client never sends: its handshake stays under way
+            assert await handshakes_settled(listener, grace=0.05) == 1
+        finally:
+            client.close()
