@@ -147,6 +147,7 @@ class ConnectionPolicy:
         self.discard_window = discard_window
         self.error_reply = error_reply
         self.observer = observer
+        self._observed = observer is not NULL_OBSERVER  # skip the no-op calls per read
         #: bytes received by the kernel (or a stream buffer) not yet given to us
         self.unread = unread
         self.can_write_eof = can_write_eof
@@ -154,7 +155,9 @@ class ConnectionPolicy:
         #: frames are still exchanged (OPEN or DRAINING): the adapters' cheap check,
         #: since comparing enum members costs a microsecond on Python 3.11
         self.live = True
-        self._parsing = True  # live, and the decoder has not failed
+        #: input is still parsed into frames (not dropped, not over): live, and
+        #: the decoder has not failed
+        self.reading = True
         self._draining = False
         self.peer = "?"
         #: why the connection failed (None: it did not, or not yet)
@@ -195,7 +198,7 @@ class ConnectionPolicy:
             return held[start:end]
         if held and start >= len(held):
             self._held, self._held_at = [], 0
-        if self._reading_paused or self._peer_done or self._draining or not self._parsing:
+        if self._reading_paused or self._peer_done or self._draining or not self.reading:
             self._after_delivery()
         return []
 
@@ -212,11 +215,6 @@ class ConnectionPolicy:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
-    @property
-    def reading(self) -> bool:
-        """Whether input is still parsed into frames (not dropped, not over)."""
-        return self._parsing
-
     # -- inputs ---------------------------------------------------------------
     def connection_made(self, peer: str) -> None:
         self.peer = peer
@@ -224,14 +222,14 @@ class ConnectionPolicy:
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Memory for the next read: the decoder's, or a scratch buffer to drop input."""
-        if not self._parsing:
+        if not self.reading:
             return memoryview(_DISCARD)
         return self.decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int, now: float) -> None:
         """`nbytes` were written into get_buffer() at time `now`."""
         self._now = now
-        if not self._parsing:
+        if not self.reading:
             return
         try:
             frames = self.decoder.buffer_updated(nbytes)
@@ -240,10 +238,41 @@ class ConnectionPolicy:
             return
         self._take(frames, now)
 
+    def read_ready(self, nbytes: int, now: float) -> list[Payload] | None:
+        """buffer_updated(), with the per-read fast path: when the read left
+        no frame half-received and nothing stands in the way (live, writes
+        flowing, nothing held, no timer running, no drain), its frames are
+        returned for the handler at once instead of held; None means they
+        were held as buffer_updated() holds them (call next_frames()).
+        Either way the same frames reach the handler in the same order."""
+        self._now = now
+        if not self.reading:
+            return None
+        decoder = self.decoder
+        try:
+            frames = decoder.buffer_updated(nbytes)
+        except FramingError as error:
+            self._reject(error)
+            return None
+        if (
+            self._frame_deadline is None
+            and not self._held
+            and not self._writes_paused
+            and not self._draining
+            and len(frames) <= DELIVERY_SLICE
+            and decoder.failed is None
+            and not decoder.in_frame
+        ):
+            if self._observed:
+                self.observer.frames_in(frames)
+            return frames
+        self._take(frames, now)
+        return None
+
     def receive(self, data: BytesLike, now: float) -> None:
         """Bytes read at time `now` (for adapters that get bytes, not a buffer)."""
         self._now = now
-        if not self._parsing:
+        if not self.reading:
             return
         try:
             frames = self.decoder.feed(data)
@@ -348,7 +377,8 @@ class ConnectionPolicy:
         The per-read path: a few attribute tests, no call beyond the
         observer's, when no frame is left half-received."""
         if frames:
-            self.observer.frames_in(frames)
+            if self._observed:
+                self.observer.frames_in(frames)
             if self._held_at >= len(self._held):
                 self._held, self._held_at = frames, 0
             else:
@@ -356,7 +386,7 @@ class ConnectionPolicy:
         decoder = self.decoder
         if decoder.failed is not None:
             self._failure = decoder.failed  # answered after the frames before it
-            self._parsing = False
+            self.reading = False
             if self._frame_deadline is not None:
                 self._frame_deadline = None
                 self._sync_timer()
@@ -435,7 +465,7 @@ class ConnectionPolicy:
     def _enter(self, state: State) -> None:
         """Leave OPEN/DRAINING for good (to DISCARDING or CLOSED)."""
         self.state = state
-        self.live = self._parsing = self._draining = False
+        self.live = self.reading = self._draining = False
 
     def _close(self) -> None:
         self._enter(State.CLOSED)

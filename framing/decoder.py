@@ -58,11 +58,12 @@ class FrameDecoder:
     __slots__ = (
         "_buf",
         "_end",
-        "_failed",
         "_large",
         "_large_filled",
+        "_small_limit",
         "_start",
         "_view",
+        "failed",
         "frames_decoded",
         "large_frame",
         "max_frame_length",
@@ -82,13 +83,17 @@ class FrameDecoder:
         self.max_frame_length = max_frame_length
         # A frame whose header+payload cannot fit the buffer must go large.
         self.large_frame = min(large_frame, buffer_size - HEADER_SIZE - _MIN_READ)
+        # split_frames stops before any frame of large_frame bytes or more, so a
+        # large payload is always its own bytearray (one type rule, see above)
+        self._small_limit = min(max_frame_length, self.large_frame - 1)  # < 0: all large
         self._buf = payload_buffer(buffer_size)  # not zero-filled: untouched pages stay unmapped
         self._view = memoryview(self._buf)
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received bytes
         self._large: bytearray | None = None
         self._large_filled = 0
-        self._failed: FramingError | None = None
+        #: the error that ended decoding (raised again by every later call)
+        self.failed: FramingError | None = None
         self.frames_decoded = 0
 
     # -- state -----------------------------------------------------------
@@ -104,15 +109,11 @@ class FrameDecoder:
         """True while part of a frame (header or payload) has been received."""
         return self._large is not None or self._end > self._start
 
-    @property
-    def failed(self) -> FramingError | None:
-        return self._failed
-
     # -- zero-copy input -----------------------------------------------
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Writable memory for the next read; pass the count to buffer_updated()."""
-        if self._failed is not None:
-            raise self._failed
+        if self.failed is not None:
+            raise self.failed
         if self._large is not None:
             return memoryview(self._large)[self._large_filled :]
         if len(self._buf) - self._end < _MIN_READ and self._start:
@@ -128,8 +129,18 @@ class FrameDecoder:
             payload, self._large = self._large, None
             self.frames_decoded += 1
             return [payload]
-        self._end += nbytes
-        return self._parse()
+        end = self._end + nbytes
+        start = self._start
+        if self._small_limit >= 0:  # the common read: whole small frames, nothing left over
+            frames, pos = split_frames(self._view, start, end, self._small_limit)
+            if pos == end:
+                self._start = self._end = 0
+                self.frames_decoded += len(frames)
+                return frames
+            self._end = end
+            return self._parse(frames, pos)
+        self._end = end
+        return self._parse([], start)
 
     # -- convenience input ----------------------------------------------
     def feed(self, data: BytesLike) -> list[Payload]:
@@ -138,19 +149,18 @@ class FrameDecoder:
         With nothing buffered, complete small frames are cut straight out of
         `data` (one copy each, as from the receive buffer) and only the rest
         is copied in: the common case of a read holding whole frames."""
-        if self._failed is not None:
-            raise self._failed
+        if self.failed is not None:
+            raise self.failed
         src = memoryview(data).cast("B")
         frames: list[Payload] = []
         if self._end == 0 and self._large is None and self.large_frame > 0:
-            small_limit = min(self.max_frame_length, self.large_frame - 1)
-            frames, pos = split_frames(src, 0, len(src), small_limit)
+            frames, pos = split_frames(src, 0, len(src), self._small_limit)
             self.frames_decoded += len(frames)
             if pos == len(src):
                 return frames
             src = src[pos:]
         while src:
-            if self._failed is not None and frames:
+            if self.failed is not None and frames:
                 break  # the frames before the bad header; the error comes next call
             room = self.get_buffer(len(src))
             count = min(len(room), len(src))
@@ -166,8 +176,8 @@ class FrameDecoder:
 
     def end_of_stream(self) -> None:
         """Declare the input finished: fine at a frame boundary, else TruncatedFrame."""
-        if self._failed is not None:
-            raise self._failed
+        if self.failed is not None:
+            raise self.failed
         if self._large is not None:
             self._fail(TruncatedFrame(self._large_filled, len(self._large), in_header=False))
         pending = self._end - self._start
@@ -180,7 +190,7 @@ class FrameDecoder:
 
     # -- internals -------------------------------------------------------
     def _fail(self, error: FramingError) -> None:
-        self._failed = error
+        self.failed = error
         raise error
 
     def _compact(self) -> None:
@@ -188,16 +198,11 @@ class FrameDecoder:
         self._buf[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 
-    def _parse(self) -> list[Payload]:
-        # split_frames stops before any frame of large_frame bytes or more, so a
-        # large payload is always its own bytearray (one type rule, see above)
-        small_limit = min(self.max_frame_length, self.large_frame - 1)
+    def _parse(self, frames: list[Payload], pos: int) -> list[Payload]:
+        """Go on from `pos`, where split_frames stopped (`frames`: what it cut):
+        a large, oversized or partial frame."""
+        small_limit = self._small_limit
         view, end = self._view, self._end
-        frames: list[Payload]
-        if small_limit < 0:  # large_frame 0: every payload is large
-            frames, pos = [], self._start
-        else:
-            frames, pos = split_frames(view, self._start, end, small_limit)
         while end - pos >= HEADER_SIZE:  # stopped at a large, oversized or partial frame
             (length,) = HEADER.unpack_from(self._buf, pos)
             if length > self.max_frame_length:
@@ -205,7 +210,7 @@ class FrameDecoder:
                 error = FrameTooLarge(length, self.max_frame_length)
                 if not frames:
                     self._fail(error)
-                self._failed = error  # deliver the good frames first; raise next call
+                self.failed = error  # deliver the good frames first; raise next call
                 self.frames_decoded += len(frames)
                 return frames
             if length < self.large_frame:

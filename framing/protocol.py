@@ -103,6 +103,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writelines: WriteLines | None = None
+        #: the handler is called as frames_received would call it (not overridden)
+        self._direct = (
+            handler is not None and type(self).frames_received is FramedProtocol.frames_received
+        )
+        self._observed = observer is not NULL_OBSERVER
 
     @property
     def frame_timeout(self) -> float | None:
@@ -142,7 +147,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if not self.policy.live:
             return  # our FIN is out: nothing more may be written
         items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
-        self.observer.frames_out(items)
+        if self._observed:
+            self.observer.frames_out(items)
         write_frames(
             transport.write, items, self.max_frame_length, self.large_frame, self._writelines
         )
@@ -171,11 +177,20 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.policy.connection_made(self.peer)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.policy.get_buffer(sizehint)
+        if self.policy.reading:  # the decoder's memory, one call fewer
+            return self.decoder.get_buffer(sizehint)
+        return self.policy.get_buffer(sizehint)  # a scratch buffer: input is dropped
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.policy.buffer_updated(nbytes, self._loop.time())
-        self._run()
+        policy = self.policy
+        frames = policy.read_ready(nbytes, self._loop.time())
+        if frames is None:  # held (or none): the general path
+            self._run()
+            return
+        if frames:  # the fast path: straight to the handler, replies straight out
+            self._deliver(frames)
+        if policy.due:
+            self._apply()
 
     def eof_received(self) -> bool:
         self.policy.end_of_stream(self._loop.time())
@@ -224,7 +239,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def _deliver(self, frames: list[Payload]) -> None:
         """Run the handler on one slice; its failure closes only this connection."""
         try:
-            self.frames_received(frames)
+            if self._direct:  # frames_received as it is: its two calls inlined
+                replies = self._handler(frames)  # type: ignore[misc]
+                if replies:
+                    self.send_frames(replies)
+            else:
+                self.frames_received(frames)
         except FramingError as error:  # e.g. a reply over the frame limit
             self.policy.reject(error, self._loop.time())
         except Exception as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from framing import FrameDecoder, FramingError, encode_frame, encode_frames
@@ -413,3 +413,68 @@ def test_any_chunking_through_either_path_delivers_the_same_frames(
     for policy in (zero_copy, copying):
         policy.end_of_stream(now)
         assert CLOSE in acts(policy) and policy.error is None
+
+
+@example(  # a drain asked for inside a frame: the read completing it must end with FIN
+    payloads=[b"a" * 10, b"b" * 10],
+    cuts=[5, 9],
+    oversized_at_end=False,
+    pauses=set(),
+    drain_at=1,
+    frame_timeout=None,
+)
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=80),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=20),
+    oversized_at_end=st.booleans(),
+    pauses=st.sets(st.integers(min_value=0, max_value=20)),
+    drain_at=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
+    frame_timeout=st.sampled_from([TIMEOUT, None]),
+)
+def test_the_per_read_fast_path_delivers_and_acts_as_the_general_path(
+    payloads: list[bytes],
+    cuts: list[int],
+    oversized_at_end: bool,
+    pauses: set[int],
+    drain_at: int | None,
+    frame_timeout: float | None,
+) -> None:
+    """read_ready() hands some reads' frames over at once instead of holding
+    them: the frames, when they go out, and every action must be the same."""
+    wire = bytes(encode_frames(payloads)) + (b"\xff\xff\xff\xff" if oversized_at_end else b"")
+    fast, _ = make(max_frame=1000, frame_timeout=frame_timeout)
+    general, _ = make(max_frame=1000, frame_timeout=frame_timeout)
+    got: dict[str, list[tuple[int, bytes]]] = {"fast": [], "general": []}  # (step, frame)
+    did: dict[str, list[Action]] = {"fast": [], "general": []}
+    pos, now, paused = 0, 0.0, False
+    for step, size in enumerate([*cuts, len(wire)]):
+        chunk = wire[pos : pos + size]
+        pos += len(chunk)
+        resume, paused = paused and step not in pauses, step in pauses
+        for name, policy in (("fast", fast), ("general", general)):
+            if paused:
+                policy.writes_paused()
+            elif resume:
+                policy.writes_resumed(now)
+                got[name] += [(step, f) for f in drain(policy)]
+            if step == drain_at:
+                policy.shutdown_requested(now)
+                got[name] += [(step, f) for f in drain(policy)]
+            rest = chunk
+            while rest and policy.reading:
+                room = policy.get_buffer(len(rest))
+                count = min(len(room), len(rest))
+                room[:count] = rest[:count]
+                rest = rest[count:]
+                if name == "general":
+                    policy.buffer_updated(count, now)
+                    got[name] += [(step, f) for f in drain(policy)]
+                elif (frames := policy.read_ready(count, now)) is None:
+                    got[name] += [(step, f) for f in drain(policy)]  # as FramedProtocol does
+                else:
+                    got[name] += [(step, bytes(f)) for f in frames]
+            did[name] += acts(policy)
+        now += 0.001
+    assert got["fast"] == got["general"]
+    assert did["fast"] == did["general"]
+    assert fast.state is general.state
