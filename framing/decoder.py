@@ -218,7 +218,9 @@ class FrameDecoder:
             body = pos + HEADER_SIZE
             have = min(length, end - body)
             large = payload_buffer(length)
-            large[:have] = view[body : body + have]
+            # through a memoryview: bytearray slice assignment from a view copies
+            # the view into a temporary bytearray first (two copies, not one)
+            memoryview(large)[:have] = view[body : body + have]
             if have < length:  # the kernel writes the rest straight into it
                 self._large, self._large_filled = large, have
                 pos = end

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from framing._codec import PACKED_UP_TO_LARGE, STOPPED_AT_OVERSIZED, pack_frames
+from framing._codec import PACKED_ALL, PACKED_UP_TO_LARGE, STOPPED_AT_OVERSIZED, pack_frames
 from framing.decoder import (
     DEFAULT_LARGE_FRAME,
     DEFAULT_MAX_FRAME_LENGTH,
@@ -21,6 +21,9 @@ from framing.decoder import (
 )
 from framing.errors import FrameTooLarge
 
+#: with a gathering write (writelines as one writev), payloads of this many
+#: bytes or more are written as they are rather than copied into the batch
+WRITEV_AS_IS = 16 * 1024
 _SEQUENCES = (list, tuple)  # taken as they are; `list | tuple` would be built per call
 
 
@@ -86,29 +89,41 @@ def write_frames(
     Small payloads are packed into one buffer (one copy each, in C when
     compiled); a payload of `large_frame` bytes or more is written as it is,
     after the buffer that ends with its header, so big replies are never
-    copied in user space. With `writelines` (a transport whose writelines
-    is a writev, like uvloop's), buffer and large payload go in one call.
-    A payload over the limit raises FrameTooLarge after the frames before
-    it were written. Returns the number of frames written.
+    copied in user space (a bytearray or memoryview so written must not
+    change until the transport has sent it). With `writelines` (a transport
+    whose writelines is a writev, like uvloop's) the whole batch goes in one
+    call, and a payload of WRITEV_AS_IS bytes or more already goes as it is:
+    there an extra buffer costs an iovec entry, a copy costs a pass over it.
+    A payload over the limit raises FrameTooLarge after the frames before it
+    were written. Returns the number of frames written.
     """
     items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
-    start = 0
-    while start < len(items):
-        try:
-            data, stop, status = pack_frames(items, start, max_frame_length, large_frame)
-        except TypeError as error:
-            raise _which_is_not_bytes("write_frames", items, error) from None
-        if status == PACKED_UP_TO_LARGE:
-            if writelines is not None:
-                writelines([data, items[stop]])
-            else:
-                write(data)
-                write(items[stop])
-            start = stop + 1
-            continue
+    if writelines is not None and large_frame > WRITEV_AS_IS:
+        large_frame = WRITEV_AS_IS
+    try:
+        data, stop, status = pack_frames(items, 0, max_frame_length, large_frame)
+    except TypeError as error:
+        raise _which_is_not_bytes("write_frames", items, error) from None
+    if status == PACKED_ALL:  # the common batch: one buffer, one write
         if data:
             write(data)
+        return len(items)
+    parts: list[BytesLike] = []
+    try:
+        while status == PACKED_UP_TO_LARGE:
+            parts += (data, items[stop])
+            try:
+                data, stop, status = pack_frames(items, stop + 1, max_frame_length, large_frame)
+            except TypeError as error:
+                raise _which_is_not_bytes("write_frames", items, error) from None
+        if data:
+            parts.append(data)
         if status == STOPPED_AT_OVERSIZED:
             _checked_length(items[stop], max_frame_length)  # raises FrameTooLarge
-        break
+    finally:  # what was encoded before an error is still written
+        if writelines is not None and len(parts) > 1:
+            writelines(parts)
+        else:
+            for part in parts:
+                write(part)
     return len(items)

@@ -66,6 +66,8 @@ def _reason(error: Exception) -> str:
 
 
 _local = threading.local()
+#: payload types that own their bytes (a union built per call would cost an allocation)
+_OWNED = (bytes, bytearray)
 
 
 def _thread_packer() -> msgpack.Packer:
@@ -187,8 +189,9 @@ class MessageCodec:
         its bin values of LARGE_BIN bytes or more as read-only memoryviews
         over the payload (no copy); everything else, and every error, is
         msgpack.unpackb's."""
-        self._lent = []
-        if isinstance(payload, bytes | bytearray) and len(payload) >= LARGE_MESSAGE:
+        if self._lent:
+            self._lent = []
+        if isinstance(payload, _OWNED) and len(payload) >= LARGE_MESSAGE:
             obj = self._decode_lending(payload)
             if obj is not None:
                 return obj
@@ -225,14 +228,16 @@ class MessageCodec:
         end = len(data)
         if entries > self._options["max_map_len"]:
             return None
-        unpack, options = msgpack.unpackb, self._options
+        # each slice is one scalar inside the frame: msgpack's default limits
+        # (its input's length) are as strict as ours there, and cheaper
+        unpack = msgpack.unpackb
         obj: dict[Any, Any] = {}
         try:
             for _ in range(entries):
                 key_end = _scalar_end(data, pos) if pos < end else None
                 if key_end is None or key_end > end:
                     return None
-                key = unpack(data[pos:key_end], **options)
+                key = unpack(data[pos:key_end])
                 if not isinstance(key, str | bytes):
                     return None
                 value_end = _scalar_end(data, key_end) if key_end < end else None
@@ -245,7 +250,7 @@ class MessageCodec:
                     self._lent.append(_Lent(view, payload, start))
                     obj[key] = view
                 else:
-                    obj[key] = unpack(data[key_end:value_end], **options)
+                    obj[key] = unpack(data[key_end:value_end])
                 pos = value_end
         except (ValueError, TypeError):
             return None
@@ -257,8 +262,14 @@ class MessageCodec:
         bytearray (the envelope goes into the request bytes before the view,
         all decoded already; the reply is a view from there: no copy), or
         as envelope + view for bytes (one copy)."""
-        lent, self._lent = self._lent, []
-        if lent and type(reply) is dict and reply:
+        lent = self._lent
+        if not lent:  # the common reply: nothing was lent
+            data = self._pack(reply)
+            if len(data) > self.max_frame_length:
+                raise FrameTooLarge(len(data), self.max_frame_length, encoding=True)
+            return data
+        self._lent = []
+        if type(reply) is dict and reply:
             last_key = next(reversed(reply))
             view = reply[last_key]
             for loan in lent:
@@ -315,13 +326,23 @@ def message_handler(
     on_error(MessageError) -> reply obj or None for a payload that is no
     message (reported to `observer` as "bad_message")."""
     decode, encode, encode_reply = codec.decode, codec.encode, codec.encode_reply
+    unpackb = msgpack.unpackb
+    # under this size a payload is no large message: decode() would call
+    # unpackb(frame) straight away, so the loop does, one call fewer a message
+    small = min(LARGE_MESSAGE, codec.max_frame_length + 1)
 
     def batch(frames: list[Payload]) -> list[BytesLike]:
         replies: list[BytesLike] = []
         append = replies.append
         for frame in frames:
             try:
-                obj = decode(frame)
+                if len(frame) < small and not codec._lent:
+                    try:
+                        obj = unpackb(frame)
+                    except (ValueError, TypeError):
+                        obj = decode(frame)  # decode() names what is wrong
+                else:
+                    obj = decode(frame)
             except MessageError as error:
                 observer.error("bad_message", error)
                 reply = on_error(error)

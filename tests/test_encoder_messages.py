@@ -19,6 +19,9 @@ from framing import (
     frame_header,
     write_frames,
 )
+from framing.encoder import (
+    WRITEV_AS_IS,
+)
 
 
 def test_wire_format_is_big_endian_length_then_payload() -> None:
@@ -132,3 +135,29 @@ def test_the_library_knows_its_version() -> None:
     import framing
 
     assert framing.__version__ and framing.__version__[0].isdigit()
+
+
+@given(
+    sizes=st.lists(st.sampled_from([0, 5, 16 * 1024 - 1, 16 * 1024, 70_000]), max_size=8),
+    gathering=st.booleans(),
+)
+def test_write_frames_sends_the_same_bytes_in_one_gathering_write(
+    sizes: list[int], gathering: bool
+) -> None:
+    """With writelines (a writev) the batch is one call and payloads of
+    WRITEV_AS_IS bytes or more go out as they are; the bytes on the wire are
+    encode_frames' either way."""
+    payloads = [bytes([i]) * size for i, size in enumerate(sizes)]
+    calls: list[list[Any]] = []
+    write_frames(
+        lambda b: calls.append([b]),
+        payloads,
+        large_frame=65536,
+        writelines=calls.append if gathering else None,
+    )
+    assert b"".join(bytes(part) for call in calls for part in call) == encode_frames(payloads)
+    as_is = WRITEV_AS_IS if gathering else 65536
+    uncopied = [p for call in calls for p in call if any(p is q for q in payloads)]
+    assert uncopied == [p for p in payloads if len(p) >= as_is]
+    if gathering:
+        assert len(calls) <= 1

@@ -123,11 +123,7 @@ class MsgpackMode(ServerMode):
         session: msgpack_app.Session = msgpack_app.NO_SESSION,
         observer: ConnectionObserver = NULL_OBSERVER,
     ) -> BatchHandler | None:
-        def handle(request: Any) -> dict[str, Any]:
-            reply = msgpack_app.handle_request(request, session)
-            if not reply["ok"]:
-                refusals.refused(reply)
-            return reply
+        handle = msgpack_app.Requests(session, refusals.refused).handle
 
         def on_bad_message(error: MessageError) -> dict[str, Any]:
             reply = msgpack_app.reply_to_bad_message(error)

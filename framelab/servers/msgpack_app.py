@@ -119,26 +119,55 @@ def error(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": {"type": kind, "message": message}}
 
 
+def _no_one_told(reply: dict[str, Any]) -> None:
+    pass
+
+
+class Requests:
+    """One connection's request handler: `handle` is what the server calls
+    per request (a bound method: no Python frame but its own)."""
+
+    __slots__ = ("refused", "session")
+
+    def __init__(
+        self,
+        session: Session = NO_SESSION,
+        refused: Callable[[dict[str, Any]], None] = _no_one_told,
+    ) -> None:
+        self.session = session
+        #: told every error reply (the server logs them); a success costs no call
+        self.refused = refused
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        """One request object -> one reply object (never raises)."""
+        try:
+            name = request["op"]
+            request_id = request.get("id")
+            args = request.get("args")
+        except (TypeError, KeyError, AttributeError, IndexError):  # no map, or no "op"
+            name = None
+        if not isinstance(name, str) or not isinstance(request, dict):
+            reply = error("bad_message", 'a request is a map with a string "op"')
+            self.refused(reply)
+            return reply
+        try:
+            if (op := OPS.get(name)) is not None:
+                return {"id": request_id, "ok": True, "result": op(args)}
+            if (session_op := SESSION_OPS.get(name)) is not None:
+                return {"id": request_id, "ok": True, "result": session_op(args, self.session)}
+            known = ", ".join(sorted([*OPS, *SESSION_OPS]))
+            reply = error("unknown_op", f"unknown op {name!r} (known: {known})", request_id)
+        except BadArgs as exc:
+            reply = error("bad_args", str(exc), request_id)
+        except Unavailable as exc:
+            reply = error(exc.state, str(exc), request_id)
+        self.refused(reply)
+        return reply
+
+
 def handle_request(request: Any, session: Session = NO_SESSION) -> dict[str, Any]:
     """One request object -> one reply object (never raises)."""
-    if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-        return error("bad_message", 'a request is a map with a string "op"')
-    request_id = request.get("id")
-    name = request["op"]
-    args = request.get("args")
-    try:
-        if (op := OPS.get(name)) is not None:
-            result = op(args)
-        elif (session_op := SESSION_OPS.get(name)) is not None:
-            result = session_op(args, session)
-        else:
-            known = ", ".join(sorted([*OPS, *SESSION_OPS]))
-            return error("unknown_op", f"unknown op {name!r} (known: {known})", request_id)
-        return {"id": request_id, "ok": True, "result": result}
-    except BadArgs as exc:
-        return error("bad_args", str(exc), request_id)
-    except Unavailable as exc:
-        return error(exc.state, str(exc), request_id)
+    return Requests(session).handle(request)
 
 
 def reply_to_bad_message(exc: MessageError) -> dict[str, Any]:
