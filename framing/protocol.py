@@ -7,11 +7,14 @@ become transport calls and one loop timer.
 
 Data path: the loop's recv_into writes into the memory the policy offers
 (the decoder's receive buffer, or a large payload's own bytearray);
-buffer_updated() parses and the batch of finished payloads goes to
-`frames_received`, DELIVERY_SLICE at a time; the replies go out through one
-transport.write() per slice (large payloads unjoined). Per small frame that
+buffer_updated() parses, and when the policy has nothing to hold or time
+(the common read: ConnectionPolicy.read_ready) the read's payloads go
+straight to the handler and its replies straight to one transport.write()
+(or one writelines, a writev, where large payloads go unjoined); otherwise
+they go DELIVERY_SLICE at a time through next_frames(). Per small frame that
 is one user-space copy in (buffer -> bytes) and one out (into the reply
-buffer); per large frame, none.
+buffer); per large frame none, or one when it arrived whole in one read
+(receive buffer -> its bytearray).
 
 Flow control both ways: when the transport's write buffer passes
 `high_water` (a peer that sends but does not read), the policy pauses

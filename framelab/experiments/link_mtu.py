@@ -13,7 +13,8 @@ MTU (IP_MTU), not typed in:
 - C02: frames shorter than 60 bytes are captured at their size; the padding a
   real NIC's driver adds is not observable on a veth (b receives them unpadded).
 - C07: UDP with DF (IP_PMTUDISC_DO): MTU - 28 bytes go out in one frame, one
-  more fails with EMSGSIZE; the "1472" part is observable only at MTU 1500.
+  more fails with EMSGSIZE; the "1472 on Ethernet" part is probed on a link of
+  MTU 1500 (a second one when --mtu asks for another).
 - C04: a datagram of two MTUs and more without DF leaves as fragments
   sharing one IP id and is delivered whole; one sent raw without its middle
   fragment is never delivered: b gives up when the reassembly timer (set to
@@ -163,6 +164,9 @@ class LinkObservation:
     whole: Reassembled
     lost: LostFragment
     ip_no_pmtu_disc: str | None
+    #: C07's "1472 on Ethernet": the same DF probe on a link of MTU 1500 (the
+    #: run's own when it is 1500, else a second link made for it; None: not made)
+    on_ethernet: DatagramWithDf | None = None
 
 
 def observe_link(mtu: int = DEFAULT_MTU) -> LinkObservation:
@@ -176,6 +180,7 @@ def observe_link(mtu: int = DEFAULT_MTU) -> LinkObservation:
         whole = fragmentation(link, cap, route)
         lost = lost_middle_fragment(link, cap, route)
         at_b.wait_for(lambda p: p.proto == "udp" and p.payload_len == 1, timeout=1.0)
+    on_ethernet = udp if route == ETHERNET_MTU else ethernet_datagram_with_df()
     return LinkObservation(
         route,
         fresh_veth_mtu(),
@@ -186,7 +191,16 @@ def observe_link(mtu: int = DEFAULT_MTU) -> LinkObservation:
         whole,
         lost,
         no_pmtu_disc,
+        on_ethernet,
     )
+
+
+def ethernet_datagram_with_df() -> DatagramWithDf:
+    """C07's Ethernet part when the run's links have another MTU: the DF
+    probe once more on a link of 1500 made for it (the claim is about
+    Ethernet whatever --mtu says)."""
+    with watched_link(ETHERNET_MTU, [UDP_PORT]) as (link, cap, _):
+        return udp_with_df(link, cap, route_mtu(link))
 
 
 def received(sock: socket.socket, count: int) -> list[bytes]:
@@ -435,6 +449,26 @@ def judge_c04(seen: LinkObservation) -> ClaimResult:
     return judge_parts(NAME, "C04", parts, observed, trace=seen.wire.trace(shown, limit=10))
 
 
+def ethernet_part(probe: DatagramWithDf | None) -> Part:
+    name = "on Ethernet (MTU 1500) that is 1472 bytes"
+    if probe is None or probe.ip_mtu != ETHERNET_MTU:
+        mtu = "none" if probe is None else probe.ip_mtu
+        return Part(name, None, f"not observable: no link of MTU 1500 was probed (route: {mtu})")
+    largest = probe.largest_payload
+    holds = (
+        probe.send_largest == "ok"
+        and probe.send_one_more == "EMSGSIZE"
+        and largest == ETHERNET_MTU - IPV4_HEADER - UDP_HEADER
+        and probe.frame_of_largest == ETHERNET_HEADER + ETHERNET_MTU
+    )
+    return Part(
+        name,
+        holds,
+        f"on a link of MTU 1500 with DF: {largest} bytes -> {probe.send_largest}"
+        f" (one {probe.frame_of_largest}-byte frame), {largest + 1} -> {probe.send_one_more}",
+    )
+
+
 def judge_c07(seen: LinkObservation) -> ClaimResult:
     udp = seen.udp
     largest = udp.largest_payload
@@ -444,7 +478,6 @@ def judge_c07(seen: LinkObservation) -> ClaimResult:
         and udp.frame_of_largest == ETHERNET_HEADER + seen.mtu
         and udp.largest_was_fragmented is False
     )
-    on_ethernet = seen.mtu == ETHERNET_MTU
     parts = [
         Part(
             "a UDP payload of at most MTU - 20 - 8 bytes goes out unfragmented",
@@ -452,14 +485,11 @@ def judge_c07(seen: LinkObservation) -> ClaimResult:
             f"with DF on a route of MTU {udp.ip_mtu}: {largest} bytes -> {udp.send_largest}"
             f" (one {udp.frame_of_largest}-byte frame), {largest + 1} -> {udp.send_one_more}",
         ),
-        Part(
-            "on Ethernet (MTU 1500) that is 1472 bytes",
-            (fits and largest == ETHERNET_MTU - IPV4_HEADER - UDP_HEADER) if on_ethernet else None,
-            f"the largest payload seen was {largest} on MTU {seen.mtu}"
-            + ("" if on_ethernet else ": not observable, this run's link is not 1500"),
-        ),
+        ethernet_part(seen.on_ethernet),
     ]
     observed = {**asdict(udp), "ip_no_pmtu_disc": seen.ip_no_pmtu_disc}
+    if seen.on_ethernet is not None and seen.on_ethernet is not udp:
+        observed["on_ethernet"] = asdict(seen.on_ethernet)
     return judge_parts(
         NAME, "C07", parts, observed, trace=seen.wire.trace(seen.wire.on(UDP_PORT, "udp"), 4)
     )

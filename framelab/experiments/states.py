@@ -39,7 +39,7 @@ from framelab.experiments.ladder import event_line, with_events
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.capture import Capture
-from framelab.lab.kernel import endpoint_state, tcp_state
+from framelab.lab.kernel import endpoint_state, sysctl, tcp_state
 from framelab.lab.packets import SYN, Packet, tcp_segment
 from framelab.lab.sockets import (
     Pair,
@@ -73,7 +73,7 @@ SMALL_BUFFER = 16 * 1024  # send/receive buffers that fill after little data
 MAX_TCP_HEADER = 15 * 4
 LOOPBACK = "127.0.0.1"
 #: source ports of the hand-made SYNs (nobody listens on them)
-PROBE_PORTS = (40808, 40809)
+PROBE_PORTS = (40808, 40809, 40810, 40811)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:
@@ -313,6 +313,14 @@ def wait_for_last_ack(cap: Capture, pair: Pair) -> None:
 #: the TSval our hand-made SYNs carry, to be found echoed in the SYN-ACK
 PROBE_TSVAL = 0x0C08C08
 TIMESTAMP_OPTION = struct.pack("!BBII", 8, 10, PROBE_TSVAL, 0)
+#: a window-scale option: the SYN-ACK carries one only if our SYN did
+WSCALE_OPTION = struct.pack("!BBB", 3, 3, 7)
+#: witness -> (the option placed last, the knob that makes the SYN-ACK answer
+#: it, how the answer shows in the SYN-ACK's options)
+WITNESSES: dict[str, tuple[bytes, str, str]] = {
+    "timestamp": (TIMESTAMP_OPTION, "net.ipv4.tcp_timestamps", f"ecr {PROBE_TSVAL}"),
+    "window scale": (WSCALE_OPTION, "net.ipv4.tcp_window_scaling", "wscale "),
+}
 
 
 def is_reply_to(port: int, flags: str, packet: Packet) -> bool:
@@ -324,14 +332,16 @@ def is_from(port: int, flags: str, packet: Packet) -> bool:
 
 
 def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
-    """Two SYNs built by hand to a listener on lo, as a packetdrill script would.
+    """SYNs built by hand to a listener on lo, as a packetdrill script would.
 
-    "sixty": data offset 15 (a 60-byte header), 30 NOPs then a timestamp
-    option in the header's last 10 bytes: the SYN-ACK echoes that TSval only
-    if the kernel read the header to its 60th byte. "past_sixty": data offset
-    15 with 40 NOPs and the same option right after them, in the payload: it
-    must not be echoed, since nothing past 60 bytes can be header. The
-    SYN-ACKs go to a port nobody holds, so our kernel resets them.
+    For each witness option (a timestamp, whose TSval the SYN-ACK echoes; a
+    window scale, which the SYN-ACK answers with its own): "sixty" has data
+    offset 15 (a 60-byte header) with NOPs and the witness in the header's
+    last bytes, answered only if the kernel read the header to its 60th byte;
+    "past_sixty" has 40 NOPs and the witness right after them, in the
+    payload, which must not be answered. Two witnesses, because either knob
+    may be off in the namespace the run is in (then that witness says
+    nothing). The SYN-ACKs go to a port nobody holds: our kernel resets them.
     """
     results: dict[str, Any] = {}
     with listening_socket() as listener, contextlib.ExitStack() as stack:
@@ -340,33 +350,43 @@ def probe_long_headers() -> tuple[dict[str, Any], list[str]]:
         raw = stack.enter_context(
             socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         )
-        probes = {
-            "sixty": (b"\x01" * 30 + TIMESTAMP_OPTION, b""),
-            "past_sixty": (b"\x01" * 40, TIMESTAMP_OPTION),
-        }
-        for index, (name, (options, payload)) in enumerate(probes.items()):
-            source = (LOOPBACK, PROBE_PORTS[index])
-            segment = tcp_segment(source, (LOOPBACK, port), 1000, 0, SYN, payload, options=options)
-            raw.sendto(segment, (LOOPBACK, port))
-            synack = cap.wait_for(functools.partial(is_reply_to, source[1], "S."), 1.0)
-            sent = cap.wait_for(functools.partial(is_from, source[1], "S"), 0.5)
-            results[name] = {
-                "syn_header_length": sent.tcp_header_len if sent else None,
-                "syn_payload": sent.payload_len if sent else None,
-                "syn_ack": synack is not None,
-                "syn_ack_options": synack.options if synack else None,
-                "tsval_echoed": bool(
-                    synack and any(o.endswith(f"ecr {PROBE_TSVAL}") for o in synack.options)
-                ),
+        index = 0
+        for witness, (option, knob, answer) in WITNESSES.items():
+            probes = {
+                "sixty": (b"\x01" * (40 - len(option)) + option, b""),
+                "past_sixty": (b"\x01" * 40, option),
             }
+            for name, (options, payload) in probes.items():
+                source = (LOOPBACK, PROBE_PORTS[index])
+                index += 1
+                segment = tcp_segment(
+                    source, (LOOPBACK, port), 1000, 0, SYN, payload, options=options
+                )
+                raw.sendto(segment, (LOOPBACK, port))
+                synack = cap.wait_for(functools.partial(is_reply_to, source[1], "S."), 1.0)
+                sent = cap.wait_for(functools.partial(is_from, source[1], "S"), 0.5)
+                results[f"{name} ({witness})"] = {
+                    "witness": witness,
+                    knob: sysctl(knob),
+                    "syn_header_length": sent.tcp_header_len if sent else None,
+                    "syn_payload": sent.payload_len if sent else None,
+                    "syn_ack": synack is not None,
+                    "syn_ack_options": synack.options if synack else None,
+                    "answered": bool(synack and any(answer in o for o in synack.options)),
+                }
         cap.stop()
         trace = short_trace(cap, port, limit=8)
     return results, trace
 
 
+def witness_on(probe: dict[str, Any]) -> bool:
+    """Whether the knob that makes the SYN-ACK answer this witness was on."""
+    knob = WITNESSES[probe["witness"]][1]
+    return probe.get(knob) not in (None, "0")
+
+
 def judge_c08(packets: list[Packet], probes: dict[str, Any], trace: list[str]) -> ClaimResult:
     lengths = sorted({p.tcp_header_len for p in packets})
-    sixty, past = probes["sixty"], probes["past_sixty"]
     observed = {
         "header_lengths_seen": lengths,
         "syn_header_length": next((p.tcp_header_len for p in packets if p.flags == "S"), None),
@@ -374,23 +394,36 @@ def judge_c08(packets: list[Packet], probes: dict[str, Any], trace: list[str]) -
         "segments": len(packets),
         "probes": probes,
     }
-    parts = [
-        Part(
+    sixty = [p for name, p in probes.items() if name.startswith("sixty") and witness_on(p)]
+    past = [p for name, p in probes.items() if name.startswith("past_sixty") and witness_on(p)]
+    off = sorted({p["witness"] for p in probes.values() if not witness_on(p)})
+    why_off = f" ({', '.join(off)} not answerable: its knob is 0 here)" if off else ""
+
+    def said(p: dict[str, Any]) -> str:
+        return (
+            f"{p['witness']} in a {p['syn_header_length']}-byte header"
+            f" ({p['syn_payload']} payload bytes): SYN-ACK"
+            f" {'answered' if p['answered'] else 'did not answer'} it ({p['syn_ack_options']})"
+        )
+
+    if sixty:
+        first = Part(
             "a TCP header may be 60 bytes long (40 bytes of options)",
-            sixty["syn_header_length"] == MAX_TCP_HEADER and sixty["tsval_echoed"],
-            f"a SYN with a {sixty['syn_header_length']}-byte header and its timestamp in the"
-            f" last 10 bytes: SYN-ACK {'echoed' if sixty['tsval_echoed'] else 'did not echo'}"
-            f" TSval {PROBE_TSVAL} ({sixty['syn_ack_options']})",
-        ),
-        Part(
+            all(p["syn_header_length"] == MAX_TCP_HEADER and p["answered"] for p in sixty),
+            "; ".join(said(p) for p in sixty) + why_off,
+        )
+        second = Part(
             "and no longer: bytes past the 60th are not header",
-            past["syn_ack"] and not past["tsval_echoed"],
-            f"the same option placed after a 60-byte header (as {past['syn_payload']} payload"
-            f" bytes): SYN-ACK {'echoed' if past['tsval_echoed'] else 'did not echo'} it"
-            f" ({past['syn_ack_options']}); the kernel's own segments had headers of {lengths}",
-        ),
-    ]
-    return judge_parts(NAME, "C08", parts, observed, trace=trace)
+            all(p["syn_ack"] and not p["answered"] for p in past),
+            "the same option after a 60-byte header: "
+            + "; ".join(said(p) for p in past)
+            + f"; the kernel's own segments had headers of {lengths}",
+        )
+    else:
+        why = f"not observable: no witness option can be answered here{why_off}"
+        first = Part("a TCP header may be 60 bytes long (40 bytes of options)", None, why)
+        second = Part("and no longer: bytes past the 60th are not header", None, why)
+    return judge_parts(NAME, "C08", [first, second], observed, trace=trace)
 
 
 def judge_c09(packets: list[Packet], trace: list[str]) -> ClaimResult:

@@ -141,22 +141,31 @@ def observation(mtu: int, segments: list[int], sent: int, maxseg: int) -> link_m
     )
 
 
+def probe_at(mtu: int, send_largest: str = "ok") -> link_mtu.DatagramWithDf:
+    return link_mtu.DatagramWithDf(
+        mtu, mtu - 28, send_largest, "EMSGSIZE", (mtu - 28,), 14 + mtu, True, False
+    )
+
+
 @pytest.mark.parametrize("mtu", [1280, 1400, 9000])
-def test_the_1472_part_is_not_observed_on_another_mtu(mtu: int) -> None:
-    c07 = link_mtu.judge_c07(observation(mtu, [100], 100, mtu - 52))
-    assert [p.holds for p in c07.parts] == [True, None]
-    assert f"{mtu - 28} on MTU {mtu}" in c07.parts[1].evidence
-    assert "not observable" in c07.parts[1].evidence
-    assert c07.verdict is Verdict.PARTLY
+def test_on_another_mtu_the_1472_part_is_judged_on_a_link_of_1500(mtu: int) -> None:
+    run = observation(mtu, [100], 100, mtu - 52)
+    c07 = link_mtu.judge_c07(dataclasses.replace(run, on_ethernet=probe_at(1500)))
+    assert [p.holds for p in c07.parts] == [True, True]
+    assert "1472 bytes -> ok (one 1514-byte frame), 1473 -> EMSGSIZE" in c07.parts[1].evidence
+    assert c07.observed["on_ethernet"]["ip_mtu"] == 1500
+    unprobed = link_mtu.judge_c07(run)
+    assert [p.holds for p in unprobed.parts] == [True, None]
+    assert "not observable" in unprobed.parts[1].evidence
+    assert unprobed.verdict is Verdict.PARTLY
 
 
 def test_the_1472_part_holds_on_ethernet_and_fails_when_the_route_allows_less() -> None:
-    c07 = link_mtu.judge_c07(observation(1500, [100], 100, 1448))
+    run = observation(1500, [100], 100, 1448)
+    c07 = link_mtu.judge_c07(dataclasses.replace(run, on_ethernet=run.udp))
     assert [p.holds for p in c07.parts] == [True, True]
-    refused = observation(1500, [100], 100, 1448)
-    refused = dataclasses.replace(
-        refused, udp=dataclasses.replace(refused.udp, send_largest="EMSGSIZE")
-    )
+    refused = dataclasses.replace(run, udp=probe_at(1500, "EMSGSIZE"))
+    refused = dataclasses.replace(refused, on_ethernet=refused.udp)
     assert [p.holds for p in link_mtu.judge_c07(refused).parts] == [False, False]
 
 

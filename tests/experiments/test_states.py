@@ -49,10 +49,11 @@ def test_header_lengths_and_the_mss_option(results: dict[str, ClaimResult]) -> N
     assert c08["syn_header_length"] == 40  # 20 + MSS, SACK-permitted, timestamps, wscale
     assert max(c08["header_lengths_seen"]) <= 60 and min(c08["header_lengths_seen"]) >= 20
     # a 60-byte header is read to its end; what follows it is payload, never options
-    assert c08["probes"]["sixty"]["syn_header_length"] == 60
-    assert c08["probes"]["sixty"]["tsval_echoed"] is True
-    assert c08["probes"]["past_sixty"]["syn_ack"] is True
-    assert c08["probes"]["past_sixty"]["tsval_echoed"] is False
+    for witness in ("timestamp", "window scale"):
+        assert c08["probes"][f"sixty ({witness})"]["syn_header_length"] == 60
+        assert c08["probes"][f"sixty ({witness})"]["answered"] is True
+        assert c08["probes"][f"past_sixty ({witness})"]["syn_ack"] is True
+        assert c08["probes"][f"past_sixty ({witness})"]["answered"] is False
     assert results["C08"].verdict is Verdict.CONFIRMED
     c14 = results["C14"].observed
     assert c14["segments_with_mss_option"] == ["S", "S."] * 2  # two connections
@@ -90,3 +91,39 @@ def test_c10_judged_part_by_part_on_synthetic_observations() -> None:
     assert "not seen: CLOSING" in odd.summary
     nothing = states.judge_c10(walk([], [], states.ALL_STATES), three)
     assert nothing.verdict is Verdict.DIFFERS
+
+
+def long_header_probe(witness: str, knob: str, header: int, answered: bool) -> dict[str, object]:
+    return {"witness": witness, knob: "1", "syn_header_length": header, "syn_payload": 0,
+            "syn_ack": True, "syn_ack_options": [], "answered": answered}  # fmt: skip
+
+
+def test_c08_judges_with_the_witness_whose_knob_is_on() -> None:
+    """tcp_timestamps=0 silences the timestamp witness: the window scale still
+    answers, and the part is judged on it instead of failing."""
+    probes = {
+        "sixty (timestamp)": long_header_probe("timestamp", "net.ipv4.tcp_timestamps", 60, False),
+        "past_sixty (timestamp)": long_header_probe(
+            "timestamp", "net.ipv4.tcp_timestamps", 60, False
+        ),
+        "sixty (window scale)": long_header_probe(
+            "window scale", "net.ipv4.tcp_window_scaling", 60, True
+        ),
+        "past_sixty (window scale)": long_header_probe(
+            "window scale", "net.ipv4.tcp_window_scaling", 60, False
+        ),
+    }
+    probes["sixty (timestamp)"]["net.ipv4.tcp_timestamps"] = "0"
+    probes["past_sixty (timestamp)"]["net.ipv4.tcp_timestamps"] = "0"
+    c08 = states.judge_c08([], probes, [])
+    assert [p.holds for p in c08.parts] == [True, True]
+    assert "timestamp not answerable" in c08.parts[0].evidence
+    # with the window scale knob on and no answer, the header was not read to its end
+    probes["sixty (window scale)"]["answered"] = False
+    assert [p.holds for p in states.judge_c08([], probes, []).parts] == [False, True]
+    # both knobs off: nothing can answer, so nothing is judged
+    probes["sixty (window scale)"]["net.ipv4.tcp_window_scaling"] = "0"
+    probes["past_sixty (window scale)"]["net.ipv4.tcp_window_scaling"] = "0"
+    silent = states.judge_c08([], probes, [])
+    assert [p.holds for p in silent.parts] == [None, None]
+    assert "not observable" in silent.parts[0].evidence
