@@ -198,22 +198,29 @@ def check_c17(cap: Capture | None) -> ClaimResult:
     large = payload(LARGE_PAYLOAD, 99)
     merged = merged_pattern(messages, cap)
     split = split_pattern([large])
-    merged_seen = len(merged.reads) < len(merged.sends)
-    split_seen = len(split.reads) > len(split.sends)
-    intact = merged.data == b"".join(messages) and split.data == large
-    observed = {
-        "merged": {**merged.summary(), "bytes_intact": merged.data == b"".join(messages)},
-        "split": {
-            **split.summary(),
-            "receiver_rcvbuf": SMALL_RCVBUF,
-            "bytes_intact": split.data == large,
-        },
-    }
     trace = titled(
         f"merged: the data segments of {len(merged.sends)} sends, then "
         f"{len(merged.reads)} recv() returned {merged.reads[0]} bytes",
         data_segments_trace(cap, merged.port),
     )
+    return judge_c17(merged, b"".join(messages), split, large, trace)
+
+
+def judge_c17(
+    merged: Stream, merged_sent: bytes, split: Stream, split_sent: bytes, trace: list[str]
+) -> ClaimResult:
+    """Sticky packets both ways, from the two streams' send and recv sizes."""
+    merged_seen = len(merged.reads) < len(merged.sends)
+    split_seen = len(split.reads) > len(split.sends)
+    intact = merged.data == merged_sent and split.data == split_sent
+    observed = {
+        "merged": {**merged.summary(), "bytes_intact": merged.data == merged_sent},
+        "split": {
+            **split.summary(),
+            "receiver_rcvbuf": SMALL_RCVBUF,
+            "bytes_intact": split.data == split_sent,
+        },
+    }
     parts = [
         Part(
             "two sends may arrive merged into one read",
@@ -224,7 +231,7 @@ def check_c17(cap: Capture | None) -> ClaimResult:
         Part(
             "one send may be split over several reads",
             split_seen,
-            f"one send of {LARGE_PAYLOAD >> 10} KiB took {plural(len(split.reads), 'recv()')} "
+            f"one send of {len(split_sent) >> 10} KiB took {plural(len(split.reads), 'recv()')} "
             f"of up to {max(split.reads)} bytes, though each asked for all of it",
         ),
         Part(
@@ -380,6 +387,20 @@ def udp_header_from_capture(cap: Capture | None, port: int, sizes: list[int]) ->
     return [p.ip_total_len - p.ip_header_len - size for p, size in pairs]
 
 
+@dataclass(frozen=True)
+class UdpBurst:
+    """C06: datagrams of many sizes sent before the first read, and what came out."""
+
+    sent: list[bytes] = field(repr=False)
+    received: list[bytes] = field(repr=False)
+    left_over: int  # datagrams still queued after one read per datagram sent
+    drops: int  # Udp.RcvbufErrors during the burst
+    short_buffer: dict[str, Any]  # a 10-byte buffer: truncation, and what the next read got
+    largest_payload: int  # the largest payload one datagram could carry
+    one_more_byte: str | None  # what a byte more gave (the errno's name)
+    header_by_capture: list[int] | None  # UDP header sizes in the captured frames (root)
+
+
 def check_c06(cap: Capture | None) -> ClaimResult:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -409,30 +430,40 @@ def check_c06(cap: Capture | None) -> ClaimResult:
     finally:
         receiver.close()
         sender.close()
-    whole = [r == d for r, d in zip(received, datagrams, strict=True)]
+    burst = UdpBurst(
+        datagrams, received, left_over, drops, cut, largest, too_large_error, header_by_capture
+    )
+    return judge_c06(burst, trace)
+
+
+def judge_c06(burst: UdpBurst, trace: list[str]) -> ClaimResult:
+    """UDP's header size, and datagrams whole and separate, from one burst."""
+    sizes = [len(d) for d in burst.sent]
+    largest, cut, left_over = burst.largest_payload, burst.short_buffer, burst.left_over
+    whole = [r == d for r, d in zip(burst.received, burst.sent, strict=True)]
     header_by_limit = IP_MAX_TOTAL - IP_HEADER - largest
     observed = {
         "sent_sizes": sizes,
-        "recvfrom_sizes": [len(r) for r in received],
+        "recvfrom_sizes": [len(r) for r in burst.received],
         "each_whole_and_in_order": all(whole),
         "left_over_after_n_reads": left_over,
-        "receive_buffer_drops": drops,
+        "receive_buffer_drops": burst.drops,
         "short_buffer": cut,
         "largest_payload": largest,
-        "one_more_byte": too_large_error,
+        "one_more_byte": burst.one_more_byte,
         "udp_header_by_size_limit": header_by_limit,
-        "udp_header_by_capture": header_by_capture,
+        "udp_header_by_capture": burst.header_by_capture,
     }
-    headers = {header_by_limit, *(header_by_capture or [])}
+    headers = {header_by_limit, *(burst.header_by_capture or [])}
     parts = [
         Part(
             "UDP's header is 8 bytes",
             headers == {8},
             f"{IP_MAX_TOTAL} - {IP_HEADER} - {largest} (the largest payload sent; one more byte: "
-            f"{too_large_error}) = {header_by_limit}"
+            f"{burst.one_more_byte}) = {header_by_limit}"
             + (
-                f"; the captured datagrams' headers: {sorted(set(header_by_capture))}"
-                if header_by_capture
+                f"; the captured datagrams' headers: {sorted(set(burst.header_by_capture))}"
+                if burst.header_by_capture
                 else "; not captured (needs root)"
             ),
         ),
@@ -440,8 +471,8 @@ def check_c06(cap: Capture | None) -> ClaimResult:
             "each datagram arrives whole and separate (no sticky packets in UDP)",
             all(whole) and left_over == 0 and cut["msg_trunc"] and cut["next_is_next_datagram"],
             f"{len(sizes)} datagrams ({sizes[0]}..{largest} bytes), all sent before the first "
-            f"read -> {len(received)} recvfrom() with sizes matching: {all(whole)}, "
-            f"{left_over} left over, {drops} dropped; a 10-byte buffer "
+            f"read -> {len(burst.received)} recvfrom() with sizes matching: {all(whole)}, "
+            f"{left_over} left over, {burst.drops} dropped; a 10-byte buffer "
             f"{'truncated' if cut['msg_trunc'] else 'did not truncate'} one and the next call "
             f"{'got the next datagram' if cut['next_is_next_datagram'] else 'did not'}",
         ),

@@ -6,6 +6,7 @@ restores the messages, UDP keeps every datagram whole.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -146,3 +147,57 @@ def test_c20_judge_says_differs_for_a_lost_or_altered_message() -> None:
     assert lost.verdict is Verdict.DIFFERS and "decoded 9/10" in lost.summary
     altered = sticky.judge_c20(framed(10, 1, [10], identical=False), framed(1, 2, [0, 1]))
     assert altered.verdict is Verdict.DIFFERS
+
+
+# -- the judges, on observations made up here ------------------------------------------
+def made_stream(sends: list[int], reads: list[int], data: bytes) -> sticky.Stream:
+    chunks, pos = [], 0
+    for size in reads:
+        chunks.append(data[pos : pos + size])
+        pos += size
+    return sticky.Stream(sends, len(sends), reads, chunks, 5000, 65536)
+
+
+def test_c17_holds_part_by_part_from_send_and_read_sizes() -> None:
+    small, large = bytes(range(100)) * 2, bytes(300_000)
+    merged = made_stream([100, 100], [200], small)
+    split = made_stream([300_000], [65_536] * 4 + [37_856], large)
+    c17 = sticky.judge_c17(merged, small, split, large, [])
+    assert [p.holds for p in c17.parts] == [True, True, True]
+    assert "2 send() calls (2 segments) came out of 1 recv()" in c17.parts[0].evidence
+    # each send read on its own, the large one in one read: neither merging nor splitting seen
+    apart = made_stream([100, 100], [100, 100], small)
+    whole = made_stream([300_000], [300_000], large)
+    c17 = sticky.judge_c17(apart, small, whole, large, [])
+    assert [p.holds for p in c17.parts] == [False, False, True]
+    # a byte changed on the way
+    damaged = made_stream([100, 100], [200], b"x" + small[1:])
+    assert sticky.judge_c17(damaged, small, split, large, []).parts[2].holds is False
+
+
+def udp_burst(**changes: object) -> sticky.UdpBurst:
+    sent = [bytes(size) for size in (1, 100, 1400, 65507)]
+    burst = sticky.UdpBurst(
+        sent=sent,
+        received=list(sent),
+        left_over=0,
+        drops=0,
+        short_buffer={"msg_trunc": True, "next_is_next_datagram": True},
+        largest_payload=65507,
+        one_more_byte="EMSGSIZE",
+        header_by_capture=[8, 8, 8, 8],
+    )
+    return dataclasses.replace(burst, **changes)  # type: ignore[arg-type]
+
+
+def test_c06_is_judged_from_the_burst() -> None:
+    c06 = sticky.judge_c06(udp_burst(), [])
+    assert [p.holds for p in c06.parts] == [True, True]
+    assert "65535 - 20 - 65507" in c06.parts[0].evidence
+    joined = udp_burst(received=[bytes(1), bytes(101), bytes(1399), bytes(65507)])
+    assert [p.holds for p in sticky.judge_c06(joined, []).parts] == [True, False]
+    queued = udp_burst(left_over=1)
+    assert [p.holds for p in sticky.judge_c06(queued, []).parts] == [True, False]
+    other_header = udp_burst(largest_payload=65499, header_by_capture=None)
+    c06 = sticky.judge_c06(other_header, [])
+    assert c06.parts[0].holds is False and "not captured" in c06.parts[0].evidence
