@@ -255,13 +255,12 @@ class ConnectionPolicy:
             self._reject(error)
             return None
         if (
-            self._frame_deadline is None
+            decoder.ended_at_boundary  # nothing half-received, no error
+            and self._frame_deadline is None
             and not self._held
             and not self._writes_paused
             and not self._draining
             and len(frames) <= DELIVERY_SLICE
-            and decoder.failed is None
-            and not decoder.in_frame
         ):
             if self._observed:
                 self.observer.frames_in(frames)

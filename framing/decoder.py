@@ -63,6 +63,7 @@ class FrameDecoder:
         "_small_limit",
         "_start",
         "_view",
+        "ended_at_boundary",
         "failed",
         "frames_decoded",
         "large_frame",
@@ -95,6 +96,10 @@ class FrameDecoder:
         #: the error that ended decoding (raised again by every later call)
         self.failed: FramingError | None = None
         self.frames_decoded = 0
+        #: the last buffer_updated() consumed everything it was given, ending at a
+        #: frame boundary with no error: nothing is half-received (a plain
+        #: attribute, cheaper than in_frame for the per-read fast path)
+        self.ended_at_boundary = False
 
     # -- state -----------------------------------------------------------
     @property
@@ -122,6 +127,7 @@ class FrameDecoder:
 
     def buffer_updated(self, nbytes: int) -> list[Payload]:
         """Account for `nbytes` written into get_buffer(); return finished payloads."""
+        self.ended_at_boundary = False
         if self._large is not None:
             self._large_filled += nbytes
             if self._large_filled < len(self._large):
@@ -136,6 +142,7 @@ class FrameDecoder:
             if pos == end:
                 self._start = self._end = 0
                 self.frames_decoded += len(frames)
+                self.ended_at_boundary = True
                 return frames
             self._end = end
             return self._parse(frames, pos)

@@ -77,6 +77,11 @@ def encode_frames(
     return data
 
 
+def write_as_is(large_frame: int, gathering: bool) -> int:
+    """The size from which write_frames passes a payload uncopied."""
+    return min(large_frame, WRITEV_AS_IS) if gathering else large_frame
+
+
 def write_frames(
     write: Callable[[BytesLike], object],
     payloads: Iterable[BytesLike],
@@ -98,8 +103,7 @@ def write_frames(
     were written. Returns the number of frames written.
     """
     items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
-    if writelines is not None and large_frame > WRITEV_AS_IS:
-        large_frame = WRITEV_AS_IS
+    large_frame = write_as_is(large_frame, writelines is not None)
     try:
         data, stop, status = pack_frames(items, 0, max_frame_length, large_frame)
     except TypeError as error:

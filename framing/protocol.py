@@ -31,6 +31,7 @@ import logging
 from collections.abc import Iterable
 from typing import cast
 
+from framing._codec import PACKED_ALL, pack_frames
 from framing.batch import BatchHandler
 from framing.connection import (
     CLOSE,
@@ -51,7 +52,7 @@ from framing.decoder import (
     FrameDecoder,
     Payload,
 )
-from framing.encoder import write_frames
+from framing.encoder import write_as_is, write_frames
 from framing.errors import FramingError
 from framing.observer import NULL_OBSERVER, ConnectionObserver
 from framing.transport import WriteLines, peer_name, unread_kernel_bytes, writev_lines
@@ -106,6 +107,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writelines: WriteLines | None = None
+        self._write_as_is = large_frame
         #: the handler is called as frames_received would call it (not overridden)
         self._direct = (
             handler is not None and type(self).frames_received is FramedProtocol.frames_received
@@ -145,15 +147,21 @@ class FramedProtocol(asyncio.BufferedProtocol):
         FrameTooLarge for a payload over the limit, after the ones before it.
         """
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if not self.policy.live:
-            return  # our FIN is out: nothing more may be written
+        if transport is None or not self.policy.live or transport.is_closing():
+            return  # closing, or our FIN is out: nothing more may be written
         items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
         if self._observed:
             self.observer.frames_out(items)
+        try:  # the common batch inline: small payloads, one buffer, one write
+            data, _, status = pack_frames(items, 0, self.max_frame_length, self._write_as_is)
+        except TypeError:
+            status = -1  # write_frames names the payload that is not bytes
+        if status == PACKED_ALL:
+            if data:
+                transport.write(data)
+            return
         write_frames(
-            transport.write, items, self.max_frame_length, self.large_frame, self._writelines
+            transport.write, items, self.max_frame_length, self._write_as_is, self._writelines
         )
 
     def send_frame(self, payload: BytesLike) -> None:
@@ -174,6 +182,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.peer = self.describe_peer(transport)
         self._writelines = writev_lines(transport)
+        self._write_as_is = write_as_is(self.large_frame, self._writelines is not None)
         self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
         self.policy.unread = lambda: unread_kernel_bytes(transport)
         self.policy.can_write_eof = self.transport.can_write_eof()
