@@ -149,7 +149,7 @@ class GiveUpClient:
     """The client with TCP_USER_TIMEOUT: how its connect() into the full queue ended."""
 
     user_timeout_ms: int
-    connect_error: str | None  # None: it connected after all
+    connect_error: str | None  # None: connect() reported no error
     after_ms: float
     syn_retransmits: int
 
@@ -164,7 +164,7 @@ class GiveUpClient:
 
 @dataclass(frozen=True, slots=True)
 class SynRetries:
-    """How the clients the full queue left in SYN_SENT retry; only counts when there are none."""
+    """How the clients the full queue left in SYN_SENT retry (with none, only the counts)."""
 
     clients: int
     still_syn_sent: int
