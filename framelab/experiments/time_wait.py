@@ -27,7 +27,7 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from framelab.experiments.context import RunContext
@@ -42,7 +42,6 @@ from framelab.lab.kernel import (
     proc_net_tcp,
     selected_delta,
     sysctl,
-    sysctls,
 )
 from framelab.lab.netns import VethLink
 from framelab.lab.packets import ACK, FIN, SYN
@@ -274,20 +273,80 @@ def judge_c32(count: int, server_first: CloseOrder, client_first: CloseOrder) ->
 # --- C11: how long -----------------------------------------------------------------
 
 
-def timer_reading(entry: ProcTcpEntry | None, started: float) -> dict[str, Any]:
+FIN_TIMEOUT = "net.ipv4.tcp_fin_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerReading:
+    """A close's row in /proc/net/tcp: its state and timer, and the full length they imply."""
+
+    state: str | None  # None: no such row showed up
+    timer_type: int | None = None
+    timer_seconds: float | None = None
+    length_seconds: float | None = None  # timer + the row's age when read
+
+    def observed(self) -> dict[str, Any]:
+        if self.state is None:
+            return {"state": None}
+        return {
+            "state": self.state,
+            "timer_type": self.timer_type,
+            "timer_seconds": self.timer_seconds,
+            "length_seconds": self.length_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClosingTimers:
+    """The timers two kinds of close leave behind, read in one place (host or namespace)."""
+
+    time_wait: TimerReading
+    orphaned_fin_wait2: TimerReading
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "time_wait": self.time_wait.observed(),
+            "orphaned_fin_wait2": self.orphaned_fin_wait2.observed(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ShortFinTimeout:
+    """The same timers where tcp_fin_timeout was changed: which one follows it?"""
+
+    fin_timeout: str | None
+    timers: ClosingTimers
+
+    def observed(self) -> dict[str, Any]:
+        return {FIN_TIMEOUT: self.fin_timeout, **self.timers.observed()}
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWaitLength:
+    """C11's readings: this host's timers, and (as root) those under a short FIN timeout."""
+
+    host: ClosingTimers
+    host_fin_timeout: str | None
+    namespace: ShortFinTimeout | None
+
+    def observed(self) -> dict[str, Any]:
+        seen = {**self.host.observed(), FIN_TIMEOUT: self.host_fin_timeout}
+        if self.namespace is not None:
+            seen["namespace"] = self.namespace.observed()
+        return seen
+
+
+def timer_reading(entry: ProcTcpEntry | None, started: float) -> TimerReading:
     """A row's state and timer, and the full length it implies (timer + age)."""
     if entry is None:
-        return {"state": None}
+        return TimerReading(None)
     age = time.monotonic() - started
-    return {
-        "state": entry.state,
-        "timer_type": entry.timer,
-        "timer_seconds": entry.timer_seconds,
-        "length_seconds": round(entry.timer_seconds + age, 2),
-    }
+    return TimerReading(
+        entry.state, entry.timer, entry.timer_seconds, round(entry.timer_seconds + age, 2)
+    )
 
 
-def fresh_time_wait(netns: str | None) -> dict[str, Any]:
+def fresh_time_wait(netns: str | None) -> TimerReading:
     """The timer of a TIME_WAIT row read right after the active close."""
     listener = listening_socket(LOOPBACK, 1, netns=netns)
     try:
@@ -300,7 +359,7 @@ def fresh_time_wait(netns: str | None) -> dict[str, Any]:
         listener.close()
 
 
-def orphaned_fin_wait2(netns: str | None) -> dict[str, Any]:
+def orphaned_fin_wait2(netns: str | None) -> TimerReading:
     """The timer of a FIN_WAIT2 whose owner closed while the peer never closes."""
     listener = listening_socket(LOOPBACK, 1, netns=netns)
     client: socket.socket | None = None
@@ -322,114 +381,140 @@ def orphaned_fin_wait2(netns: str | None) -> dict[str, Any]:
         listener.close()
 
 
-def in_namespace_with_short_fin_timeout() -> dict[str, Any]:
+def closing_timers(netns: str | None) -> ClosingTimers:
+    return ClosingTimers(fresh_time_wait(netns), orphaned_fin_wait2(netns))
+
+
+def in_namespace_with_short_fin_timeout() -> ShortFinTimeout:
     """Both timers again where tcp_fin_timeout is not 60 s: which one follows it?"""
     with VethLink() as link:
         host = link.a
-        host.set_sysctl("net.ipv4.tcp_fin_timeout", PROBE_FIN_TIMEOUT_S)
-        return {
-            "net.ipv4.tcp_fin_timeout": sysctl("net.ipv4.tcp_fin_timeout", host.netns),
-            "time_wait": fresh_time_wait(host.netns),
-            "orphaned_fin_wait2": orphaned_fin_wait2(host.netns),
-        }
+        host.set_sysctl(FIN_TIMEOUT, PROBE_FIN_TIMEOUT_S)
+        return ShortFinTimeout(sysctl(FIN_TIMEOUT, host.netns), closing_timers(host.netns))
 
 
-def lasts_two_practical_msl(reading: dict[str, Any]) -> bool:
-    length = reading.get("length_seconds")
+def lasts_two_practical_msl(reading: TimerReading) -> bool:
+    length = reading.length_seconds
     return (
-        reading.get("timer_type") == TIMER_TIME_WAIT
+        reading.timer_type == TIMER_TIME_WAIT
         and length is not None
         and abs(length - 2 * PRACTICAL_MSL_S) <= TIMER_TOLERANCE_S
     )
 
 
-def check_c11(ctx: RunContext, scripted: dict[str, Any] | None = None) -> ClaimResult:
-    time_wait = fresh_time_wait(None)
-    fin_wait2 = orphaned_fin_wait2(None)
-    observed: dict[str, Any] = {
-        "time_wait": time_wait,
-        "orphaned_fin_wait2": fin_wait2,
-        **sysctls(["net.ipv4.tcp_fin_timeout"]),
-    }
-    readings = [time_wait]
-    evidence = (
-        f"a fresh TIME_WAIT row's timer implies {time_wait.get('length_seconds')} s"
-        f" (timer type {time_wait.get('timer_type')}); tcp_fin_timeout"
-        f" ({observed['net.ipv4.tcp_fin_timeout']} s) matched the orphaned FIN_WAIT2 timer"
-        f" ({fin_wait2.get('timer_seconds')} s) instead"
+def check_c11(ctx: RunContext, scripted: ScriptedServerTimeWait | None = None) -> ClaimResult:
+    length = TimeWaitLength(
+        closing_timers(None),
+        sysctl(FIN_TIMEOUT),
+        in_namespace_with_short_fin_timeout() if ctx.root else None,
     )
-    if ctx.root:
-        namespace = in_namespace_with_short_fin_timeout()
-        observed["namespace"] = namespace
-        readings.append(namespace["time_wait"])
+    observed = length.observed()
+    if scripted is not None:
+        observed[SCRIPTED] = scripted.observed()
+    expected = {
+        "2 x MSL with RFC 793's MSL of 2 min (s)": 2 * RFC_MSL_S,
+        f"2 x MSL with an MSL of {PRACTICAL_MSL_S} s (s)": 2 * PRACTICAL_MSL_S,
+        "Linux": "TCP_TIMEWAIT_LEN, a constant of 60 s in include/net/tcp.h",
+    }
+    return judge_parts(NAME, "C11", judge_c11(length, scripted), observed, expected=expected)
+
+
+def judge_c11(length: TimeWaitLength, scripted: ScriptedServerTimeWait | None) -> list[Part]:
+    """TIME_WAIT's length from its timer; tcp_fin_timeout is shown to set another timer."""
+    host, namespace = length.host, length.namespace
+    readings = [host.time_wait]
+    evidence = (
+        f"a fresh TIME_WAIT row's timer implies {host.time_wait.length_seconds} s"
+        f" (timer type {host.time_wait.timer_type}); tcp_fin_timeout"
+        f" ({length.host_fin_timeout} s) matched the orphaned FIN_WAIT2 timer"
+        f" ({host.orphaned_fin_wait2.timer_seconds} s) instead"
+    )
+    if namespace is not None:
+        readings.append(namespace.timers.time_wait)
         evidence += (
-            f"; in a namespace with tcp_fin_timeout={namespace['net.ipv4.tcp_fin_timeout']}"
-            f" FIN_WAIT2 read {namespace['orphaned_fin_wait2'].get('timer_seconds')} s and"
-            f" TIME_WAIT {namespace['time_wait'].get('length_seconds')} s"
+            f"; in a namespace with tcp_fin_timeout={namespace.fin_timeout}"
+            f" FIN_WAIT2 read {namespace.timers.orphaned_fin_wait2.timer_seconds} s and"
+            f" TIME_WAIT {namespace.timers.time_wait.length_seconds} s"
         )
     part = Part(
         f"TIME_WAIT lasts 2 x MSL, with the practical MSL of about {PRACTICAL_MSL_S} s",
         all(lasts_two_practical_msl(r) for r in readings),
         evidence,
     )
-    if scripted is not None:
-        observed["scripted_server_time_wait"] = scripted
-    parts = [part, refin_part(scripted)]
-    expected = {
-        "2 x MSL with RFC 793's MSL of 2 min (s)": 2 * RFC_MSL_S,
-        f"2 x MSL with an MSL of {PRACTICAL_MSL_S} s (s)": 2 * PRACTICAL_MSL_S,
-        "Linux": "TCP_TIMEWAIT_LEN, a constant of 60 s in include/net/tcp.h",
-    }
-    return judge_parts(NAME, "C11", parts, observed, expected=expected)
+    return [part, refin_part(scripted)]
 
 
-def refin_part(scripted: dict[str, Any] | None) -> Part:
+def refin_part(scripted: ScriptedServerTimeWait | None) -> Part:
     """The notes' reason for 2 MSL: a FIN sent again reaches TIME_WAIT, which ACKs it again."""
     name = "so that a FIN sent again (its ACK lost) is still ACKed, the wait starting over"
     if scripted is None:
         return Part(name, None, "not observable without root: it needs a scripted peer")
-    fin = scripted.get("retransmitted_fin")
+    fin = scripted.retransmitted_fin
     if fin is None:
-        return Part(name, False, f"the scripted close did not reach TIME_WAIT: {scripted}")
+        return Part(
+            name, False, f"the scripted close did not reach TIME_WAIT: {scripted.observed()}"
+        )
     return Part(
         name,
-        fin["acked_again"] and fin["timer_restarted"],
+        fin.acked_again and fin.timer_restarted,
         f"a scripted peer sent its FIN again into the server's TIME_WAIT: it was"
-        f" {'ACKed again' if fin['acked_again'] else 'not answered'}, and the timer went from"
-        f" {fin['timer_before_s']} s to {fin['timer_after_s']} s",
+        f" {'ACKed again' if fin.acked_again else 'not answered'}, and the timer went from"
+        f" {fin.timer_before_s} s to {fin.timer_after_s} s",
     )
 
 
 # --- C33: tcp_tw_recycle -----------------------------------------------------------
 
+TW_RECYCLE = "net.ipv4.tcp_tw_recycle"
+TIMESTAMPS = "net.ipv4.tcp_timestamps"
+
+
+@dataclass(frozen=True, slots=True)
+class RecycleSysctl:
+    """Whether this kernel still has tcp_tw_recycle, and the settings it would act with."""
+
+    kernel: str
+    exists: bool
+    tw_recycle: str | None
+    timestamps: str | None
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "kernel": self.kernel,
+            "tcp_tw_recycle_exists": self.exists,
+            TW_RECYCLE: self.tw_recycle,
+            TIMESTAMPS: self.timestamps,
+        }
+
 
 def check_c33(ctx: RunContext) -> ClaimResult:
-    exists = os.path.exists(RECYCLE_PATH)
-    observed = {
-        "kernel": os.uname().release,
-        "tcp_tw_recycle_exists": exists,
-        **sysctls(["net.ipv4.tcp_tw_recycle", "net.ipv4.tcp_timestamps"]),
+    seen = RecycleSysctl(
+        os.uname().release, os.path.exists(RECYCLE_PATH), sysctl(TW_RECYCLE), sysctl(TIMESTAMPS)
+    )
+    expected = {
+        "tcp_tw_recycle": "removed in Linux 4.12 (commit 4396e46187ca) for the NAT breakage"
     }
-    presence = "exists" if exists else "does not exist"
-    where = f"net.ipv4.tcp_tw_recycle {presence} on {observed['kernel']}"
-    parts = [
+    return judge_parts(NAME, "C33", judge_c33(seen), seen.observed(), expected=expected)
+
+
+def judge_c33(seen: RecycleSysctl) -> list[Part]:
+    """Nothing is measured: a sysctl that is gone fails the claim, one that exists is not tested."""
+    presence = "exists" if seen.exists else "does not exist"
+    where = f"net.ipv4.tcp_tw_recycle {presence} on {seen.kernel}"
+    return [
         Part(
             "tcp_tw_recycle with tcp_timestamps recycles TIME_WAIT quickly",
-            None if exists else False,
-            f"{where}" + (f" (value {observed['net.ipv4.tcp_tw_recycle']}), not measured here"
-                          if exists else ": nothing can be recycled through it"),
+            None if seen.exists else False,
+            f"{where}" + (f" (value {seen.tw_recycle}), not measured here"
+                          if seen.exists else ": nothing can be recycled through it"),
         ),
         Part(
             "and breaks clients behind NAT",
             None,
-            f"not observable here because {where}" + ("" if not exists else
+            f"not observable here because {where}" + ("" if not seen.exists else
                                                       " and no NAT is built for it"),
         ),
     ]  # fmt: skip
-    expected = {
-        "tcp_tw_recycle": "removed in Linux 4.12 (commit 4396e46187ca) for the NAT breakage"
-    }
-    return judge_parts(NAME, "C33", parts, observed, expected=expected)
 
 
 # --- C34: tcp_tw_reuse -------------------------------------------------------------
@@ -452,15 +537,78 @@ class ReuseCase:
     server_closes_first: bool = False
 
 
+REUSE_OFF = ReuseCase("tw_reuse=0", 0)
+REUSE_ON = ReuseCase("tw_reuse=1", 1)
+REUSE_WITHOUT_TIMESTAMPS = ReuseCase("tw_reuse=1, timestamps=0", 1, timestamps=0)
+LOOPBACK_ONLY_OVER_VETH = ReuseCase("tw_reuse=2 over veth", 2)
+LOOPBACK_ONLY_OVER_LOOPBACK = ReuseCase("tw_reuse=2 over loopback", 2, over_veth=False)
 ROOT_REUSE_CASES = [
-    ReuseCase("tw_reuse=0", 0),
-    ReuseCase("tw_reuse=1", 1),
-    ReuseCase("tw_reuse=1, timestamps=0", 1, timestamps=0),
-    ReuseCase("tw_reuse=2 over veth", 2),
-    ReuseCase("tw_reuse=2 over loopback", 2, over_veth=False),
+    REUSE_OFF,
+    REUSE_ON,
+    REUSE_WITHOUT_TIMESTAMPS,
+    LOOPBACK_ONLY_OVER_VETH,
+    LOOPBACK_ONLY_OVER_LOOPBACK,
     ReuseCase("tw_reuse=0, explicit bind() with SO_REUSEADDR", 0, explicit_bind=True),
     ReuseCase("tw_reuse=0, TIME_WAIT on the server (incoming SYN)", 0, server_closes_first=True),
 ]
+TW_REUSE = "net.ipv4.tcp_tw_reuse"
+TW_REUSE_DELAY = "net.ipv4.tcp_tw_reuse_delay"
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseTrial:
+    """A connection closed into TIME_WAIT, then connect() again on the same 4-tuple."""
+
+    server_port: int
+    time_wait_held_before: bool
+    time_wait_side: str
+    first_attempt: str  # "connected" or the errno name
+    outcome: str  # of the last attempt
+    attempts: int
+    same_4_tuple: bool
+    connected_after_ms: float | None  # None: never connected
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "server_port": self.server_port,
+            "time_wait_held_before": self.time_wait_held_before,
+            "time_wait_side": self.time_wait_side,
+            "first_attempt": self.first_attempt,
+            "outcome": self.outcome,
+            "attempts": self.attempts,
+            "same_4_tuple": self.same_4_tuple,
+            "connected_after_ms": self.connected_after_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HostReuse:
+    """Reuse trials on this host's loopback under its own settings: context, not evidence."""
+
+    tw_reuse: str | None
+    tw_reuse_delay: str | None
+    timestamps: str | None
+    kernel_port_choice: ReuseTrial
+    explicit_bind: ReuseTrial
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            TW_REUSE: self.tw_reuse,
+            TW_REUSE_DELAY: self.tw_reuse_delay,
+            TIMESTAMPS: self.timestamps,
+            "kernel_port_choice": self.kernel_port_choice.observed(),
+            "explicit_bind_with_SO_REUSEADDR": self.explicit_bind.observed(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceReuse:
+    """Each ReuseCase's trial in fresh namespaces whose sysctls the case set."""
+
+    trials: dict[ReuseCase, ReuseTrial]
+
+    def observed(self) -> dict[str, Any]:
+        return {case.label: trial.observed() for case, trial in self.trials.items()}
 
 
 @dataclass
@@ -493,7 +641,7 @@ def connect_again(
 
 def reuse_trial(
     where: Endpoints, case: ReuseCase, retry_for: float = 0.0, cap: Capture | None = None
-) -> dict[str, Any]:
+) -> ReuseTrial:
     """Close a connection (leaving TIME_WAIT), then connect again on the same 4-tuple.
 
     `retry_for`: keep trying (a new socket each time) for that many seconds.
@@ -534,26 +682,24 @@ def reuse_trial(
         reused_after = time.monotonic() - closed_at
         if again is not None:
             opened.append(again)
-        return {
-            "server_port": remote[1],
-            "time_wait_held_before": held,
-            "time_wait_side": "server" if case.server_closes_first else "client",
-            "first_attempt": attempts[0],
-            "outcome": attempts[-1],
-            "attempts": len(attempts),
-            "same_4_tuple": again is not None and address_of(again) == local,
-            "connected_after_ms": round(reused_after * 1000, 1) if again is not None else None,
-        }
+        return ReuseTrial(
+            server_port=remote[1],
+            time_wait_held_before=held,
+            time_wait_side="server" if case.server_closes_first else "client",
+            first_attempt=attempts[0],
+            outcome=attempts[-1],
+            attempts=len(attempts),
+            same_4_tuple=again is not None and address_of(again) == local,
+            connected_after_ms=round(reused_after * 1000, 1) if again is not None else None,
+        )
     finally:
         close_all(opened)
 
 
-def host_reuse(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
+def host_reuse(ctx: RunContext) -> tuple[HostReuse, list[str]]:
     """On this host's loopback, with its own settings (no sysctl written)."""
-    settings = sysctls(
-        ["net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_tw_reuse_delay", "net.ipv4.tcp_timestamps"]
-    )
-    delay_ms = int(settings["net.ipv4.tcp_tw_reuse_delay"] or 1000)
+    tw_reuse, delay, timestamps = sysctl(TW_REUSE), sysctl(TW_REUSE_DELAY), sysctl(TIMESTAMPS)
+    delay_ms = int(delay or 1000)
     where = Endpoints(None, None, LOOPBACK)
     # port 0 matches nothing: the capture keeps only the ports the trial adds
     with maybe_capture(ctx.can_capture, [0]) as cap:
@@ -561,65 +707,67 @@ def host_reuse(ctx: RunContext) -> tuple[dict[str, Any], list[str]]:
             where, ReuseCase("host", None), retry_for=delay_ms / 1000 + 1.0, cap=cap
         )
     explicit = reuse_trial(where, ReuseCase("host explicit bind", None, explicit_bind=True))
-    observed = {
-        **settings,
-        "kernel_port_choice": port_choice,
-        "explicit_bind_with_SO_REUSEADDR": explicit,
-    }
-    return observed, short_trace(cap, port_choice["server_port"])
+    host = HostReuse(tw_reuse, delay, timestamps, port_choice, explicit)
+    return host, short_trace(cap, port_choice.server_port)
 
 
-def namespace_reuse() -> dict[str, Any]:
+def namespace_reuse() -> NamespaceReuse:
     """Every ReuseCase in two fresh namespaces, sysctls set there only."""
-    results: dict[str, Any] = {}
+    trials: dict[ReuseCase, ReuseTrial] = {}
     with VethLink() as link:
         for host in (link.a, link.b):
-            host.set_sysctl("net.ipv4.tcp_tw_reuse_delay", 1)
+            host.set_sysctl(TW_REUSE_DELAY, 1)
         for case in ROOT_REUSE_CASES:
             for host in (link.a, link.b):
-                host.set_sysctl("net.ipv4.tcp_tw_reuse", case.tw_reuse or 0)
-                host.set_sysctl("net.ipv4.tcp_timestamps", case.timestamps)
+                host.set_sysctl(TW_REUSE, case.tw_reuse or 0)
+                host.set_sysctl(TIMESTAMPS, case.timestamps)
             server = link.b if case.over_veth else link.a
             server_host = server.address if case.over_veth else LOOPBACK
             where = Endpoints(link.a.netns, server.netns, server_host)
-            results[case.label] = reuse_trial(where, case)
-    return results
+            trials[case] = reuse_trial(where, case)
+    return NamespaceReuse(trials)
 
 
-def reused(trial: dict[str, Any]) -> bool:
-    return bool(trial["time_wait_held_before"] and trial["same_4_tuple"])
+def reused(trial: ReuseTrial) -> bool:
+    return trial.time_wait_held_before and trial.same_4_tuple
 
 
-def trial_text(trial: dict[str, Any]) -> str:
+def trial_text(trial: ReuseTrial) -> str:
     """'EADDRNOTAVAIL' or 'connected on the same 4-tuple after 12 ms' (as observed)."""
-    if not trial["time_wait_held_before"]:
-        return f"{trial['outcome']} (but no TIME_WAIT row was seen first)"
-    if trial["outcome"] != "connected":
-        return str(trial["outcome"])
-    same = "on the same 4-tuple" if trial["same_4_tuple"] else "on another 4-tuple"
-    after = trial["connected_after_ms"]
+    if not trial.time_wait_held_before:
+        return f"{trial.outcome} (but no TIME_WAIT row was seen first)"
+    if trial.outcome != "connected":
+        return trial.outcome
+    same = "on the same 4-tuple" if trial.same_4_tuple else "on another 4-tuple"
+    after = trial.connected_after_ms
     return f"connected {same}" + (f" after {after} ms" if after is not None else "")
 
 
-def judge_c34(cases: dict[str, dict[str, Any]] | None, host: dict[str, Any]) -> list[Part]:
+def judge_c34(
+    host: HostReuse,
+    namespaces: NamespaceReuse | None,
+    scripted: ScriptedServerTimeWait | None,
+) -> list[Part]:
     """From trials in fresh namespaces only; the host's own setting is context."""
     context = (
-        f"this host's loopback (tcp_tw_reuse={host['net.ipv4.tcp_tw_reuse']}, context only):"
-        f" {trial_text(host['kernel_port_choice'])}"
+        f"this host's loopback (tcp_tw_reuse={host.tw_reuse}, context only):"
+        f" {trial_text(host.kernel_port_choice)}"
     )
-    if cases is None:
+    if namespaces is None:
         why = f"not observable without root: it needs namespaces at tcp_tw_reuse 0 and 1; {context}"
         return [
             Part("tcp_tw_reuse lets connect() reuse a 4-tuple in TIME_WAIT", None, why),
             Part("timestamps only make the reuse more likely", None, why),
+            *server_reuse_parts(scripted),
         ]
-    off, on = cases["tw_reuse=0"], cases["tw_reuse=1"]
-    no_stamps = cases["tw_reuse=1, timestamps=0"]
-    loopback_only = cases["tw_reuse=2 over veth"], cases["tw_reuse=2 over loopback"]
+    cases = namespaces.trials
+    off, on = cases[REUSE_OFF], cases[REUSE_ON]
+    no_stamps = cases[REUSE_WITHOUT_TIMESTAMPS]
+    loopback_only = cases[LOOPBACK_ONLY_OVER_VETH], cases[LOOPBACK_ONLY_OVER_LOOPBACK]
     return [
         Part(
             "tcp_tw_reuse lets connect() reuse a 4-tuple in TIME_WAIT",
-            reused(on) and not reused(off) and off["time_wait_held_before"],
+            reused(on) and not reused(off) and off.time_wait_held_before,
             f"fresh namespaces: tcp_tw_reuse=0 -> {trial_text(off)}, 1 -> {trial_text(on)};"
             f" 2 -> {trial_text(loopback_only[0])} over a veth,"
             f" {trial_text(loopback_only[1])} over loopback",
@@ -629,10 +777,11 @@ def judge_c34(cases: dict[str, dict[str, Any]] | None, host: dict[str, Any]) -> 
             reused(no_stamps),
             f"tcp_tw_reuse=1 with tcp_timestamps=0 -> {trial_text(no_stamps)}",
         ),
+        *server_reuse_parts(scripted),
     ]
 
 
-def server_reuse_parts(scripted: dict[str, Any] | None) -> list[Part]:
+def server_reuse_parts(scripted: ScriptedServerTimeWait | None) -> list[Part]:
     """The notes' two conditions for a server to reuse its TIME_WAIT for a new SYN."""
     names = (
         "a SYN with a higher sequence number than the old connection's reuses the server's"
@@ -640,77 +789,88 @@ def server_reuse_parts(scripted: dict[str, Any] | None) -> list[Part]:
         "with timestamps, a SYN with a newer timestamp reuses it",
         "either condition alone suffices",
     )
-    probes = None if scripted is None else scripted.get("with_timestamps")
-    if scripted is None or probes is None:
+    if scripted is None or not scripted.time_wait_held:
         why = (
             "not observable without root: it needs a scripted peer"
             if scripted is None
-            else f"the scripted close did not reach TIME_WAIT: {scripted}"
+            else f"the scripted close did not reach TIME_WAIT: {scripted.observed()}"
         )
         return [Part(name, None if scripted is None else False, why) for name in names]
-    by_label = {p["probe"]: p for p in [*probes, *scripted["without_timestamps"]]}
+    by_label = {p.probe: p for p in [*scripted.with_timestamps, *scripted.without_timestamps]}
 
     def told(*labels: str) -> str:
-        return "; ".join(f"{label} -> {by_label[label]['answer']}" for label in labels)
+        return "; ".join(f"{label} -> {by_label[label].answer}" for label in labels)
 
     plain, stamped = (
-        ("lower seq", "higher seq"),
-        (
-            "lower seq, older timestamp",
-            "lower seq, newer timestamp",
-        ),
+        (LOWER_SEQ, HIGHER_SEQ),
+        (LOWER_SEQ_OLDER_TS, LOWER_SEQ_NEWER_TS),
     )
-    mixed = "higher seq, older timestamp"
     return [
         Part(
             names[0],
-            by_label["higher seq"]["reused"] and not by_label["lower seq"]["reused"],
+            by_label[HIGHER_SEQ].reused and not by_label[LOWER_SEQ].reused,
             f"no timestamps on the connection: {told(*plain)}",
         ),
         Part(
             names[1],
-            by_label[stamped[1]]["reused"] and not by_label[stamped[0]]["reused"],
+            by_label[stamped[1]].reused and not by_label[stamped[0]].reused,
             f"timestamps on the connection: {told(*stamped)}",
         ),
         Part(
             names[2],
-            by_label[mixed]["reused"],
-            f"timestamps on the connection: {told(mixed, 'lower seq, no timestamp')}",
+            by_label[HIGHER_SEQ_OLDER_TS].reused,
+            f"timestamps on the connection: {told(HIGHER_SEQ_OLDER_TS, LOWER_SEQ_NO_TS)}",
         ),
     ]
 
 
-def check_c34(ctx: RunContext, scripted: dict[str, Any] | None = None) -> ClaimResult:
+def check_c34(ctx: RunContext, scripted: ScriptedServerTimeWait | None = None) -> ClaimResult:
     host, trace = host_reuse(ctx)
-    observed: dict[str, Any] = {"host_loopback": host}
-    cases = namespace_reuse() if ctx.root else None
-    if cases is not None:
-        observed["namespaces"] = cases
+    observed: dict[str, Any] = {"host_loopback": host.observed()}
+    namespaces = namespace_reuse() if ctx.root else None
+    if namespaces is not None:
+        observed["namespaces"] = namespaces.observed()
     if scripted is not None:
-        observed["scripted_server_time_wait"] = scripted
-        trace = [
-            *trace,
-            "-- a scripted peer and the server's TIME_WAIT --",
-            *scripted.get("trace", []),
-        ]
+        observed[SCRIPTED] = scripted.observed()
+        trace = [*trace, "-- a scripted peer and the server's TIME_WAIT --", *scripted.trace]
     return judge_parts(
         NAME,
         "C34",
-        [*judge_c34(cases, host), *server_reuse_parts(scripted)],
+        judge_c34(host, namespaces, scripted),
         observed,
         trace=trace,
-        context={"host net.ipv4.tcp_tw_reuse": host["net.ipv4.tcp_tw_reuse"]},
+        context={"host net.ipv4.tcp_tw_reuse": host.tw_reuse},
     )
 
 
 # --- C35: tcp_max_tw_buckets -------------------------------------------------------
 
+MAX_TW_BUCKETS = "net.ipv4.tcp_max_tw_buckets"
 
-def capped_time_wait(cap: int, count: int) -> dict[str, Any]:
+
+@dataclass(frozen=True, slots=True)
+class CappedTimeWait:
+    """Active closes in a namespace with its own TIME_WAIT bucket cap, and what they left."""
+
+    max_tw_buckets: str | None
+    active_closes: int
+    time_wait_rows: int
+    counters: dict[str, int]  # TcpExt.TW and TcpExt.TCPTimeWaitOverflow, deltas
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            MAX_TW_BUCKETS: self.max_tw_buckets,
+            "active_closes": self.active_closes,
+            "time_wait_rows": self.time_wait_rows,
+            "counters": self.counters,
+        }
+
+
+def capped_time_wait(cap: int, count: int) -> CappedTimeWait:
     """Close `count` connections actively in a namespace allowing `cap` TIME_WAIT buckets."""
     with VethLink() as link:
         closer, peer = link.a, link.b
-        closer.set_sysctl("net.ipv4.tcp_max_tw_buckets", cap)
+        closer.set_sysctl(MAX_TW_BUCKETS, cap)
         listener = listening_socket(peer.address, count, netns=peer.netns)
         try:
             before = netstat_counters(closer.netns)
@@ -722,12 +882,12 @@ def capped_time_wait(cap: int, count: int) -> dict[str, Any]:
         finally:
             listener.close()
         rows = [e for e in proc_net_tcp(closer.netns) if e.state == "TIME_WAIT"]
-        return {
-            "net.ipv4.tcp_max_tw_buckets": sysctl("net.ipv4.tcp_max_tw_buckets", closer.netns),
-            "active_closes": count,
-            "time_wait_rows": len(rows),
-            "counters": selected_delta(before, after, ["TcpExt.TW", "TcpExt.TCPTimeWaitOverflow"]),
-        }
+        return CappedTimeWait(
+            max_tw_buckets=sysctl(MAX_TW_BUCKETS, closer.netns),
+            active_closes=count,
+            time_wait_rows=len(rows),
+            counters=selected_delta(before, after, ["TcpExt.TW", OVERFLOW]),
+        )
 
 
 def check_c35(ctx: RunContext) -> ClaimResult:
@@ -736,26 +896,26 @@ def check_c35(ctx: RunContext) -> ClaimResult:
     capped = capped_time_wait(TIME_WAIT_CAP, CAPPED_CONNECTIONS)
     roomy = capped_time_wait(ROOMY_CAP, CAPPED_CONNECTIONS)
     observed = {
-        **capped,
-        f"tcp_max_tw_buckets={ROOMY_CAP}": roomy,
-        "host_tcp_max_tw_buckets": sysctl("net.ipv4.tcp_max_tw_buckets"),
+        **capped.observed(),
+        f"tcp_max_tw_buckets={ROOMY_CAP}": roomy.observed(),
+        "host_tcp_max_tw_buckets": sysctl(MAX_TW_BUCKETS),
     }
     return judge_parts(NAME, "C35", judge_c35(capped, roomy), observed)
 
 
-def judge_c35(capped: dict[str, Any], roomy: dict[str, Any]) -> list[Part]:
+def judge_c35(capped: CappedTimeWait, roomy: CappedTimeWait) -> list[Part]:
     """The cap binds when set below the closes and not when above: a controlled pair."""
 
-    def seen(run: dict[str, Any]) -> str:
+    def seen(run: CappedTimeWait) -> str:
         return (
-            f"tcp_max_tw_buckets={run['net.ipv4.tcp_max_tw_buckets']}: {run['active_closes']}"
-            f" active closes left {run['time_wait_rows']} TIME_WAIT rows,"
-            f" TCPTimeWaitOverflow +{run['counters'][OVERFLOW]}"
+            f"tcp_max_tw_buckets={run.max_tw_buckets}: {run.active_closes}"
+            f" active closes left {run.time_wait_rows} TIME_WAIT rows,"
+            f" TCPTimeWaitOverflow +{run.counters[OVERFLOW]}"
         )
 
-    cap = int(capped["net.ipv4.tcp_max_tw_buckets"] or 0)
-    rows, closes = capped["time_wait_rows"], capped["active_closes"]
-    unbound = roomy["time_wait_rows"] == roomy["active_closes"] and not roomy["counters"][OVERFLOW]
+    cap = int(capped.max_tw_buckets or 0)
+    rows, closes = capped.time_wait_rows, capped.active_closes
+    unbound = roomy.time_wait_rows == roomy.active_closes and not roomy.counters[OVERFLOW]
     return [
         Part(
             "tcp_max_tw_buckets caps the number of TIME_WAIT sockets",
@@ -764,9 +924,9 @@ def judge_c35(capped: dict[str, Any], roomy: dict[str, Any]) -> list[Part]:
         ),
         Part(
             "the surplus are destroyed",
-            capped["counters"][OVERFLOW] == closes - rows > 0,
+            capped.counters[OVERFLOW] == closes - rows > 0,
             f"{closes - rows} closes found no bucket; TCPTimeWaitOverflow counted"
-            f" {capped['counters'][OVERFLOW]}: the kernel skipped TIME_WAIT for them",
+            f" {capped.counters[OVERFLOW]}: the kernel skipped TIME_WAIT for them",
         ),
     ]
 
@@ -850,21 +1010,95 @@ def server_closes_first(
     return state
 
 
-def syn_probe(state: ScriptedClose, label: str, seq: int, ts: int | None) -> dict[str, Any]:
+SCRIPTED = "scripted_server_time_wait"
+#: the SYN probes into the server's TIME_WAIT, by how they compare with the old connection
+LOWER_SEQ_NO_TS = "lower seq, no timestamp"
+LOWER_SEQ_OLDER_TS = "lower seq, older timestamp"
+HIGHER_SEQ_OLDER_TS = "higher seq, older timestamp"
+LOWER_SEQ_NEWER_TS = "lower seq, newer timestamp"
+LOWER_SEQ = "lower seq"
+HIGHER_SEQ = "higher seq"
+
+
+@dataclass(frozen=True, slots=True)
+class SynProbe:
+    """A SYN sent on the 4-tuple of the server's TIME_WAIT, and how the server answered."""
+
+    probe: str
+    seq_vs_old: str
+    timestamp_vs_old: str | None  # None: the SYN carried no timestamp
+    answer: str
+    reused: bool
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "seq_vs_old": self.seq_vs_old,
+            "timestamp_vs_old": self.timestamp_vs_old,
+            "answer": self.answer,
+            "reused": self.reused,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FinResent:
+    """The peer's FIN sent again into the server's TIME_WAIT: re-ACKed, timer re-armed?"""
+
+    timer_before_s: float | None
+    acked_again: bool
+    timer_after_s: float | None
+    timer_restarted: bool
+
+    def observed(self) -> dict[str, Any]:
+        return {
+            "timer_before_s": self.timer_before_s,
+            "acked_again": self.acked_again,
+            "timer_after_s": self.timer_after_s,
+            "timer_restarted": self.timer_restarted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedServerTimeWait:
+    """What a scripted peer saw of the server's TIME_WAIT; `failure` when it never got there."""
+
+    failure: str | None = None
+    time_wait_held: bool = False
+    retransmitted_fin: FinResent | None = None
+    with_timestamps: list[SynProbe] = field(default_factory=list)
+    without_timestamps: list[SynProbe] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+
+    def observed(self) -> dict[str, Any]:
+        if self.failure is not None:
+            return {"scripted": self.failure}
+        seen: dict[str, Any] = {"time_wait_held": self.time_wait_held}
+        if not self.time_wait_held or self.retransmitted_fin is None:
+            return seen
+        return {
+            **seen,
+            "retransmitted_fin": self.retransmitted_fin.observed(),
+            "with_timestamps": [p.observed() for p in self.with_timestamps],
+            "without_timestamps": [p.observed() for p in self.without_timestamps],
+            "trace": self.trace,
+        }
+
+
+def syn_probe(state: ScriptedClose, label: str, seq: int, ts: int | None) -> SynProbe:
     """A SYN on the TIME_WAIT's 4-tuple: does b open a new connection (SYN-ACK) or refuse it?"""
     options = timestamp_option(ts, 0) if ts is not None else b""
     sent = state.peer.send(state.server_port, seq & 0xFFFFFFFF, 0, SYN, options)
     synack = state.peer.expect(sent, lambda p: p.flags == "S.", timeout=0.5)
     others = [p.flags for p in state.peer.answers(sent) if p.flags != "S."]
-    return {
-        "probe": label,
-        "seq_vs_old": "higher" if seq > state.seq else "lower",
-        "timestamp_vs_old": None if ts is None else ("newer" if ts > (state.ts or 0) else "older"),
-        "answer": "SYN-ACK: reused"
+    return SynProbe(
+        probe=label,
+        seq_vs_old="higher" if seq > state.seq else "lower",
+        timestamp_vs_old=None if ts is None else ("newer" if ts > (state.ts or 0) else "older"),
+        answer="SYN-ACK: reused"
         if synack
         else (f"{FLAG_NAMES.get(others[0], others[0])}: refused" if others else "no answer"),
-        "reused": synack is not None,
-    }
+        reused=synack is not None,
+    )
 
 
 def b_time_wait(link: VethLink, state: ScriptedClose) -> ProcTcpEntry | None:
@@ -872,7 +1106,7 @@ def b_time_wait(link: VethLink, state: ScriptedClose) -> ProcTcpEntry | None:
     return time_wait_row(local, remote, link.b.netns)
 
 
-def scripted_server_time_wait() -> dict[str, Any]:
+def scripted_server_time_wait() -> ScriptedServerTimeWait:
     """The notes' TIME_WAIT mechanics on a server, segment by segment (like packetdrill)."""
     with VethLink() as link:
         listener = listening_socket(link.b.address, 8, netns=link.b.netns)
@@ -883,29 +1117,32 @@ def scripted_server_time_wait() -> dict[str, Any]:
             )
             plain = server_closes_first(RawPeer(link, NOTES_PORT_PLAIN, cap), listener, 9000, None)
             if stamped is None or plain is None:
-                return {"scripted": "the handshake or b's FIN did not come"}
-            row = b_time_wait(link, stamped)
-            seen: dict[str, Any] = {"time_wait_held": row is not None}
-            if row is None:
-                return seen
-            seen["retransmitted_fin"] = retransmitted_fin(link, stamped)
+                return ScriptedServerTimeWait(failure="the handshake or b's FIN did not come")
+            if b_time_wait(link, stamped) is None:
+                return ScriptedServerTimeWait(time_wait_held=False)
+            fin = retransmitted_fin(link, stamped)
             old, ts = stamped.seq, stamped.ts or 0
-            seen["with_timestamps"] = [
-                syn_probe(stamped, "lower seq, no timestamp", old - 100_000, None),
-                syn_probe(stamped, "lower seq, older timestamp", old - 100_000, ts - 50),
-                syn_probe(stamped, "higher seq, older timestamp", old + 100_000, ts - 50),
-                syn_probe(stamped, "lower seq, newer timestamp", old - 100_000, ts + 1000),
+            with_timestamps = [
+                syn_probe(stamped, LOWER_SEQ_NO_TS, old - 100_000, None),
+                syn_probe(stamped, LOWER_SEQ_OLDER_TS, old - 100_000, ts - 50),
+                syn_probe(stamped, HIGHER_SEQ_OLDER_TS, old + 100_000, ts - 50),
+                syn_probe(stamped, LOWER_SEQ_NEWER_TS, old - 100_000, ts + 1000),
             ]
             old = plain.seq
-            seen["without_timestamps"] = [
-                syn_probe(plain, "lower seq", old - 100_000, None),
-                syn_probe(plain, "higher seq", old + 100_000, None),
+            without_timestamps = [
+                syn_probe(plain, LOWER_SEQ, old - 100_000, None),
+                syn_probe(plain, HIGHER_SEQ, old + 100_000, None),
             ]
-            seen["trace"] = short_trace(cap, port, limit=24)
-            return seen
+            return ScriptedServerTimeWait(
+                time_wait_held=True,
+                retransmitted_fin=fin,
+                with_timestamps=with_timestamps,
+                without_timestamps=without_timestamps,
+                trace=short_trace(cap, port, limit=24),
+            )
 
 
-def retransmitted_fin(link: VethLink, state: ScriptedClose) -> dict[str, Any]:
+def retransmitted_fin(link: VethLink, state: ScriptedClose) -> FinResent:
     """The peer sends its FIN again, as if b's last ACK were lost: b must ACK it and re-arm 60 s."""
 
     def aged() -> float | None:
@@ -919,11 +1156,11 @@ def retransmitted_fin(link: VethLink, state: ScriptedClose) -> dict[str, Any]:
     reack = state.peer.expect(sent, lambda p: p.flags == "." and p.ack == state.seq)
     row = b_time_wait(link, state)
     after = row.timer_seconds if row else None
-    return {
-        "timer_before_s": before,
-        "acked_again": reack is not None,
-        "timer_after_s": after,
-        "timer_restarted": before is not None
+    return FinResent(
+        timer_before_s=before,
+        acked_again=reack is not None,
+        timer_after_s=after,
+        timer_restarted=before is not None
         and after is not None
         and after >= before + TIMER_RESTART_MIN_S,
-    }
+    )

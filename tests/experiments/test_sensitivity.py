@@ -21,8 +21,8 @@ QUICK = RunContext(rounds=2, quick=True)
 def test_somaxconn_caps_the_accept_queue(somaxconn: int) -> None:
     with fresh_namespace({"net.core.somaxconn": str(somaxconn)}):
         cap = backlog.somaxconn_cap()
-    assert cap["queue_limit"] == min(backlog.HUGE_BACKLOG, somaxconn)
-    assert cap["net.core.somaxconn"] == str(somaxconn)
+    assert cap.queue_limit == min(backlog.HUGE_BACKLOG, somaxconn)
+    assert cap.somaxconn == str(somaxconn)
 
 
 @pytest.mark.parametrize(("cookies", "half_open"), [("0", 3), ("1", 3), ("2", 0)])
@@ -34,16 +34,16 @@ def test_syncookies_decide_whether_the_syn_queue_holds_anything(
     kept, and the completed handshakes fill the accept queue (backlog+1) instead."""
     with fresh_namespace({"net.ipv4.tcp_syncookies": cookies}):
         seen = backlog.fill_syn_queue(None, 2, 6)
-    assert seen["syn_queue (SYN_RECV rows)"] == half_open
-    connected = seen["client_states"].get("ESTABLISHED", 0)
+    assert seen.syn_recv_rows == half_open
+    connected = seen.client_states.get("ESTABLISHED", 0)
     assert connected == (6 if cookies == "1" else 3)
-    assert (seen["counters"]["TcpExt.SyncookiesSent"] > 0) is (cookies != "0")
+    assert (seen.counters["TcpExt.SyncookiesSent"] > 0) is (cookies != "0")
 
 
 @pytest.mark.parametrize(("max_syn_backlog", "kept"), [(8, 7), (256, 12)])
 def test_tcp_max_syn_backlog_binds_only_when_small(max_syn_backlog: int, kept: int) -> None:
     seen = backlog.namespace_syn_queue(0, max_syn_backlog)
-    assert seen["syn_queue (SYN_RECV rows)"] == kept
+    assert seen.syn_recv_rows == kept
 
 
 @pytest.mark.parametrize("host_tw_reuse", ["0", "1"])
