@@ -5,7 +5,7 @@ another; lab/wire.py), as root:
 - C12: the MSS option in the SYN against the MTU less 40; a full data
   segment's IP + TCP header (options included) + data against the MTU, with
   timestamps on and off (a's tcp_timestamps, a per-namespace setting).
-- C13: a handshake scripted from a raw socket (experiments/rawpeer.py) whose
+- C13: a handshake scripted from a raw socket (lab/rawpeer.py) whose
   SYN carries no options at all: b falls back to 536, the RFC 879 default,
   and cuts its data to it while still announcing its own MSS.
 On loopback, for everyone:
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from framelab.experiments.context import RunContext
-from framelab.experiments.rawpeer import RawPeer
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.kernel import data_segments_out, segments_since, sysctls, tcp_info
 from framelab.lab.packets import ACK, IPV4_HEADER, SYN, TCP_HEADER
+from framelab.lab.rawpeer import RawPeer
 from framelab.lab.sockets import (
     SocketOptions,
     address_of,

@@ -1,7 +1,7 @@
 """C18 segment by segment: the header's ACK sent by a scripted peer at a chosen time.
 
 On loopback the lab can only watch Nagle wait for a delayed ACK whose timing
-the kernel picks. Here the peer is scripted (experiments/rawpeer.py, in the
+the kernel picks. Here the peer is scripted (lab/rawpeer.py, in the
 spirit of packetdrill): it opens a connection to a listener in host b, b
 writes a 10-byte header and then a 100-byte body with Nagle on, and the peer
 withholds its ACK of the header for a delay it chooses, then sends it. The
@@ -25,12 +25,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-from framelab.experiments.rawpeer import RawPeer
 from framelab.experiments.result import Part
 from framelab.lab.capture import Capture
 from framelab.lab.kernel import unsent_bytes
 from framelab.lab.netns import VethLink
 from framelab.lab.packets import ACK, RST, SYN, Packet
+from framelab.lab.rawpeer import RawPeer
 from framelab.lab.sockets import address_of, listening_socket
 
 HEADER = b"h" * 10

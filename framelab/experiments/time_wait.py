@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framelab.experiments.context import RunContext
-from framelab.experiments.rawpeer import STRANGER, RawPeer, timestamp_option, timestamps_of
 from framelab.experiments.registry import Experiment
 from framelab.experiments.result import ClaimResult, Part, judge_parts, skipped
 from framelab.lab.capture import Capture
@@ -45,6 +44,7 @@ from framelab.lab.kernel import (
 )
 from framelab.lab.netns import VethLink
 from framelab.lab.packets import ACK, FIN, SYN
+from framelab.lab.rawpeer import STRANGER, RawPeer, timestamp_option, timestamps_of
 from framelab.lab.sockets import (
     LOOPBACK,
     Address,
