@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framelab.benchmarks import peer_env
 from framelab.benchmarks.caveats import caveats, machine_load
 from framelab.benchmarks.grid import PLANS, Case, Plan
 from framelab.benchmarks.report import document, environment, goals, markdown, print_report
@@ -113,6 +114,17 @@ def build_plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
             raise ValueError(f"{target.name} needs {library}, which is not installed: {PEER_EXTRA}")
         plan = dataclasses.replace(plan, targets=tuple(t for t in plan.targets if t != target))
         notes.append(f"{target.name} skipped: {library} is not installed ({PEER_EXTRA})")
+    for target in [t for t in plan.targets if t.environment is not None]:
+        assert target.environment is not None
+        if not peer_env.ready(target.environment):
+            print(f"setup: the {target.environment} environment (once)", file=sys.stderr)
+        try:
+            peer_env.ensure(target.environment)
+        except peer_env.PeerEnvironmentUnavailable as error:
+            if args.targets:
+                raise ValueError(f"{target.name}: {error}") from None
+            plan = dataclasses.replace(plan, targets=tuple(t for t in plan.targets if t != target))
+            notes.append(f"{target.name} skipped: {error}")
     return plan, notes
 
 

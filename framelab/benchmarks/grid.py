@@ -17,6 +17,7 @@ from framelab.benchmarks.targets import (
     FRAMED_ASYNCIO,
     GRPC,
     MSGPACK,
+    MSGPACK_RPC,
     PEER,
     RAW,
     READEXACTLY,
@@ -76,11 +77,13 @@ GRID_CASES = (
     Case(64 * KiB, 1, 4),
     Case(1 * MiB, 1, 2),
 )
-FULL = Plan("full", GRID_CASES, (*ALL_TARGETS, GRPC), warmup=0.5, duration=1.5, rounds=3)
+FULL = Plan(
+    "full", GRID_CASES, (*ALL_TARGETS, GRPC, MSGPACK_RPC), warmup=0.5, duration=1.5, rounds=3
+)
 QUICK = Plan(
     "quick",
     (Case(64, 32, 10), Case(1 * KiB, 1, 10), Case(1 * KiB, 32, 10), *GRID_CASES[4:]),
-    (RAW, FRAMED, FRAMED_ASYNCIO, PEER, MSGPACK, READEXACTLY, GRPC),
+    (RAW, FRAMED, FRAMED_ASYNCIO, PEER, MSGPACK, READEXACTLY, GRPC, MSGPACK_RPC),
     warmup=0.3,
     duration=1.0,
     rounds=1,

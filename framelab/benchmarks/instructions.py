@@ -101,7 +101,8 @@ def count(target: Target, case: Case, seconds: float = 2.0) -> InstructionCount:
         return result
     checked = measured.get("checked_bytes")
     assert isinstance(checked, int)
-    reply = case.size if target.message == "grpc" else Tape(case.size, 1, target.message).reply_size
+    own_client = target.message in ("grpc", "msgpack-rpc")  # they count payload bytes
+    reply = case.size if own_client else Tape(case.size, 1, target.message).reply_size
     result.messages = checked // reply
     result.instructions = totals
     if result.messages and totals:
@@ -123,6 +124,7 @@ README_TARGETS = (
     "msgpack-readexactly/uvloop",
     "twisted-peer",
     "grpc-aio",
+    "msgpack-rpc-python",
 )
 
 

@@ -25,6 +25,7 @@ from framelab.benchmarks.targets import (
     FRAMED_PURE,
     GRPC,
     MSGPACK,
+    MSGPACK_RPC,
     PEER,
     RAW,
     READEXACTLY,
@@ -44,6 +45,7 @@ RATIOS = (
     ("msgpack / framed", MSGPACK.name, FRAMED.name),
     ("msgpack / readexactly", MSGPACK.name, READEXACTLY.name),
     ("msgpack / gRPC", MSGPACK.name, GRPC.name),
+    ("msgpack / msgpack-RPC", MSGPACK.name, MSGPACK_RPC.name),
 )
 
 
@@ -55,6 +57,7 @@ SHORT = {
     MSGPACK.name: "msgpack",
     READEXACTLY.name: "readexactly",
     GRPC.name: "gRPC",
+    MSGPACK_RPC.name: "msgpack-RPC",
 }
 
 

@@ -8,10 +8,12 @@ time and peak RSS can be read from /proc (servers.process).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from framelab.benchmarks import peer_env
 from framelab.servers.process import ServerProcess
 
 #: the frame limit every server gets: above the largest payload measured
@@ -30,7 +32,10 @@ class Target:
     #: a peer's module (`python -m MODULE --port 0 ARGS`) and what it speaks
     module: str = "framelab.benchmarks.twisted_echo"
     args: tuple[str, ...] = ()
-    speaks: str = "bytes"  # bytes | msgpack | grpc (peers only)
+    speaks: str = "bytes"  # bytes | msgpack | grpc | msgpack-rpc (peers only)
+    #: a peer run by the interpreter of an environment of its own
+    #: (benchmarks/peer_env.py), as a script: framelab is not installed there
+    environment: str | None = None
 
     @property
     def message(self) -> str:
@@ -42,13 +47,17 @@ class Target:
     @property
     def client(self) -> str:
         """The load generator's module: gRPC needs its own client."""
-        if self.message == "grpc":
-            return "framelab.benchmarks.grpc_load"
-        return "framelab.benchmarks.loadgen"
+        return CLIENTS.get(self.message, "framelab.benchmarks.loadgen")
 
     def server(self, wrapper: Sequence[str] = (), start_timeout: float = 20.0) -> ServerProcess:
         """The server, to start with `with` (started on entry, killed on exit);
         `wrapper` runs it under another program (valgrind, for instruction counts)."""
+        if self.environment is not None:
+            python = peer_env.ensure(self.environment)
+            script = importlib.util.find_spec(self.module)
+            assert script is not None and script.origin is not None, self.module
+            peer = [*wrapper, str(python), script.origin, "--port", "0", *self.args]
+            return ServerProcess([], command=peer, env=self.env, start_timeout=start_timeout)
         if self.kind == "peer":
             peer = [*wrapper, sys.executable, "-m", self.module, "--port", "0", *self.args]
             return ServerProcess([], command=peer, env=self.env, start_timeout=start_timeout)
@@ -58,6 +67,13 @@ class Target:
         if wrapper:  # the wrapper must see the process that serves: no supervisor
             options += ["--workers", "0"]
         return ServerProcess(options, command=serve, env=self.env, start_timeout=start_timeout)
+
+
+#: the load generator of each RPC stack that needs a client of its own
+CLIENTS = {
+    "grpc": "framelab.benchmarks.grpc_load",
+    "msgpack-rpc": "framelab.benchmarks.msgpackrpc_load",
+}
 
 
 def framelab_target(kind: str, io: str, loop: str) -> Target:
@@ -101,6 +117,16 @@ ALL_TARGETS: list[Target] = [
     READEXACTLY,
     PEER,
 ]
+#: the msgpack-RPC library from PyPI (MessagePack-RPC on Tornado), with our asyncio client
+MSGPACK_RPC = Target(
+    "msgpack-rpc-python",
+    "peer",
+    "tornado",
+    "-",
+    module="framelab.benchmarks.msgpackrpc_echo",
+    speaks="msgpack-rpc",
+    environment="msgpack-rpc-python",
+)
 #: the RPC comparison: a client of its own per stack, so a table of its own
-RPC_TARGETS: list[Target] = [MSGPACK, GRPC]
-BY_NAME = {t.name: t for t in [*ALL_TARGETS, GRPC]}
+RPC_TARGETS: list[Target] = [MSGPACK, GRPC, MSGPACK_RPC]
+BY_NAME = {t.name: t for t in [*ALL_TARGETS, GRPC, MSGPACK_RPC]}
