@@ -10,8 +10,11 @@ differ only in `call(payload) -> reply`; everything measured is here, once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import asdict
+from typing import Any
 
 from framelab.benchmarks.histogram import LatencyHistogram
 from framelab.benchmarks.loadgen import (
@@ -98,3 +101,13 @@ async def _watch(tasks: Sequence[asyncio.Future[None]], seconds: float) -> None:
         task.result()  # raises the slot's error
     if done:
         raise RuntimeError("a call slot stopped early")
+
+
+def client_main(
+    run_load: Callable[[LoadSpec], Coroutine[Any, Any, LoadResult]], argv: list[str]
+) -> int:
+    """`python -m CLIENT SPEC_JSON`: run the load, print its JSON result line."""
+    spec = LoadSpec(**json.loads(argv[0]))
+    result = asyncio.run(run_load(spec))
+    print(json.dumps(asdict(result)), flush=True)
+    return 0 if result.error is None else 1

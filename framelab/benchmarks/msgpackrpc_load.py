@@ -15,14 +15,12 @@ this one keeps D calls in flight as the other clients do.)
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-from dataclasses import asdict
 from typing import Any
 
 import msgpack
 
-from framelab.benchmarks.call_slots import measure
+from framelab.benchmarks.call_slots import client_main, measure
 from framelab.benchmarks.loadgen import LoadResult, LoadSpec
 
 REQUEST, RESPONSE = 0, 1
@@ -100,12 +98,5 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     return result
 
 
-def main(argv: list[str]) -> int:
-    spec = LoadSpec(**json.loads(argv[0]))
-    result = asyncio.run(run_load(spec))
-    print(json.dumps(asdict(result)), flush=True)
-    return 0 if result.error is None else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(client_main(run_load, sys.argv[1:]))
