@@ -335,7 +335,24 @@ class Forged:
     payload: bytes
 
 
-def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ForgedReply:
+    """One forged segment, described, and the kernel's answer to it."""
+
+    sent: str  # Forged.description
+    reply_flags: str | None  # None: no answer within the wait
+    reply_seq_is_our_ack: bool | None  # RFC 793: an RST's seq is the ACK it answers
+
+
+@dataclass(frozen=True)
+class StraySegments:
+    """C39: segments of no known connection, their answers, and the RSTs counted."""
+
+    cases: list[ForgedReply]
+    tcp_out_rsts_delta: int
+
+
+def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> ForgedReply:
     """Send one made-up segment to 127.0.0.1:dst_port and await the kernel's answer."""
     segment = tcp_segment(
         (LOOPBACK, src_port),
@@ -352,11 +369,11 @@ def send_forged(cap: Capture, src_port: int, dst_port: int, forged: Forged) -> d
         lambda p: p.proto == "tcp" and p.sport == dst_port and p.dport == src_port,
         EVENT_TIMEOUT,
     )
-    return {
-        "sent": forged.description,
-        "reply_flags": reply.flags if reply else None,
-        "reply_seq_is_our_ack": reply.seq == forged.ack if reply else None,
-    }
+    return ForgedReply(
+        sent=forged.description,
+        reply_flags=reply.flags if reply else None,
+        reply_seq_is_our_ack=reply.seq == forged.ack if reply else None,
+    )
 
 
 def check_c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
@@ -393,28 +410,28 @@ def check_c39(ctx: RunContext, listener: socket.socket) -> ClaimResult:
     finally:
         source.close()
         closed.close()
-    cases = [to_listener, to_closed]
-    observed = {"cases": cases, "tcp_out_rsts_delta": delta.get("Tcp.OutRsts", 0)}
-    return judge_parts(NAME, "C39", c39_parts(cases), observed, trace=trace)
+    seen = StraySegments([to_listener, to_closed], delta.get("Tcp.OutRsts", 0))
+    return judge_c39(seen, trace)
 
 
-def c39_parts(cases: list[dict[str, Any]]) -> list[Part]:
+def judge_c39(seen: StraySegments, trace: list[str]) -> ClaimResult:
     """One part per forged segment: an RST back, with the seq RFC 793 gives it."""
-    return [
+    parts = [
         Part(
-            f"a segment of no known connection ({case['sent']}) is answered with RST",
-            case["reply_flags"] is not None and "R" in case["reply_flags"],
-            f"answered with [{case['reply_flags']}]"
+            f"a segment of no known connection ({case.sent}) is answered with RST",
+            case.reply_flags is not None and "R" in case.reply_flags,
+            f"answered with [{case.reply_flags}]"
             + (
                 "; the RST's seq is the ACK number we sent"
-                if case["reply_seq_is_our_ack"]
-                else ("" if case["reply_flags"] is None else "; its seq is not our ACK number")
+                if case.reply_seq_is_our_ack
+                else ("" if case.reply_flags is None else "; its seq is not our ACK number")
             )
-            if case["reply_flags"] is not None
+            if case.reply_flags is not None
             else "no answer within the wait",
         )
-        for case in cases
+        for case in seen.cases
     ]
+    return judge_parts(NAME, "C39", parts, asdict(seen), trace=trace)
 
 
 def run(ctx: RunContext) -> list[ClaimResult]:

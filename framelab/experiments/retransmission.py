@@ -24,6 +24,7 @@ import select
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from framelab.experiments.context import RunContext
@@ -90,20 +91,76 @@ def expected_schedule(rto_ms: float, retries2: int, probe_ms: float | None) -> d
 def run(ctx: RunContext) -> list[ClaimResult]:
     if not ctx.root:
         return [skipped(NAME, "C40", "needs root: two hosts in network namespaces (veth)")]
-    observed, trace = observe_abort(user_timeout_ms=USER_TIMEOUT_MS, mtu=ctx.mtu)
-    observed["tcp_retries2_run"], _ = observe_abort(retries2=SMALL_RETRIES2, mtu=ctx.mtu)
-    return [judge_c40(observed, trace)]
+    timed, trace = observe_abort(user_timeout_ms=USER_TIMEOUT_MS, mtu=ctx.mtu)
+    limited, _ = observe_abort(retries2=SMALL_RETRIES2, mtu=ctx.mtu)
+    return [judge_c40(timed, limited, trace)]
 
 
-def model_check(run: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RetransSample:
+    """TCP_INFO read when total_retrans changed: the back-off as the kernel keeps it."""
+
+    total_retrans: int
+    backoff: int
+    rto_ms: float
+    unacked: int
+
+
+@dataclass(frozen=True)
+class AbortRun:
+    """One connection whose every segment after the first exchange was lost: what
+    TCP_INFO, the capture and the counters saw until the kernel gave up."""
+
+    user_timeout_ms: int | None  # None: no TCP_USER_TIMEOUT, tcp_retries2 decides
+    sysctl: dict[str, str | None]  # tcp_retries2/tcp_retries1 in a's namespace
+    samples: list[RetransSample]
+    total_retrans_before_abort: int
+    retransmissions_seen: int | None  # resends of the lost segment on the wire
+    retransmit_gaps_ms: list[float]
+    transmit_times_ms: list[float]  # after the first transmission
+    counters: dict[str, int]  # RESEND_COUNTERS' deltas
+    error: str | None  # what the application's recv() got
+    abort_after_ms: float  # after send()
+    abort_after_first_send_ms: float | None  # after the first captured transmission
+    segments_after_abort: int
+    state_after: str | None  # None: TCP_INFO failed
+    rst_sent: bool
+
+    def observed(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """A tcp_retries2 run's timer resends and abort, next to the kernel's model."""
+
+    measured_rto_ms: float
+    timer_resends_ms: list[float]
+    abort_ms: float | None
+    resends_match_model: bool
+    abort_matches_model: bool
+    model: dict[str, Any]  # expected_schedule(): what the kernel's rules predict
+
+    def observed(self) -> dict[str, Any]:
+        """What was measured and how it compares: the model itself is `expected`."""
+        return {
+            "measured_rto_ms": self.measured_rto_ms,
+            "timer_resends_ms": self.timer_resends_ms,
+            "abort_ms": self.abort_ms,
+            "resends_match_model": self.resends_match_model,
+            "abort_matches_model": self.abort_matches_model,
+        }
+
+
+def model_check(run: AbortRun) -> ModelCheck:
     """The retries2 run against the kernel's model: every resend time and the abort."""
-    times = run["transmit_times_ms"]
-    retries2 = int(run["sysctl"]["net.ipv4.tcp_retries2"] or 0)
-    probe = times[1] if run["counters"]["TcpExt.TCPLossProbes"] and len(times) > 1 else None
+    times = run.transmit_times_ms
+    retries2 = int(run.sysctl["net.ipv4.tcp_retries2"] or 0)
+    probe = times[1] if run.counters["TcpExt.TCPLossProbes"] and len(times) > 1 else None
     timer = times[2:] if probe is not None else times[1:]
     rto = timer[0] - (probe or 0.0) if timer else float(RTO_MIN_MS)
     model = expected_schedule(rto, retries2, probe)
-    abort = run["abort_after_first_send_ms"]
+    abort = run.abort_after_first_send_ms
 
     def close(seen: float | None, want: float) -> bool:
         return seen is not None and abs(seen - want) <= MODEL_TOLERANCE * want
@@ -111,75 +168,71 @@ def model_check(run: dict[str, Any]) -> dict[str, Any]:
     matches = len(timer) == len(model["resends_ms"]) and all(
         close(seen, want) for seen, want in zip(timer, model["resends_ms"], strict=False)
     )
-    return {
-        "measured_rto_ms": round(rto, 1),
-        "timer_resends_ms": timer,
-        "abort_ms": None if abort is None else round(abort, 1),
-        "resends_match_model": matches,
-        "abort_matches_model": close(abort, model["abort_ms"]),
-        "model": model,
-    }
+    return ModelCheck(
+        measured_rto_ms=round(rto, 1),
+        timer_resends_ms=timer,
+        abort_ms=None if abort is None else round(abort, 1),
+        resends_match_model=matches,
+        abort_matches_model=close(abort, model["abort_ms"]),
+        model=model,
+    )
 
 
-def expected_abort_schedule(expected: dict[str, Any]) -> dict[str, Any]:
-    schedule: dict[str, Any] = next(iter(expected.values()))
-    return schedule
-
-
-def judge_c40(observed: dict[str, Any], trace: list[str]) -> ClaimResult:
-    """C40 in three parts: retransmitted, then aborted, and (the notes say) with a reset."""
-    limited = observed.get("tcp_retries2_run")
-    runs = [observed, *([limited] if limited else [])]
-    gaps = ", ".join(f"{gap:.0f}" for gap in observed["retransmit_gaps_ms"])
-    probes = observed["counters"]["TcpExt.TCPLossProbes"]
+def judge_c40(timed: AbortRun, limited: AbortRun | None, trace: list[str]) -> ClaimResult:
+    """C40 in three parts (four with the tcp_retries2 run): retransmitted, running out
+    at the kernel's limit, then aborted, and (the notes say) with a reset."""
+    runs = [timed, *([limited] if limited else [])]
+    gaps = ", ".join(f"{gap:.0f}" for gap in timed.retransmit_gaps_ms)
+    probes = timed.counters["TcpExt.TCPLossProbes"]
     how = f"a tail loss probe (TCPLossProbes +{probes}), then " if probes else ""
     retransmitted = Part(
         "unacknowledged data is retransmitted, the timer backing off",
-        all(r["total_retrans_before_abort"] > 0 for r in runs),
-        f"{how}{observed['retransmissions_seen']} resends of the lost segment on the wire,"
-        f" gaps {gaps} ms (TCP_USER_TIMEOUT {observed['user_timeout_ms']} ms)",
+        all(r.total_retrans_before_abort > 0 for r in runs),
+        f"{how}{timed.retransmissions_seen} resends of the lost segment on the wire,"
+        f" gaps {gaps} ms (TCP_USER_TIMEOUT {timed.user_timeout_ms} ms)",
     )
     parts = [retransmitted]
+    observed = timed.observed()
     expected: dict[str, Any] = {}
     if limited:
         check = model_check(limited)
-        limited["model"] = check
+        observed["tcp_retries2_run"] = {**limited.observed(), "model": check.observed()}
         expected[f"tcp_retries2={SMALL_RETRIES2} run, kernel model (ms after first send)"] = (
-            check.pop("model")
+            check.model
         )
         parts.append(
             Part(
                 "the retransmissions run out at the kernel's limit (tcp_retries2)",
-                check["resends_match_model"] and check["abort_matches_model"],
-                f"with tcp_retries2={limited['sysctl']['net.ipv4.tcp_retries2']} in a namespace"
-                f" and no TCP_USER_TIMEOUT: timer resends at {check['timer_resends_ms']} ms"
-                f" (RTO {check['measured_rto_ms']} ms), aborted at {check['abort_ms']} ms;"
+                check.resends_match_model and check.abort_matches_model,
+                f"with tcp_retries2={limited.sysctl['net.ipv4.tcp_retries2']} in a namespace"
+                f" and no TCP_USER_TIMEOUT: timer resends at {check.timer_resends_ms} ms"
+                f" (RTO {check.measured_rto_ms} ms), aborted at {check.abort_ms} ms;"
                 f" the kernel's model (expected): resends at"
-                f" {expected_abort_schedule(expected)['resends_ms']} ms, abort at"
-                f" {expected_abort_schedule(expected)['abort_ms']} ms",
+                f" {check.model['resends_ms']} ms, abort at"
+                f" {check.model['abort_ms']} ms",
             )
         )
-    aborted = [r["error"] is not None and r["state_after"] in (None, "CLOSE") for r in runs]
+    aborted = [r.error is not None and r.state_after in (None, "CLOSE") for r in runs]
     parts.append(
         Part(
             "then the connection is aborted",
             all(aborted),
             "; ".join(
-                f"{label}: the application got {r['error']}, socket state {r['state_after']}"
-                f" after {r['abort_after_ms']:.0f} ms"
+                f"{label}: the application got {r.error}, socket state {r.state_after}"
+                f" after {r.abort_after_ms:.0f} ms"
                 for label, r in zip(("user timeout", "tcp_retries2"), runs, strict=False)
             ),
         )
     )
-    reset = [r["rst_sent"] or r["error"] == "ECONNRESET" for r in runs]
+    reset = [r.rst_sent or r.error == "ECONNRESET" for r in runs]
     parts.append(
         Part(
             "aborted with a reset (RST)",
             all(reset),
             "; ".join(
-                f"{'an RST' if r['rst_sent'] else 'no RST'} left a's interface"
-                f" ({r['segments_after_abort']} segments captured after the abort),"
-                f" error {r['error']}"
+                f"{'an RST' if r.rst_sent else 'no RST'} left a's interface"
+                f" ({r.segments_after_abort} segments captured after the abort),"
+                f" error {r.error}"
                 for r in runs
             ),
         )
@@ -189,7 +242,7 @@ def judge_c40(observed: dict[str, Any], trace: list[str]) -> ClaimResult:
 
 def observe_abort(
     user_timeout_ms: int | None = None, retries2: int | None = None, mtu: int | None = None
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[AbortRun, list[str]]:
     """Lose every segment after one good exchange; watch the resends and the abort."""
     with VethLink(mtu=mtu or 1500) as link:
         if retries2 is not None:
@@ -216,31 +269,29 @@ def observe_abort(
                     p for p in cap.tcp(PORT) if p.sport != PORT and p.payload_len == len(PAYLOAD)
                 ]
                 first_send = lost[0].time if lost else None
-                observed = {
-                    "user_timeout_ms": user_timeout_ms,
-                    "sysctl": sysctls(
+                seen = AbortRun(
+                    user_timeout_ms=user_timeout_ms,
+                    sysctl=sysctls(
                         ["net.ipv4.tcp_retries2", "net.ipv4.tcp_retries1"], link.a.netns
                     ),
-                    "samples": samples,
-                    "total_retrans_before_abort": max(
-                        (s["total_retrans"] for s in samples), default=0
-                    ),
-                    "retransmissions_seen": max(len(lost) - 1, 0) if lost else None,
-                    "retransmit_gaps_ms": gaps_ms([p.time for p in lost]),
-                    "transmit_times_ms": [round((p.time - lost[0].time) * 1000, 1) for p in lost],
-                    "counters": counters,
-                    "error": error,
-                    "abort_after_ms": abort_after * 1000,
-                    "abort_after_first_send_ms": (
+                    samples=samples,
+                    total_retrans_before_abort=max((s.total_retrans for s in samples), default=0),
+                    retransmissions_seen=max(len(lost) - 1, 0) if lost else None,
+                    retransmit_gaps_ms=gaps_ms([p.time for p in lost]),
+                    transmit_times_ms=[round((p.time - lost[0].time) * 1000, 1) for p in lost],
+                    counters=counters,
+                    error=error,
+                    abort_after_ms=abort_after * 1000,
+                    abort_after_first_send_ms=(
                         (aborted_at - first_send) * 1000 if first_send is not None else None
                     ),
-                    "segments_after_abort": sum(
+                    segments_after_abort=sum(
                         p.time > aborted_at - 0.05 for p in cap.tcp(PORT) if p.sport != PORT
                     ),
-                    "state_after": state_or_none(client),
-                    "rst_sent": any(p.has("R") for p in cap.tcp(PORT) if p.sport != PORT),
-                }
-                return observed, short_trace(cap, PORT)
+                    state_after=state_or_none(client),
+                    rst_sent=any(p.has("R") for p in cap.tcp(PORT) if p.sport != PORT),
+                )
+                return seen, short_trace(cap, PORT)
 
 
 def vanish(link: VethLink) -> None:
@@ -248,9 +299,9 @@ def vanish(link: VethLink) -> None:
     link.b.run("ip", "addr", "del", f"{link.b.address}/24", "dev", link.b.ifname)
 
 
-def watch_retransmissions(sock: socket.socket, limit_s: float) -> list[dict[str, Any]]:
+def watch_retransmissions(sock: socket.socket, limit_s: float) -> list[RetransSample]:
     """TCP_INFO while the data is unacknowledged: a sample per retransmission."""
-    samples: list[dict[str, Any]] = []
+    samples: list[RetransSample] = []
     deadline = time.monotonic() + limit_s + ABORT_GRACE_S
     last = -1
     while time.monotonic() < deadline:
@@ -260,12 +311,12 @@ def watch_retransmissions(sock: socket.socket, limit_s: float) -> list[dict[str,
         if info["total_retrans"] != last:
             last = info["total_retrans"]
             samples.append(
-                {
-                    "total_retrans": info["total_retrans"],
-                    "backoff": info["backoff"],
-                    "rto_ms": info["rto"] / 1000,
-                    "unacked": info["unacked"],
-                }
+                RetransSample(
+                    total_retrans=info["total_retrans"],
+                    backoff=info["backoff"],
+                    rto_ms=info["rto"] / 1000,
+                    unacked=info["unacked"],
+                )
             )
         if select.select([sock], [], [], 0.01)[0]:  # the abort makes it readable
             break

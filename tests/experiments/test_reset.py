@@ -135,3 +135,43 @@ def test_c30_judged_part_by_part_on_synthetic_observations() -> None:
     assert [p.holds for p in result.parts] == [True, True, None, None]
     assert result.verdict is Verdict.PARTLY
     assert "not observed" in result.summary
+
+
+ACK_CASE = reset.ForgedReply("bare ACK to a listening port, no connection", "R", True)
+DATA_CASE = reset.ForgedReply("data segment to a port with no listener", "R", True)
+STRAY = reset.StraySegments([ACK_CASE, DATA_CASE], 2)
+
+
+def test_c39_judged_per_forged_segment_on_synthetic_observations() -> None:
+    result = reset.judge_c39(STRAY, [])
+    assert [p.holds for p in result.parts] == [True, True]
+    assert result.verdict is Verdict.CONFIRMED
+    assert result.parts[0].part == (
+        "a segment of no known connection (bare ACK to a listening port, no connection) is "
+        "answered with RST"
+    )
+    assert result.parts[1].evidence == "answered with [R]; the RST's seq is the ACK number we sent"
+    assert result.observed == {
+        "cases": [
+            {"sent": ACK_CASE.sent, "reply_flags": "R", "reply_seq_is_our_ack": True},
+            {"sent": DATA_CASE.sent, "reply_flags": "R", "reply_seq_is_our_ack": True},
+        ],
+        "tcp_out_rsts_delta": 2,
+    }
+
+
+def test_c39_judge_fails_a_segment_without_an_rst() -> None:
+    unanswered = replace(DATA_CASE, reply_flags=None, reply_seq_is_our_ack=None)
+    result = reset.judge_c39(replace(STRAY, cases=[ACK_CASE, unanswered]), [])
+    assert [p.holds for p in result.parts] == [True, False]
+    assert result.verdict is Verdict.PARTLY
+    assert result.parts[1].evidence == "no answer within the wait"
+    synack = replace(ACK_CASE, reply_flags="S.", reply_seq_is_our_ack=False)
+    result = reset.judge_c39(replace(STRAY, cases=[synack, unanswered]), [])
+    assert [p.holds for p in result.parts] == [False, False]
+    assert result.verdict is Verdict.DIFFERS
+    assert result.parts[0].evidence == "answered with [S.]; its seq is not our ACK number"
+    other_seq = replace(ACK_CASE, reply_seq_is_our_ack=False)
+    result = reset.judge_c39(replace(STRAY, cases=[other_seq]), [])
+    assert [p.holds for p in result.parts] == [True]
+    assert result.parts[0].evidence == "answered with [R]; its seq is not our ACK number"

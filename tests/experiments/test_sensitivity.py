@@ -66,11 +66,11 @@ def test_c32_holds_when_the_bucket_cap_destroys_time_waits() -> None:
 
 
 def test_tcp_retries2_moves_the_abort_as_the_kernel_model_says() -> None:
-    observed, _ = retransmission.observe_abort(retries2=1)
-    check = retransmission.model_check(observed)
-    assert observed["sysctl"]["net.ipv4.tcp_retries2"] == "1"
-    assert check["resends_match_model"] and check["abort_matches_model"]
-    assert observed["error"] == "ETIMEDOUT" and not observed["rst_sent"]
+    seen, _ = retransmission.observe_abort(retries2=1)
+    check = retransmission.model_check(seen)
+    assert seen.sysctl["net.ipv4.tcp_retries2"] == "1"
+    assert check.resends_match_model and check.abort_matches_model
+    assert seen.error == "ETIMEDOUT" and not seen.rst_sent
 
 
 @pytest.mark.parametrize("mtu", [1400, 1500, 9000])

@@ -3,6 +3,7 @@ errors after them, and RST for close() with unread data (plain and asyncio)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -117,51 +118,165 @@ def test_without_root_nothing_is_captured_and_verdicts_stand() -> None:
 
 
 # --- the judges, on synthetic observations -----------------------------------------------
-HALF = {"peer_recv_after_shut_wr": "EOF", "reverse_data_received": True,
-        "fileno_after_shutdown": 5, "getsockname_after_shutdown": True,
-        "state_after_shutdown": "FIN_WAIT2", "fileno_after_close": -1,
-        "getsockname_after_close": False, "getsockname_error_after_close": "EBADF"}  # fmt: skip
-BOTH = {"peer_recv": "EOF", "own_recv": "EOF", "fileno": 6, "getsockname": True}
-SHARED = {"peer_recv_after_one_close": "timeout", "client_state_after_one_close": "ESTABLISHED",
-          "client_sent_after_one_close": {"fin": False, "rst": False},
-          "peer_recv_after_shutdown_via_another_fd": "EOF", "send_error_on_other_fd": "EPIPE",
-          "quiet_window_s": 0.2}  # fmt: skip
-UNREAD = {"client_recv": "ECONNRESET", "server_state_after_close": None,
-          "abort_on_close_delta": 1, "unread_bytes_at_close": 224,
-          "server_sent": {"fin": False, "rst": True}}  # fmt: skip
-READ = {**UNREAD, "client_recv": "EOF", "server_sent": {"fin": True, "rst": False}}
+NO_FLAGS = shutdown_close.WireFlags(fin=False, rst=False)
+FIN = shutdown_close.WireFlags(fin=True, rst=False)
+RST = shutdown_close.WireFlags(fin=False, rst=True)
+UNCAPTURED = shutdown_close.WireFlags(fin=None, rst=None)
+HALF = shutdown_close.HalfClose(
+    peer_recv_after_shut_wr="EOF",
+    reverse_data_received=True,
+    fileno_after_shutdown=5,
+    getsockname_after_shutdown=True,
+    state_after_shutdown="FIN_WAIT2",
+    client_sent_after_shutdown=FIN,
+    fileno_after_close=-1,
+    getsockname_after_close=False,
+    getsockname_error_after_close="EBADF",
+)
+BOTH = shutdown_close.ShutBoth(peer_recv="EOF", own_recv="EOF", fileno=6, getsockname=True)
+SHARED = shutdown_close.SharedSocket(
+    peer_recv_after_one_close="timeout",
+    client_state_after_one_close="ESTABLISHED",
+    client_sent_after_one_close=NO_FLAGS,
+    peer_recv_after_shutdown_via_another_fd="EOF",
+    send_error_on_other_fd="EPIPE",
+    client_sent_after_shutdown=FIN,
+    quiet_window_s=0.2,
+)
+UNREAD = shutdown_close.CloseWithData(
+    server_readable_before_close=True,
+    unread_bytes_at_close=224,
+    client_recv="ECONNRESET",
+    server_state_after_close=None,
+    abort_on_close_delta=1,
+    server_sent=RST,
+)
+READ = replace(UNREAD, unread_bytes_at_close=0, client_recv="EOF", server_sent=FIN)
+STREAMS = {
+    "asyncio_reading": shutdown_close.AsyncioClose(0, "EOF", FIN),
+    "asyncio_paused_reading": shutdown_close.AsyncioClose(224, "ECONNRESET", RST),
+}
 
 
-def holds(parts: list[Any]) -> list[bool | None]:
-    return [p.holds for p in parts]
+def holds(result: ClaimResult) -> list[bool | None]:
+    return [p.holds for p in result.parts]
 
 
-def test_c21_parts_follow_each_observation() -> None:
-    assert holds(shutdown_close.c21_parts(HALF, BOTH)) == [True, True, True, True]
-    one_way = {**HALF, "reverse_data_received": False}
-    assert holds(shutdown_close.c21_parts(one_way, BOTH)) == [False, True, True, True]
-    kept = {**HALF, "fileno_after_close": 5, "getsockname_after_close": True}
-    assert holds(shutdown_close.c21_parts(kept, BOTH)) == [True, True, True, False]
+def test_c21_judge_follows_each_observation() -> None:
+    result = shutdown_close.judge_c21(HALF, BOTH, [])
+    assert holds(result) == [True, True, True, True]
+    assert result.verdict is Verdict.CONFIRMED
+    assert "(we were FIN_WAIT2)" in result.parts[0].evidence
+    assert "fileno() 5 after SHUT_WR and 6 after SHUT_RDWR" in result.parts[2].evidence
+    assert "fileno() is -1 and getsockname() fails EBADF" in result.parts[3].evidence
+    one_way = replace(HALF, reverse_data_received=False)
+    assert holds(shutdown_close.judge_c21(one_way, BOTH, [])) == [False, True, True, True]
+    rdwr_data = replace(BOTH, own_recv="data")
+    result = shutdown_close.judge_c21(HALF, rdwr_data, [])
+    assert holds(result) == [True, False, True, True]
+    assert "our own recv() data" in result.parts[1].evidence
+    released = replace(HALF, fileno_after_shutdown=-1, getsockname_after_shutdown=False)
+    result = shutdown_close.judge_c21(released, BOTH, [])
+    assert holds(result) == [True, True, False, True]
+    assert "fileno() -1 after SHUT_WR" in result.parts[2].evidence
+    kept = replace(HALF, fileno_after_close=5, getsockname_after_close=True)
+    result = shutdown_close.judge_c21(kept, BOTH, [])
+    assert holds(result) == [True, True, True, False]
+    assert "fileno() is 5 and getsockname() still works" in result.parts[3].evidence
 
 
-def test_c22_parts_follow_each_observation() -> None:
-    assert holds(shutdown_close.c22_parts(SHARED)) == [True, True]
-    fin = {**SHARED, "client_sent_after_one_close": {"fin": True, "rst": False}}
-    assert holds(shutdown_close.c22_parts(fin)) == [False, True]
-    uncaptured = {**SHARED, "client_sent_after_one_close": {"fin": None, "rst": None}}
-    parts = shutdown_close.c22_parts(uncaptured)
-    assert holds(parts) == [True, True] and "not captured" in parts[0].evidence
+def test_c21_observed_keeps_its_keys_in_order() -> None:
+    observed = shutdown_close.judge_c21(HALF, BOTH, []).observed
+    assert list(observed) == ["shut_wr_then_close", "shut_rdwr"]
+    assert list(observed["shut_wr_then_close"]) == [
+        "peer_recv_after_shut_wr",
+        "reverse_data_received",
+        "fileno_after_shutdown",
+        "getsockname_after_shutdown",
+        "state_after_shutdown",
+        "client_sent_after_shutdown",
+        "fileno_after_close",
+        "getsockname_after_close",
+        "getsockname_error_after_close",
+    ]
+    assert observed["shut_wr_then_close"]["client_sent_after_shutdown"] == {
+        "fin": True,
+        "rst": False,
+    }
+    assert observed["shut_rdwr"] == {"peer_recv": "EOF", "own_recv": "EOF", "fileno": 6,
+                                     "getsockname": True}  # fmt: skip
 
 
-def test_c28_parts_and_the_asyncio_sentence_come_from_the_run() -> None:
-    streams = {"asyncio_reading": {"client_recv": "EOF"},
-               "asyncio_paused_reading": {"client_recv": "ECONNRESET"}}  # fmt: skip
-    parts = shutdown_close.c28_parts(UNREAD, READ, streams)
-    assert holds(parts) == [True, True]
-    assert "already read the data" in parts[1].evidence
-    odd = {"asyncio_reading": {"client_recv": "ECONNRESET"},
-           "asyncio_paused_reading": {"client_recv": "ECONNRESET"}}  # fmt: skip
-    assert "already read" not in shutdown_close.c28_parts(UNREAD, READ, odd)[1].evidence
-    fin_anyway = {**UNREAD, "client_recv": "EOF", "server_sent": {"fin": True, "rst": False},
-                  "abort_on_close_delta": 0, "server_state_after_close": "FIN_WAIT2"}  # fmt: skip
-    assert holds(shutdown_close.c28_parts(fin_anyway, READ, streams)) == [False, False]
+def test_c22_judge_follows_each_observation() -> None:
+    result = shutdown_close.judge_c22(SHARED, [])
+    assert holds(result) == [True, True]
+    assert "gave timeout within 0.2 s" in result.parts[0].evidence
+    assert "on the wire: no FIN, no RST" in result.parts[0].evidence
+    fin = replace(SHARED, client_sent_after_one_close=FIN)
+    result = shutdown_close.judge_c22(fin, [])
+    assert holds(result) == [False, True]
+    assert "a FIN, no RST" in result.parts[0].evidence
+    uncaptured = replace(SHARED, client_sent_after_one_close=UNCAPTURED)
+    result = shutdown_close.judge_c22(uncaptured, [])
+    assert holds(result) == [True, True] and "not captured" in result.parts[0].evidence
+    sent = replace(SHARED, send_error_on_other_fd=None)
+    result = shutdown_close.judge_c22(sent, [])
+    assert holds(result) == [True, False]
+    assert "failed None" in result.parts[1].evidence
+    assert list(result.observed)[-1] == "quiet_window_s"
+    assert result.observed["client_sent_after_shutdown"] == {"fin": True, "rst": False}
+
+
+def test_c23_judge_needs_epipe() -> None:
+    broken = shutdown_close.SendAfterShutdown("BrokenPipeError", "EPIPE", "Broken pipe", "SIG_IGN")
+    result = shutdown_close.judge_c23(broken)
+    assert holds(result) == [True]
+    assert "raised BrokenPipeError (EPIPE, 'Broken pipe'); SIGPIPE is SIG_IGN" in result.summary
+    assert list(result.observed) == ["exception", "errno", "strerror", "sigpipe_disposition"]
+    sent = shutdown_close.SendAfterShutdown(None, None, None, "SIG_DFL")
+    result = shutdown_close.judge_c23(sent)
+    assert holds(result) == [False] and "SIGPIPE is SIG_DFL" in result.summary
+
+
+def test_c24_judge_needs_an_error() -> None:
+    ebadf = shutdown_close.RecvAfterClose("OSError", "EBADF", "[Errno 9] Bad file descriptor", -1)
+    result = shutdown_close.judge_c24(ebadf)
+    assert holds(result) == [True]
+    assert "raised OSError EBADF ('[Errno 9] Bad file descriptor'); fileno() was -1" in (
+        result.summary
+    )
+    assert list(result.observed) == ["exception", "errno", "message", "fileno_after_close"]
+    returned = shutdown_close.RecvAfterClose(None, None, None, 7)
+    result = shutdown_close.judge_c24(returned)
+    assert holds(result) == [False] and "without an error" in result.summary
+
+
+def test_c28_judge_and_the_asyncio_sentence_come_from_the_run() -> None:
+    result = shutdown_close.judge_c28(UNREAD, READ, STREAMS, [])
+    assert holds(result) == [True, True]
+    first, second = (p.evidence for p in result.parts)
+    assert "close() with 224 unread bytes: client ECONNRESET, server end gone" in first
+    assert "TCPAbortOnClose +1, on the wire: no FIN, RST" in first
+    assert "gave the client EOF (FIN, no RST)" in second
+    assert "asyncio_reading: client EOF, asyncio_paused_reading: client ECONNRESET" in second
+    assert "already read the data" in second
+    assert list(result.observed["asyncio_streams"]["asyncio_paused_reading"]) == [
+        "kernel_unread_bytes_at_close",
+        "client_recv",
+        "server_sent",
+    ]
+    odd = {k: replace(v, client_recv="ECONNRESET") for k, v in STREAMS.items()}
+    assert "already read" not in shutdown_close.judge_c28(UNREAD, READ, odd, []).parts[1].evidence
+    fin_anyway = replace(UNREAD, client_recv="EOF", server_sent=FIN, abort_on_close_delta=0,
+                         server_state_after_close="FIN_WAIT2")  # fmt: skip
+    result = shutdown_close.judge_c28(fin_anyway, READ, STREAMS, [])
+    assert holds(result) == [False, False]
+    assert "server end FIN_WAIT2, TCPAbortOnClose +0" in result.parts[0].evidence
+    uncaptured = replace(UNREAD, server_sent=UNCAPTURED)
+    control_uncaptured = replace(READ, server_sent=UNCAPTURED)
+    result = shutdown_close.judge_c28(uncaptured, control_uncaptured, STREAMS, [])
+    assert holds(result) == [True, True] and "on the wire: not captured" in result.summary
+    control_reset = replace(READ, client_recv="ECONNRESET", server_sent=RST)
+    result = shutdown_close.judge_c28(UNREAD, control_reset, STREAMS, [])
+    assert holds(result) == [True, False]
+    assert "gave the client ECONNRESET (no FIN, RST)" in result.parts[1].evidence
