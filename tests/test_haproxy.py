@@ -200,12 +200,24 @@ def test_cluster_drain_loses_no_connection() -> None:
     assert f.last_connection_after is None or f.last_connection_after < f.marked_down_after + 0.1
 
 
+def interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_cluster_leaves_no_namespace_or_process(sig: int) -> None:
     command = [sys.executable, "-m", "framelab", "cluster", "--servers", "2", "--seconds", "60"]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a test run started in the background (`cmd &`) ignores SIGINT, and so
+        # would the cluster: it must get Ctrl-C as a terminal's foreground job does
+        preexec_fn=interruptible,
+    )
     try:
         assert child.stderr is not None
         assert child.stderr.readline().startswith("cluster up")
