@@ -128,12 +128,14 @@ def test_c40_judge_on_synthetic_runs_the_reset_part_fails_without_an_rst() -> No
 
 
 def test_c40_judge_confirms_when_both_runs_end_in_a_reset() -> None:
-    loud = {"rst_sent": True, "error": "ECONNRESET", "segments_after_abort": 1}
-    result = retransmission.judge_c40(replace(TIMED, **loud), replace(LIMITED, **loud), [])
+    def loud(run: retransmission.AbortRun) -> retransmission.AbortRun:
+        return replace(run, rst_sent=True, error="ECONNRESET", segments_after_abort=1)
+
+    result = retransmission.judge_c40(loud(TIMED), loud(LIMITED), [])
     assert holds(result) == [True, True, True, True]
     assert result.verdict is Verdict.CONFIRMED
     assert "an RST left a's interface (1 segments captured after the abort)" in result.summary
-    one_loud = retransmission.judge_c40(replace(TIMED, **loud), LIMITED, [])
+    one_loud = retransmission.judge_c40(loud(TIMED), LIMITED, [])
     assert holds(one_loud)[3] is False  # every run must reset
 
 
