@@ -103,7 +103,8 @@ def write_frames(
     were written. Returns the number of frames written.
     """
     items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
-    large_frame = write_as_is(large_frame, writelines is not None)
+    if writelines is not None and large_frame > WRITEV_AS_IS:
+        large_frame = WRITEV_AS_IS  # as write_as_is() says, without a call per batch
     try:
         data, stop, status = pack_frames(items, 0, max_frame_length, large_frame)
     except TypeError as error:
