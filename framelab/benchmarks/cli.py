@@ -114,12 +114,13 @@ def build_plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
             raise ValueError(f"{target.name} needs {library}, which is not installed: {PEER_EXTRA}")
         plan = dataclasses.replace(plan, targets=tuple(t for t in plan.targets if t != target))
         notes.append(f"{target.name} skipped: {library} is not installed ({PEER_EXTRA})")
-    for target in [t for t in plan.targets if t.environment is not None]:
-        assert target.environment is not None
-        if not peer_env.ready(target.environment):
-            print(f"setup: the {target.environment} environment (once)", file=sys.stderr)
+    for target in plan.targets:
+        if (environment := target.environment) is None:
+            continue
+        if not peer_env.ready(environment):
+            print(f"setup: the {environment} environment (once)", file=sys.stderr)
         try:
-            peer_env.ensure(target.environment)
+            peer_env.ensure(environment)
         except peer_env.PeerEnvironmentUnavailable as error:
             if args.targets:
                 raise ValueError(f"{target.name}: {error}") from None

@@ -70,9 +70,10 @@ def ensure(name: str) -> Path:
             timeout=SETUP_TIMEOUT,
         )
     except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
+        said = (getattr(error, "stderr", None) or str(error)).strip().splitlines()
+        why = said[-1][:300] if said else type(error).__name__  # pip's last line says it
         raise PeerEnvironmentUnavailable(
-            f"could not make the {name} environment in {place}: {str(detail).strip()[-300:]}"
+            f"could not make the {name} environment in {place}: {why}"
         ) from error
     (place / STAMP).write_text(_wanted(name))
     return python_of(name)

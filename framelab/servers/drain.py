@@ -100,7 +100,9 @@ def pending_handshakes(listener: socket.socket) -> int:
     """Handshakes under way at this listener: its SYN queue's length.
 
     A request socket shows in /proc/net/tcp (tcp6) as a SYN_RECV row on the
-    listener's port. Read as text, O(all TCP sockets of the namespace)."""
+    listener's port. Read as text, O(all TCP sockets of the namespace); not
+    the lab kit's full parse (framelab/lab/kernel.py): the server does not
+    stand on the lab, and this runs every millisecond of a stop."""
     port = listener.getsockname()[1]
     table = "/proc/net/tcp6" if listener.family == socket.AF_INET6 else "/proc/net/tcp"
     want = f":{port:04X}"
