@@ -9,5 +9,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("framing._speedups", ["framing/_speedups.c"], optional=True),
+        Extension("framing._msgpack_speedups", ["framing/_msgpack_speedups.c"], optional=True),
     ]
 )

@@ -82,9 +82,14 @@ def test_the_installed_wheel_runs_from_a_fresh_venv(built: list[Path], tmp_path:
     assert imported.returncode == 0 and imported.stdout.strip() == "False", imported.stderr
 
     accelerated = _run(
-        [python, "-c", "from framing import _codec; print(_codec.ACCELERATED)"], tmp_path
+        [
+            python,
+            "-c",
+            "from framing import _codec, _msgpack_codec as m; print(_codec.ACCELERATED, m.ACCELERATED)",
+        ],
+        tmp_path,
     )
-    assert accelerated.stdout.strip() == "True", accelerated.stderr
+    assert accelerated.stdout.split() == ["True", "True"], accelerated.stderr
 
     helped = _run([framelab, "--help"], tmp_path)
     assert helped.returncode == 0 and "experiment" in helped.stdout, helped.stderr
@@ -101,13 +106,12 @@ def test_the_installed_wheel_runs_from_a_fresh_venv(built: list[Path], tmp_path:
     ), listed.stderr
 
 
-def test_the_wheel_built_from_the_sdist_carries_the_accelerator(built: list[Path]) -> None:
+def test_the_wheel_built_from_the_sdist_carries_the_accelerators(built: list[Path]) -> None:
     wheel = next(path for path in built if path.suffix == ".whl")
     with zipfile.ZipFile(wheel) as archive:
-        assert any(
-            name.startswith("framing/_speedups") and name.endswith(".so")
-            for name in archive.namelist()
-        )
+        names = archive.namelist()
+    for module in ("framing/_speedups", "framing/_msgpack_speedups"):
+        assert any(name.startswith(module) and name.endswith(".so") for name in names), module
 
 
 def test_without_a_compiler_the_sdist_still_installs_the_pure_twins(
@@ -120,5 +124,5 @@ def test_without_a_compiler_the_sdist_still_installs_the_pure_twins(
     wheel = next(tmp_path.glob("*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "framing/_codec.py" in names
-    assert not any(name.startswith("framing/_speedups") and name.endswith(".so") for name in names)
+    assert "framing/_codec.py" in names and "framing/_msgpack_codec.py" in names
+    assert not any(name.endswith(".so") for name in names)

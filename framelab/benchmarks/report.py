@@ -68,6 +68,7 @@ def short(target: str) -> str:
 def environment() -> dict[str, Any]:
     """The machine and software a run's numbers belong to."""
     from framing import ACCELERATED
+    from framing._msgpack_codec import ACCELERATED as MSGPACK_ACCELERATED
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -92,6 +93,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         **versions,
         "compiled_codec": ACCELERATED,
+        "compiled_msgpack": MSGPACK_ACCELERATED,
     }
 
 
@@ -205,7 +207,8 @@ def print_report(
         f"[bold]framelab bench[/] ({run_title(plan)}: {plan.warmup:g} s warm-up, "
         f"{plan.duration:g} s window, median of {plan.rounds}) on {env['cpu']}, "
         f"{env['cores']} cores, {env['kernel']}, Python {env['python']}, "
-        f"uvloop {env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}"
+        f"uvloop {env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}, "
+        f"compiled msgpack: {'yes' if env.get('compiled_msgpack') else 'no'}"
     )
     cases = by_case(summaries)
     for targets in cases.values():
@@ -320,7 +323,8 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
         f"`framelab bench` ({run_title(plan)}: {plan.warmup:g} s warm-up, {plan.duration:g} s "
         f"window, median of {plan.rounds}), {env['date'][:10]}, on {env['cpu']} "
         f"({env['cores']} cores), {env['kernel']}, Python {env['python']}, uvloop "
-        f"{env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}.",
+        f"{env['uvloop']}, compiled codec: {'yes' if env['compiled_codec'] else 'no'}, "
+        f"compiled msgpack: {'yes' if env.get('compiled_msgpack') else 'no'}.",
         "",
         "Frames/s echoed (server CPU share of one core in brackets):",
         "",

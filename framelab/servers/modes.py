@@ -123,14 +123,22 @@ class MsgpackMode(ServerMode):
         session: msgpack_app.Session = msgpack_app.NO_SESSION,
         observer: ConnectionObserver = NULL_OBSERVER,
     ) -> BatchHandler | None:
-        handle = msgpack_app.Requests(session, refusals.refused).handle
+        requests = msgpack_app.Requests(session, refusals.refused)
 
         def on_bad_message(error: MessageError) -> dict[str, Any]:
             reply = msgpack_app.reply_to_bad_message(error)
             refusals.refused(reply)
             return reply
 
-        return message_handler(self.codec, handle, on_bad_message, observer)
+        return message_handler(
+            self.codec,
+            requests.handle,
+            on_bad_message,
+            observer,
+            fields=requests.FIELDS,
+            handle_fields=requests.handle_fields,
+            reply_fields=requests.REPLY_FIELDS,
+        )
 
     def error_reply(self, error: FramingError) -> BytesLike | None:
         return self.codec.encode(msgpack_app.reply_to_framing_error(error))

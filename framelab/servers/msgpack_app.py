@@ -138,29 +138,43 @@ class Requests:
         #: told every error reply (the server logs them); a success costs no call
         self.refused = refused
 
+    #: the request's keys, in the order handle_fields takes their values
+    FIELDS = ("op", "id", "args")
+    #: a success reply's keys, in the order of the tuple handle_fields returns
+    REPLY_FIELDS = ("id", "ok", "result")
+
     def handle(self, request: Any) -> dict[str, Any]:
         """One request object -> one reply object (never raises)."""
+        if not isinstance(request, dict):
+            return self._refuse(error("bad_message", 'a request is a map with a string "op"'))
+        reply = self.handle_fields(request.get("op"), request.get("id"), request.get("args"))
+        if type(reply) is not tuple:
+            return reply  # type: ignore[no-any-return]
+        request_id, ok, result = reply  # REPLY_FIELDS' values
+        return {"id": request_id, "ok": ok, "result": result}
+
+    def handle_fields(self, name: Any, request_id: Any, args: Any) -> Any:
+        """handle() of the map {"op": name, "id": request_id, "args": args}
+        (None for an absent key), without the map: the server's fast path.
+        A success is the tuple of REPLY_FIELDS' values (framing packs it as
+        that map without building it); an error reply is its map."""
         try:
-            name = request["op"]
-            request_id = request.get("id")
-            args = request.get("args")
-        except (TypeError, KeyError, AttributeError, IndexError):  # no map, or no "op"
-            name = None
-        if not isinstance(name, str) or not isinstance(request, dict):
-            reply = error("bad_message", 'a request is a map with a string "op"')
-            self.refused(reply)
-            return reply
-        try:
-            if (op := OPS.get(name)) is not None:
-                return {"id": request_id, "ok": True, "result": op(args)}
+            is_name = type(name) is str or isinstance(name, str)
+            if is_name and (op := OPS.get(name)) is not None:
+                return (request_id, True, op(args))
+            if not is_name:
+                return self._refuse(error("bad_message", 'a request is a map with a string "op"'))
             if (session_op := SESSION_OPS.get(name)) is not None:
-                return {"id": request_id, "ok": True, "result": session_op(args, self.session)}
+                return (request_id, True, session_op(args, self.session))
             known = ", ".join(sorted([*OPS, *SESSION_OPS]))
             reply = error("unknown_op", f"unknown op {name!r} (known: {known})", request_id)
         except BadArgs as exc:
             reply = error("bad_args", str(exc), request_id)
         except Unavailable as exc:
             reply = error(exc.state, str(exc), request_id)
+        return self._refuse(reply)
+
+    def _refuse(self, reply: dict[str, Any]) -> dict[str, Any]:
         self.refused(reply)
         return reply
 
