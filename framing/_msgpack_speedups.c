@@ -844,7 +844,9 @@ static int reply_in_place(Batch *b, PyObject *frame, PyObject *reply, PyObject *
 
 static int answer_frame(Batch *b, PyObject *frame, PyObject **left)
 {
-    PyObject *values[MAX_FIELDS] = {NULL}, *view = NULL, *lent[MAX_FIELDS];
+    /* slot 0 is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET): a bound
+     * method puts its self there instead of copying the arguments */
+    PyObject *slots[MAX_FIELDS + 1] = {NULL}, **values = slots + 1, *view = NULL, *lent[MAX_FIELDS];
     Py_ssize_t lent_at[MAX_FIELDS];
     int nlent = 0, ok, status = ANSWERED;
     Py_ssize_t nfields = b->nfields;
@@ -869,7 +871,7 @@ static int answer_frame(Batch *b, PyObject *frame, PyObject **left)
     PyObject *reply = NULL;
     if (ok) {
         Py_INCREF(frame); /* the handler may drop the list's reference */
-        reply = PyObject_Vectorcall(b->handler, values, (size_t)nfields, NULL);
+        reply = PyObject_Vectorcall(b->handler, values, (size_t)nfields | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     }
     for (Py_ssize_t f = 0; f < nfields; f++)
         Py_XDECREF(values[f]);
