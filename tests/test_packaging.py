@@ -85,7 +85,8 @@ def test_the_installed_wheel_runs_from_a_fresh_venv(built: list[Path], tmp_path:
         [
             python,
             "-c",
-            "from framing import _codec, _msgpack_codec as m; print(_codec.ACCELERATED, m.ACCELERATED)",
+            "from framing import _codec, _msgpack_codec as m; "
+            "print(_codec.ACCELERATED, m.ACCELERATED)",
         ],
         tmp_path,
     )
