@@ -5,10 +5,10 @@ a request/reply protocol sends, as msgpack.unpackb and
 Packer(use_bin_type=True).pack do, and answer UNHANDLED for anything else
 (then msgpack decides, and names any error). At 64-byte messages they cost
 a fraction of msgpack's calls, whose time goes to setting up a context per
-call. `answer` runs a whole batch of small requests through a handler in
-one call (see message_handler). `unpack_lending` reads a map of scalars with its big bins as views
-over the payload (no copy); `pack_envelope` packs a reply up to the bin it
-ends with. Those two have pure-Python twins below, which the tests compare
+call. `answer` runs a whole read of requests through a handler in one
+call (see message_handler). `unpack_lending` reads a map of scalars with
+its big bins as views over the payload (no copy); `pack_envelope` packs a
+reply up to the bin it ends with. Those two have pure-Python twins below, which the tests compare
 with the compiled ones; FRAMELAB_PURE_PYTHON=1 selects the twins, as it
 does for framing/_codec.py.
 """

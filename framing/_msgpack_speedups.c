@@ -304,6 +304,34 @@ static int skip_scalar(Reader *r)
     return n < 0 || take(r, n) == NULL ? -1 : 0;
 }
 
+/* The scalar at r->p, skipped: a bin of `min_bin` encoded bytes or more as a
+ * slice of the read-only view *source (made over `owner` when still NULL),
+ * its offset in *lent_at; any other scalar decoded, *lent_at = -1. NULL for
+ * a container, an ext type, truncated input or an error. */
+static PyObject *scalar_or_loan(Reader *r, const unsigned char *base, Py_ssize_t min_bin,
+                                PyObject **source, PyObject *owner, Py_ssize_t *lent_at)
+{
+    const unsigned char *value_at = r->p;
+    if (skip_scalar(r) < 0)
+        return NULL;
+    unsigned char tag = *value_at;
+    *lent_at = -1;
+    if (!((tag == 0xC4 || tag == 0xC5 || tag == 0xC6) && r->p - value_at >= min_bin)) {
+        Reader scalar = {value_at, r->p};
+        return read_value(&scalar, 1);
+    }
+    if (*source == NULL) {
+        PyObject *writable = PyMemoryView_FromObject(owner);
+        *source = writable == NULL ? NULL : PyObject_CallMethod(writable, "toreadonly", NULL);
+        Py_XDECREF(writable);
+        if (*source == NULL)
+            return NULL;
+    }
+    Py_ssize_t start = (value_at - base) + (tag == 0xC4 ? 2 : tag == 0xC5 ? 3 : 5);
+    *lent_at = start;
+    return PySequence_GetSlice(*source, start, r->p - base);
+}
+
 PyDoc_STRVAR(unpack_lending_doc,
 "unpack_lending(view, min_bin) -> (map, loans) or UNHANDLED\n\n"
 "A top-level map of scalars in the read-only memoryview `view`, with every\n"
@@ -344,29 +372,17 @@ static PyObject *unpack_lending(PyObject *module, PyObject *const *args, Py_ssiz
         PyObject *key = read_key(&r), *value = NULL;
         if (key == NULL)
             goto done;
-        const unsigned char *value_at = r.p;
-        if (skip_scalar(&r) < 0) {
-            Py_DECREF(key);
-            goto done;
-        }
-        unsigned char tag = *value_at;
-        Py_ssize_t encoded = r.p - value_at;
-        if ((tag == 0xC4 || tag == 0xC5 || tag == 0xC6) && encoded >= min_bin) {
-            Py_ssize_t head = tag == 0xC4 ? 2 : tag == 0xC5 ? 3 : 5;
-            Py_ssize_t start = (value_at - base) + head;
-            value = PySequence_GetSlice(source, start, r.p - base);
-            PyObject *loan = value == NULL ? NULL : Py_BuildValue("(On)", value, start);
+        Py_ssize_t start;
+        value = scalar_or_loan(&r, base, min_bin, &source, NULL, &start);
+        if (value != NULL && start >= 0) {
+            PyObject *loan = Py_BuildValue("(On)", value, start);
             if (loan == NULL || PyList_Append(loans, loan) < 0) {
                 Py_XDECREF(loan);
-                Py_XDECREF(value);
+                Py_DECREF(value);
                 Py_DECREF(key);
                 goto done;
             }
             Py_DECREF(loan);
-        }
-        else {
-            Reader scalar = {value_at, r.p};
-            value = read_value(&scalar, 1);
         }
         if (value == NULL || PyDict_SetItem(map, key, value) < 0) {
             Py_XDECREF(value);
@@ -764,30 +780,15 @@ static int read_lending(Batch *b, PyObject *frame, PyObject **values, PyObject *
                 slot = f;
                 break;
             }
-        const unsigned char *value_at = r.p;
-        if (slot < 0 || skip_scalar(&r) < 0)
+        if (slot < 0)
             return -1;
-        unsigned char tag = *value_at;
-        PyObject *value;
-        if ((tag == 0xC4 || tag == 0xC5 || tag == 0xC6) && r.p - value_at >= b->min_bin) {
-            Py_ssize_t start = (value_at - base) + (tag == 0xC4 ? 2 : tag == 0xC5 ? 3 : 5);
-            if (*view == NULL) {
-                PyObject *writable = PyMemoryView_FromObject(frame);
-                *view = writable == NULL ? NULL : PyObject_CallMethod(writable, "toreadonly", NULL);
-                Py_XDECREF(writable);
-                if (*view == NULL)
-                    return -1;
-            }
-            value = PySequence_GetSlice(*view, start, r.p - base);
-            if (value == NULL)
-                return -1;
+        Py_ssize_t start;
+        PyObject *value = scalar_or_loan(&r, base, b->min_bin, view, frame, &start);
+        if (value == NULL)
+            return -1;
+        if (start >= 0) {
             lent[*nlent] = Py_NewRef(value);
             lent_at[(*nlent)++] = start;
-        }
-        else {
-            Reader scalar = {value_at, r.p};
-            if ((value = read_value(&scalar, 1)) == NULL)
-                return -1;
         }
         Py_XSETREF(values[slot], value);
     }

@@ -23,7 +23,7 @@ from framing import MessageCodec, message_handler
 from framing import _msgpack_codec as codec_module
 from framing._msgpack_codec import py_pack_envelope, py_unpack_lending
 from framing.decoder import Payload
-from framing.messages import LARGE_BIN
+from framing.messages import LARGE_BIN, _unpackb_or_unhandled
 
 
 def compiled() -> ModuleType:
@@ -211,19 +211,12 @@ def requests_handler(pure: bool, by_fields: bool, limit: int = 4096) -> Any:
             "reply_fields": requests.REPLY_FIELDS,
         }
     if pure:
-        codec._unpack, codec._pack = codec_module_pure_unpack, codec._packer_pack
+        codec._unpack, codec._pack = _unpackb_or_unhandled, codec._packer_pack
         with patch.object(codec_module, "answer", None):
             return message_handler(
                 codec, requests.handle, msgpack_app.reply_to_bad_message, **kwargs
             )
     return message_handler(codec, requests.handle, msgpack_app.reply_to_bad_message, **kwargs)
-
-
-def codec_module_pure_unpack(data: Any) -> Any:
-    try:
-        return msgpack.unpackb(data)
-    except (ValueError, TypeError):
-        return codec_module.UNHANDLED
 
 
 request_ids = st.one_of(
