@@ -1,9 +1,14 @@
-"""The codec's two per-frame loops, compiled when possible, Python otherwise.
+"""The codec's per-frame loops, compiled when possible, Python otherwise.
 
-`split_frames` cuts complete frames out of a receive buffer; `pack_frames`
-lays out many frames in one buffer; `payload_buffer` makes the bytearray a
-large payload is received into (compiled, it skips zero-filling memory the
-kernel is about to overwrite). Everything around them (limits, large
+`split_frames` cuts complete frames out of a receive buffer as bytes;
+`split_views` lends them as read-only memoryviews of it instead, and
+`buffer_exported` says whether one of those is still alive (so the buffer
+may not be written again); `pack_frames` lays out many frames in one
+buffer, and `wire_region` finds replies that already lie in one as they go
+on the wire (an echo of lent views) so that nothing needs packing;
+`payload_buffer` makes the bytearray a large payload is received into
+(compiled, it skips zero-filling memory the kernel is about to overwrite).
+Everything around them (limits, large
 frames, errors) stays in decoder.py and encoder.py, in Python. The C twins
 in _speedups.c are selected automatically when the install could build
 them; FRAMELAB_PURE_PYTHON=1 forces these Python versions (the tests run
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 HEADER = struct.Struct(">I")
 MAX_DECLARABLE = 0xFFFF_FFFF
@@ -24,25 +30,68 @@ PACKED_ALL = 0
 PACKED_UP_TO_LARGE = 1  # payloads[stop] is large: its header ends the data
 STOPPED_AT_OVERSIZED = 2  # payloads[stop] is over the limit, not packed
 
-Frames = list[bytes | bytearray]  # decoder.Payload; bytes from here
-SplitFrames = Callable[[memoryview, int, int, int], tuple[Frames, int]]
+Frames = list[bytes | bytearray | memoryview]  # decoder.Payload
+Buffer = bytes | bytearray | memoryview
+SplitFrames = Callable[[Buffer, int, int, int], tuple[Frames, int]]
+SplitViews = Callable[[bytes | bytearray, int, int, int, int], tuple[Frames, int]]
 Packable = Sequence[bytes | bytearray | memoryview]
 PackFrames = Callable[[Packable, int, int, int], tuple[bytes | bytearray, int, int]]
 
 
-def py_split_frames(buf: memoryview, start: int, end: int, limit: int) -> tuple[Frames, int]:
+def py_split_frames(buf: Buffer, start: int, end: int, limit: int) -> tuple[Frames, int]:
     """Complete frames in buf[start:end] and the first offset not consumed;
     stops before an incomplete frame or a header over `limit`."""
+    with memoryview(buf) as view:
+        return _cut(view, start, end, limit, MAX_DECLARABLE + 1)
+
+
+def py_split_views(
+    buffer: bytes | bytearray, start: int, end: int, limit: int, min_view: int
+) -> tuple[Frames, int]:
+    """split_frames, each payload of `min_view` bytes or more a read-only
+    slice of `buffer` instead of a copy."""
+    if type(buffer) not in (bytes, bytearray):
+        raise TypeError("split_views: buffer must be bytes or a bytearray")
+    return _cut(memoryview(buffer).toreadonly(), start, end, limit, min_view)
+
+
+def _cut(view: memoryview, start: int, end: int, limit: int, min_view: int) -> tuple[Frames, int]:
+    if start < 0 or end > view.nbytes or start > end or limit < 0:
+        raise ValueError("split_frames: start/end out of range")
     frames: Frames = []
     unpack, pos = HEADER.unpack_from, start
     while end - pos >= 4:
-        (length,) = unpack(buf, pos)
+        (length,) = unpack(view, pos)
         stop = pos + 4 + length
         if length > limit or stop > end:
             break
-        frames.append(bytes(buf[pos + 4 : stop]))
+        payload = view[pos + 4 : stop]
+        frames.append(payload if length >= min_view else bytes(payload))
         pos = stop
     return frames, pos
+
+
+def py_wire_region(payloads: Packable, limit: int) -> memoryview | None:
+    """Always None: Python cannot see where in its buffer a view lies, so the
+    pure loops pack (copy) what the compiled wire_region writes in place; the
+    bytes on the wire are the same."""
+    return None
+
+
+def py_buffer_exported(buffer: bytearray) -> bool:
+    """True while a view of `buffer` is alive: a bytearray with exports cannot
+    change size, so shrinking it by its last byte (and putting it back) is
+    the test."""
+    if not isinstance(buffer, bytearray):
+        raise TypeError("buffer_exported: a bytearray is required")
+    if not buffer:
+        return False
+    try:
+        last = buffer.pop()
+    except BufferError:
+        return True
+    buffer.append(last)
+    return False
 
 
 def py_pack_frames(
@@ -64,16 +113,56 @@ def py_pack_frames(
     return out, len(payloads), PACKED_ALL
 
 
-def _select() -> tuple[SplitFrames, PackFrames, Callable[[int], bytearray], bool]:
+class Codec(NamedTuple):
+    """One implementation of the loops: all compiled, or all Python."""
+
+    split_frames: SplitFrames
+    split_views: SplitViews
+    buffer_exported: Callable[[bytearray], bool]
+    pack_frames: PackFrames
+    wire_region: Callable[[Packable, int], memoryview | None]
+    #: a bytearray for a payload the kernel will fill (compiled: not zero-filled first)
+    payload_buffer: Callable[[int], bytearray]
+    accelerated: bool
+
+
+PURE = Codec(
+    py_split_frames,
+    py_split_views,
+    py_buffer_exported,
+    py_pack_frames,
+    py_wire_region,
+    bytearray,
+    False,
+)
+
+
+def _select() -> Codec:
     if os.environ.get("FRAMELAB_PURE_PYTHON", "") not in ("", "0"):
-        return py_split_frames, py_pack_frames, bytearray, False
+        return PURE
     try:
         from framing import _speedups  # type: ignore[attr-defined]
     except ImportError:
-        return py_split_frames, py_pack_frames, bytearray, False
-    return _speedups.split_frames, _speedups.pack_frames, _speedups.payload_buffer, True
+        return PURE
+    compiled = _speedups
+    return Codec(
+        compiled.split_frames,
+        compiled.split_views,
+        compiled.buffer_exported,
+        compiled.pack_frames,
+        compiled.wire_region,
+        compiled.payload_buffer,
+        True,
+    )
 
 
-#: payload_buffer(n): a bytearray for a large payload the kernel will fill
-#: (compiled: not zero-filled first)
-split_frames, pack_frames, payload_buffer, ACCELERATED = _select()
+SELECTED = _select()
+(
+    split_frames,
+    split_views,
+    buffer_exported,
+    pack_frames,
+    wire_region,
+    payload_buffer,
+    ACCELERATED,
+) = SELECTED

@@ -3,8 +3,10 @@
  * split_frames and pack_frames do exactly what their pure-Python twins in
  * framing/_codec.py do (the tests run both against each other); they exist
  * because at small frame sizes the per-frame Python bytecode, not the
- * copying, is what limits a server. Each frame is still its own bytes
- * object, so handlers see exactly what they would see without this module.
+ * copying, is what limits a server. split_frames makes each frame its own
+ * bytes object; split_views lends read-only memoryviews of the receive
+ * buffer instead (no copy, no malloc per frame), and buffer_exported tells
+ * the decoder whether one of them is still alive before it reuses the memory.
  * Built by the normal install when a C compiler is present; optional.
  */
 #define PY_SSIZE_T_CLEAN
@@ -124,17 +126,204 @@ split_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* The length of one payload; for non-bytes objects `view` is filled and must
- * be released by the caller (view->obj != NULL). */
-static Py_ssize_t
-payload_length(PyObject *item, Py_buffer *view)
+PyDoc_STRVAR(split_views_doc,
+"split_views(buffer, start, end, limit, min_view) -> (frames, pos)\n\n"
+"As split_frames, but each payload of `min_view` bytes or more is a read-only\n"
+"memoryview of `buffer` (bytes or bytearray): no copy. Shorter ones are bytes,\n"
+"as a copy that small costs less than a view. All the views of one call share\n"
+"one export of `buffer`, so its owner can tell (with buffer_exported) when the\n"
+"last of them is gone; a call that lends none leaves no export behind.");
+
+/* One slice of `base`: a new view on base's managed buffer (what slicing does
+ * in Python), narrowed before anyone else can see it. base is 1-D, itemsize 1,
+ * contiguous (made so by split_views), so offset and length are all it takes. */
+static PyObject *
+lend_slice(PyObject *base, Py_ssize_t offset, Py_ssize_t length)
 {
-    view->obj = NULL;
-    if (PyBytes_CheckExact(item))
-        return PyBytes_GET_SIZE(item);
-    if (PyObject_GetBuffer(item, view, PyBUF_SIMPLE) < 0)
-        return -1;
-    return view->len;
+    PyObject *slice = PyMemoryView_FromObject(base);
+    if (slice == NULL)
+        return NULL;
+    Py_buffer *view = PyMemoryView_GET_BUFFER(slice);
+    view->buf = (char *)view->buf + offset;
+    view->len = length;
+    view->shape[0] = length;
+    return slice;
+}
+
+/* The read-only view of `buffer` the lent slices share, made on first need. */
+static PyObject *
+lending_base(PyObject *buffer)
+{
+    PyObject *base = PyMemoryView_FromObject(buffer);
+    if (base == NULL)
+        return NULL;
+    Py_buffer *view = PyMemoryView_GET_BUFFER(base);
+    if (view->ndim != 1 || view->itemsize != 1 || view->strides[0] != 1) {
+        Py_DECREF(base);
+        PyErr_SetString(PyExc_ValueError, "split_views: a contiguous byte buffer is required");
+        return NULL;
+    }
+    view->readonly = 1; /* lent payloads must not write into the receive buffer */
+    return base;
+}
+
+static PyObject *
+split_views(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer whole;
+    Py_ssize_t start, end, limit, min_view;
+    if (arg_count("split_views", nargs, 5) < 0)
+        return NULL;
+    PyObject *buffer = args[0];
+    if (!PyBytes_CheckExact(buffer) && !PyByteArray_CheckExact(buffer)) {
+        PyErr_SetString(PyExc_TypeError, "split_views: buffer must be bytes or a bytearray");
+        return NULL;
+    }
+    if (size_arg(args, 1, &start) < 0 || size_arg(args, 2, &end) < 0 || size_arg(args, 3, &limit) < 0
+        || size_arg(args, 4, &min_view) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (start < 0 || end > whole.len || start > end || limit < 0) {
+        PyBuffer_Release(&whole);
+        PyErr_SetString(PyExc_ValueError, "split_views: start/end out of range");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)whole.buf;
+    Py_ssize_t pos = start, count = 0;
+    while (end - pos >= HEADER_SIZE) {
+        unsigned long long length = read_header(buf + pos);
+        if (length > (unsigned long long)limit)
+            break;
+        if ((unsigned long long)(end - pos - HEADER_SIZE) < length)
+            break;
+        pos += HEADER_SIZE + (Py_ssize_t)length;
+        count++;
+    }
+    Py_ssize_t stop = pos;
+    PyObject *base = NULL;
+    PyObject *frames = PyList_New(count);
+    if (frames == NULL)
+        goto fail;
+    pos = start;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t length = (Py_ssize_t)read_header(buf + pos);
+        PyObject *payload;
+        if (length >= min_view) {
+            if (base == NULL && (base = lending_base(buffer)) == NULL)
+                goto fail;
+            payload = lend_slice(base, pos + HEADER_SIZE, length);
+        }
+        else {
+            payload = PyBytes_FromStringAndSize((const char *)buf + pos + HEADER_SIZE, length);
+        }
+        if (payload == NULL)
+            goto fail;
+        PyList_SET_ITEM(frames, i, payload);
+        pos += HEADER_SIZE + length;
+    }
+    Py_XDECREF(base); /* the slices hold its managed buffer, and so the export */
+    PyBuffer_Release(&whole);
+    return Py_BuildValue("(Nn)", frames, stop);
+
+fail:
+    Py_XDECREF(frames);
+    Py_XDECREF(base);
+    PyBuffer_Release(&whole);
+    return NULL;
+}
+
+PyDoc_STRVAR(wire_region_doc,
+"wire_region(payloads, limit) -> memoryview | None\n\n"
+"If the payloads are views of one bytes/bytearray, each preceded there by its\n"
+"own 4-byte header and each starting where the one before ended (what an\n"
+"echo or a relay returns of the views split_views lent), the frames already\n"
+"lie in that buffer as they go on the wire: a read-only view of that region,\n"
+"to be written without packing a copy. None otherwise (or if one is over\n"
+"`limit`); the caller then packs as usual.");
+
+/* The start and size of the memory a view's owner exports (bytes, bytearray). */
+static int
+owner_memory(PyObject *owner, const char **start, Py_ssize_t *size)
+{
+    if (PyByteArray_CheckExact(owner)) {
+        *start = PyByteArray_AS_STRING(owner);
+        *size = PyByteArray_GET_SIZE(owner);
+        return 1;
+    }
+    if (PyBytes_CheckExact(owner)) {
+        *start = PyBytes_AS_STRING(owner);
+        *size = PyBytes_GET_SIZE(owner);
+        return 1;
+    }
+    return 0;
+}
+
+static PyObject *
+wire_region(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t limit;
+    if (arg_count("wire_region", nargs, 2) < 0 || size_arg(args, 1, &limit) < 0)
+        return NULL;
+    PyObject *payloads = args[0];
+    if (!PyList_CheckExact(payloads) && !PyTuple_CheckExact(payloads))
+        Py_RETURN_NONE;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(payloads);
+    PyObject **items = PySequence_Fast_ITEMS(payloads);
+    if (count == 0 || !PyMemoryView_Check(items[0]))
+        Py_RETURN_NONE; /* the common batch of bytes: one check */
+    PyObject *owner = NULL;
+    const char *low = NULL;
+    Py_ssize_t size = 0, first = 0, next = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = items[i];
+        Py_buffer view;
+        if (!PyMemoryView_Check(item))
+            Py_RETURN_NONE;
+        if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* released, or not contiguous: packing says what is wrong */
+            Py_RETURN_NONE;
+        }
+        /* held: the view (and so its owner) cannot go away or change size */
+        PyObject *its_owner = PyMemoryView_GET_BASE(item);
+        const char *at = (const char *)view.buf;
+        Py_ssize_t length = view.len;
+        PyBuffer_Release(&view);
+        if (i == 0 && (its_owner == NULL || !owner_memory(its_owner, &low, &size)))
+            Py_RETURN_NONE;
+        if (i == 0)
+            owner = its_owner;
+        if (its_owner != owner || at < low + HEADER_SIZE || at > low + size)
+            Py_RETURN_NONE;
+        Py_ssize_t offset = at - low; /* a view of owner's memory: inside it */
+        if (i == 0)
+            first = next = offset - HEADER_SIZE;
+        if (offset - HEADER_SIZE != next || length > size - offset || length > limit
+            || read_header((const unsigned char *)low + next) != (uint64_t)length)
+            Py_RETURN_NONE;
+        next = offset + length;
+    }
+    PyObject *base = lending_base(owner);
+    if (base == NULL)
+        return NULL;
+    PyObject *region = lend_slice(base, first, next - first);
+    Py_DECREF(base);
+    return region;
+}
+
+PyDoc_STRVAR(buffer_exported_doc,
+"buffer_exported(buffer) -> bool\n\n"
+"True while some memoryview (or other export) of the bytearray is alive: a\n"
+"payload split_views lent from it, or a slice of one, still in use.");
+
+static PyObject *
+buffer_exported(PyObject *module, PyObject *arg)
+{
+    if (!PyByteArray_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "buffer_exported: a bytearray is required");
+        return NULL;
+    }
+    return PyBool_FromLong(((PyByteArrayObject *)arg)->ob_exports > 0);
 }
 
 PyDoc_STRVAR(pack_frames_doc,
@@ -143,6 +332,25 @@ PyDoc_STRVAR(pack_frames_doc,
 "packed (stop == len). status 1: payloads[stop] is `large` bytes or more; its\n"
 "header ends `data` and the payload itself is left to be written as it is.\n"
 "status 2: payloads[stop] is over `limit` (or 2**32-1) and was not packed.");
+
+/* The buffers of the payloads that are not bytes, taken once in the first
+ * pass and kept for the copy (a lent memoryview per frame is the common case
+ * of the views path: asking twice would cost as much as the copy). */
+typedef struct {
+    Py_buffer *views; /* views[i - start], .obj == NULL for bytes */
+    Py_ssize_t taken;
+} held_views;
+
+static void
+release_views(held_views *held)
+{
+    if (held->views == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < held->taken; i++)
+        if (held->views[i].obj != NULL)
+            PyBuffer_Release(&held->views[i]);
+    PyMem_Free(held->views);
+}
 
 static PyObject *
 pack_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -164,19 +372,34 @@ pack_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "pack_frames: start out of range");
         return NULL;
     }
+    held_views held = {NULL, 0};
+    PyObject *out = NULL;
 
-    /* pass 1: sizes, and where to stop */
+    /* pass 1: sizes, and where to stop; buffers of non-bytes payloads taken */
     Py_ssize_t total = 0, stop = count;
     int status = PACKED_ALL;
     for (Py_ssize_t i = start; i < count; i++) {
-        Py_buffer view;
-        Py_ssize_t length = payload_length(items[i], &view);
-        if (length < 0) {
-            Py_DECREF(fast);
-            return NULL;
+        PyObject *item = items[i];
+        Py_ssize_t length;
+        if (PyBytes_CheckExact(item)) {
+            length = PyBytes_GET_SIZE(item);
         }
-        if (view.obj != NULL)
-            PyBuffer_Release(&view);
+        else {
+            if (held.views == NULL) {
+                held.views = PyMem_Calloc((size_t)(count - start), sizeof(Py_buffer));
+                if (held.views == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+            }
+            Py_buffer *view = &held.views[i - start];
+            if (PyObject_GetBuffer(item, view, PyBUF_SIMPLE) < 0) {
+                view->obj = NULL;
+                goto fail;
+            }
+            length = view->len;
+        }
+        held.taken = i - start + 1;
         if (length > limit || (unsigned long long)length > MAX_DECLARABLE) {
             stop = i;
             status = STOPPED_AT_OVERSIZED;
@@ -192,37 +415,31 @@ pack_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 
     /* pass 2: one allocation, one copy per payload */
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
-    if (out == NULL) {
-        Py_DECREF(fast);
-        return NULL;
-    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto fail;
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-    unsigned char *limit_dst = dst + total;
     Py_ssize_t last = status == PACKED_UP_TO_LARGE ? stop + 1 : stop;
     for (Py_ssize_t i = start; i < last; i++) {
-        Py_buffer view;
-        Py_ssize_t length = payload_length(items[i], &view);
-        if (length < 0)
-            goto fail;
-        const char *src = view.obj != NULL ? (const char *)view.buf : PyBytes_AS_STRING(items[i]);
-        int header_only = (i == stop);
-        Py_ssize_t need = HEADER_SIZE + (header_only ? 0 : length);
-        if (dst + need > limit_dst) { /* a buffer changed size between passes */
-            if (view.obj != NULL)
-                PyBuffer_Release(&view);
-            PyErr_SetString(PyExc_RuntimeError, "pack_frames: a payload changed size");
-            goto fail;
+        PyObject *item = items[i];
+        const char *src;
+        Py_ssize_t length;
+        if (held.views != NULL && held.views[i - start].obj != NULL) {
+            src = (const char *)held.views[i - start].buf;
+            length = held.views[i - start].len;
+        }
+        else {
+            src = PyBytes_AS_STRING(item);
+            length = PyBytes_GET_SIZE(item);
         }
         write_header(dst, (uint32_t)length);
         dst += HEADER_SIZE;
-        if (!header_only) {
+        if (i != stop) {
             memcpy(dst, src, (size_t)length);
             dst += length;
         }
-        if (view.obj != NULL)
-            PyBuffer_Release(&view);
     }
+    release_views(&held);
     Py_DECREF(fast);
     PyObject *result = PyTuple_New(3);
     PyObject *stop_obj = PyLong_FromSsize_t(stop);
@@ -240,7 +457,8 @@ pack_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 
 fail:
-    Py_DECREF(out);
+    Py_XDECREF(out);
+    release_views(&held);
     Py_DECREF(fast);
     return NULL;
 }
@@ -268,6 +486,9 @@ static PyMethodDef speedups_methods[] = {
     {"payload_buffer", payload_buffer, METH_O, payload_buffer_doc},
     {"split_frames", (PyCFunction)(void (*)(void))split_frames, METH_FASTCALL, split_frames_doc},
     {"pack_frames", (PyCFunction)(void (*)(void))pack_frames, METH_FASTCALL, pack_frames_doc},
+    {"split_views", (PyCFunction)(void (*)(void))split_views, METH_FASTCALL, split_views_doc},
+    {"buffer_exported", buffer_exported, METH_O, buffer_exported_doc},
+    {"wire_region", (PyCFunction)(void (*)(void))wire_region, METH_FASTCALL, wire_region_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from framing._codec import PACKED_ALL, PACKED_UP_TO_LARGE, STOPPED_AT_OVERSIZED, pack_frames
+from framing._codec import (
+    PACKED_ALL,
+    PACKED_UP_TO_LARGE,
+    STOPPED_AT_OVERSIZED,
+    pack_frames,
+    wire_region,
+)
 from framing.decoder import (
     DEFAULT_LARGE_FRAME,
     DEFAULT_MAX_FRAME_LENGTH,
@@ -100,9 +106,16 @@ def write_frames(
     call, and a payload of WRITEV_AS_IS bytes or more already goes as it is:
     there an extra buffer costs an iovec entry, a copy costs a pass over it.
     A payload over the limit raises FrameTooLarge after the frames before it
-    were written. Returns the number of frames written.
+    were written. Returns the number of frames written. Views a decoder lent
+    (views=True) and handed back in order, as an echo or a relay does, already
+    lie in its receive buffer as frames: they are written from there, uncopied
+    (wire_region; the decoder sees the transport hold them, if it does).
     """
     items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
+    region = wire_region(items, max_frame_length)
+    if region is not None:
+        write(region)
+        return len(items)
     if writelines is not None and large_frame > WRITEV_AS_IS:
         large_frame = WRITEV_AS_IS  # as write_as_is() says, without a call per batch
     try:

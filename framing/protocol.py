@@ -12,9 +12,10 @@ buffer_updated() parses, and when the policy has nothing to hold or time
 straight to the handler and its replies straight to one transport.write()
 (or one writelines, a writev, where large payloads go unjoined); otherwise
 they go DELIVERY_SLICE at a time through next_frames(). Per small frame that
-is one user-space copy in (buffer -> bytes) and one out (into the reply
-buffer); per large frame none, or one when it arrived whole in one read
-(receive buffer -> its bytearray).
+is one user-space copy in (buffer -> bytes; none with views=True, where the
+payload is a view of the buffer) and one out (into the reply buffer); per
+large frame none, or one when it arrived whole in one read (receive buffer
+-> its bytearray).
 
 Flow control both ways: when the transport's write buffer passes
 `high_water` (a peer that sends but does not read), the policy pauses
@@ -31,7 +32,7 @@ import logging
 from collections.abc import Iterable
 from typing import cast
 
-from framing._codec import PACKED_ALL, pack_frames
+from framing._codec import PACKED_ALL, pack_frames, wire_region
 from framing.batch import BatchHandler
 from framing.connection import (
     CLOSE,
@@ -69,6 +70,9 @@ class FramedProtocol(asyncio.BufferedProtocol):
     `handler(payloads) -> replies` answers every batch (or override
     `frames_received`); `error_reply(error) -> payload | None` is what a
     peer dropped for bad framing is told (or override `error_reply`).
+    `views=True` hands small payloads over as read-only memoryviews of the
+    receive buffer instead of bytes (no copy; FrameDecoder says what keeping
+    one costs).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         discard_window: float = DEFAULT_DISCARD_WINDOW,
         error_reply: ErrorReply | None = None,
         observer: ConnectionObserver = NULL_OBSERVER,
+        views: bool = False,
     ) -> None:
         if high_water < 1:
             raise ValueError(f"high_water must be at least 1 byte, not {high_water}")
@@ -91,7 +96,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.high_water = high_water
         self.large_frame = large_frame
         self.observer = observer
-        self.decoder = FrameDecoder(max_frame_length, large_frame=large_frame)
+        self.decoder = FrameDecoder(max_frame_length, large_frame=large_frame, views=views)
         self.policy = ConnectionPolicy(
             self.decoder,
             frame_timeout=frame_timeout,
@@ -152,6 +157,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
         items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
         if self._observed:
             self.observer.frames_out(items)
+        region = wire_region(items, self.max_frame_length)
+        if region is not None:  # lent views handed back in order: no packing (write_frames)
+            transport.write(region)
+            return
         try:  # the common batch inline: small payloads, one buffer, one write
             data, _, status = pack_frames(items, 0, self.max_frame_length, self._write_as_is)
         except TypeError:

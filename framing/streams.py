@@ -72,10 +72,11 @@ class FrameReader:
         discard_window: float = DEFAULT_DISCARD_WINDOW,
         error_reply: ErrorReply | None = None,
         observer: ConnectionObserver = NULL_OBSERVER,
+        views: bool = False,
     ) -> None:
         self.reader = reader
         self._writer: asyncio.StreamWriter | None = None
-        self.decoder = FrameDecoder(max_frame_length)
+        self.decoder = FrameDecoder(max_frame_length, views=views)
         self.policy = ConnectionPolicy(
             self.decoder,
             frame_timeout=frame_timeout,
@@ -331,13 +332,15 @@ def framed_streams(
     discard_window: float = DEFAULT_DISCARD_WINDOW,
     error_reply: ErrorReply | None = None,
     observer: ConnectionObserver = NULL_OBSERVER,
+    views: bool = False,
 ) -> tuple[FrameReader, FrameWriter]:
     """Wrap one connection's streams as a pair sharing one ConnectionPolicy.
 
     The reader's errors name the peer (`peer`, else the socket's); a frame still incomplete
     `frame_timeout` seconds after its first byte raises FrameTimeout; after
     bad framing the peer gets `error_reply(error)` (if given) and our FIN.
-    Both sides use `max_frame_length`.
+    Both sides use `max_frame_length`. `views=True`: small payloads are
+    read-only memoryviews, not copies (see FrameDecoder).
     """
     frames = FrameReader(
         reader,
@@ -347,6 +350,7 @@ def framed_streams(
         discard_window=discard_window,
         error_reply=error_reply,
         observer=observer,
+        views=views,
     )
     frames.attach(writer)
     return frames, FrameWriter(writer, max_frame_length, policy=frames.policy)
@@ -359,6 +363,7 @@ async def open_framed_connection(
     *,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     observer: ConnectionObserver = NULL_OBSERVER,
+    views: bool = False,
 ) -> tuple[FrameReader, FrameWriter]:
     """Connect to host:port and return its framed streams (see framed_streams).
 
@@ -371,7 +376,12 @@ async def open_framed_connection(
     """
     reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
     return framed_streams(
-        reader, writer, max_frame_length, frame_timeout=frame_timeout, observer=observer
+        reader,
+        writer,
+        max_frame_length,
+        frame_timeout=frame_timeout,
+        observer=observer,
+        views=views,
     )
 
 

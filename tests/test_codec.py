@@ -25,8 +25,10 @@ from framing._codec import (
     PACKED_ALL,
     PACKED_UP_TO_LARGE,
     STOPPED_AT_OVERSIZED,
+    py_buffer_exported,
     py_pack_frames,
     py_split_frames,
+    py_split_views,
 )
 
 
@@ -119,6 +121,8 @@ def test_environment_variable_forces_the_python_loops() -> None:
 def pure_python_loops() -> Iterator[None]:
     with (
         patch("framing.decoder.split_frames", py_split_frames),
+        patch("framing.decoder.split_views", py_split_views),
+        patch("framing.decoder.buffer_exported", py_buffer_exported),
         patch("framing.encoder.pack_frames", py_pack_frames),
     ):
         yield

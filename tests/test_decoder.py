@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import struct
 import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +28,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
-def decode_chunks(chunks: list[bytes], **kwargs: int) -> list[bytes]:
+def decode_chunks(chunks: list[bytes], **kwargs: Any) -> list[bytes]:
     decoder = FrameDecoder(**kwargs)
     frames = []
     for chunk in chunks:

@@ -113,6 +113,7 @@ class ServerFramedProtocol(FramedProtocol):
             high_water=config.high_water,
             error_reply=mode.error_reply,
             observer=config.observer,
+            views=mode.views,
         )
         self.config = config
         self.mode = mode
@@ -178,6 +179,7 @@ class StreamConnection:
             frame_timeout=config.frame_timeout,
             error_reply=mode.error_reply,
             observer=config.observer,
+            views=mode.views,
         )
         self.writer = writer
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -59,6 +59,9 @@ class ServerMode:
     """What every mode answers; by default nothing (see the subclasses)."""
 
     framed = False
+    #: payloads as views of the receive buffer, not copies (FrameDecoder):
+    #: for an application that keeps none of them past its call
+    views = False
 
     @classmethod
     def for_frame_limit(cls, max_frame: int) -> ServerMode:
@@ -92,6 +95,7 @@ class FramedEchoMode(ServerMode):
     """Every frame back, as its own message."""
 
     framed = True
+    views = True  # the echo keeps no payload: each reply is copied into the write buffer
 
     def application(
         self,
