@@ -59,6 +59,23 @@ arg_count(const char *function, Py_ssize_t nargs, Py_ssize_t wanted)
     return -1;
 }
 
+/* (frames, stop), the result of both splits; takes the reference to frames.
+ * Built by hand: Py_BuildValue parses its format string on every call. */
+static PyObject *
+frames_and_stop(PyObject *frames, Py_ssize_t stop)
+{
+    PyObject *offset = PyLong_FromSsize_t(stop);
+    PyObject *result = offset == NULL ? NULL : PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(frames);
+        Py_XDECREF(offset);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, frames);
+    PyTuple_SET_ITEM(result, 1, offset);
+    return result;
+}
+
 /* METH_FASTCALL, and the list allocated at its final size after a first walk
  * over the headers (which only reads 4 bytes per frame): at 32 small frames a
  * read, argument parsing and list growth cost as much as the copies. */
@@ -110,20 +127,7 @@ split_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pos += HEADER_SIZE + length;
     }
     PyBuffer_Release(&view);
-    PyObject *offset = PyLong_FromSsize_t(stop);
-    if (offset == NULL) {
-        Py_DECREF(frames);
-        return NULL;
-    }
-    PyObject *result = PyTuple_New(2);
-    if (result == NULL) {
-        Py_DECREF(frames);
-        Py_DECREF(offset);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, frames);
-    PyTuple_SET_ITEM(result, 1, offset);
-    return result;
+    return frames_and_stop(frames, stop);
 }
 
 PyDoc_STRVAR(split_views_doc,
@@ -224,7 +228,7 @@ split_views(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_XDECREF(base); /* the slices hold its managed buffer, and so the export */
     PyBuffer_Release(&whole);
-    return Py_BuildValue("(Nn)", frames, stop);
+    return frames_and_stop(frames, stop);
 
 fail:
     Py_XDECREF(frames);
