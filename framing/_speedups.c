@@ -76,60 +76,6 @@ frames_and_stop(PyObject *frames, Py_ssize_t stop)
     return result;
 }
 
-/* METH_FASTCALL, and the list allocated at its final size after a first walk
- * over the headers (which only reads 4 bytes per frame): at 32 small frames a
- * read, argument parsing and list growth cost as much as the copies. */
-static PyObject *
-split_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    Py_ssize_t start, end, limit;
-    if (arg_count("split_frames", nargs, 4) < 0)
-        return NULL;
-    if (size_arg(args, 1, &start) < 0 || size_arg(args, 2, &end) < 0 || size_arg(args, 3, &limit) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (start < 0 || end > view.len || start > end || limit < 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "split_frames: start/end out of range");
-        return NULL;
-    }
-    const unsigned char *buf = (const unsigned char *)view.buf;
-    /* pass 1: how many complete frames, and where they stop */
-    Py_ssize_t pos = start, count = 0;
-    while (end - pos >= HEADER_SIZE) {
-        unsigned long long length = read_header(buf + pos);
-        if (length > (unsigned long long)limit)
-            break;
-        if ((unsigned long long)(end - pos - HEADER_SIZE) < length)
-            break;
-        pos += HEADER_SIZE + (Py_ssize_t)length;
-        count++;
-    }
-    Py_ssize_t stop = pos;
-    PyObject *frames = PyList_New(count);
-    if (frames == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    /* pass 2: one bytes object per payload */
-    pos = start;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t length = (Py_ssize_t)read_header(buf + pos);
-        PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + pos + HEADER_SIZE, length);
-        if (payload == NULL) {
-            Py_DECREF(frames);
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-        PyList_SET_ITEM(frames, i, payload);
-        pos += HEADER_SIZE + length;
-    }
-    PyBuffer_Release(&view);
-    return frames_and_stop(frames, stop);
-}
-
 PyDoc_STRVAR(split_views_doc,
 "split_views(buffer, start, end, limit, min_view) -> (frames, pos)\n\n"
 "As split_frames, but each payload of `min_view` bytes or more is a read-only\n"
@@ -171,29 +117,35 @@ lending_base(PyObject *buffer)
     return base;
 }
 
+/* Both splits, one loop: METH_FASTCALL, and the list allocated at its final
+ * size after a first walk over the headers (which only reads 4 bytes per
+ * frame): at 32 small frames a read, argument parsing and list growth cost as
+ * much as the copies. A payload of min_view bytes or more is lent (a view),
+ * a shorter one copied (bytes); split_frames lends none. */
 static PyObject *
-split_views(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+split(const char *name, PyObject *const *args, Py_ssize_t nargs, int lends)
 {
     Py_buffer whole;
-    Py_ssize_t start, end, limit, min_view;
-    if (arg_count("split_views", nargs, 5) < 0)
+    Py_ssize_t start, end, limit, min_view = PY_SSIZE_T_MAX;
+    if (arg_count(name, nargs, lends ? 5 : 4) < 0)
         return NULL;
     PyObject *buffer = args[0];
-    if (!PyBytes_CheckExact(buffer) && !PyByteArray_CheckExact(buffer)) {
-        PyErr_SetString(PyExc_TypeError, "split_views: buffer must be bytes or a bytearray");
+    if (lends && !PyBytes_CheckExact(buffer) && !PyByteArray_CheckExact(buffer)) {
+        PyErr_Format(PyExc_TypeError, "%s: buffer must be bytes or a bytearray", name);
         return NULL;
     }
     if (size_arg(args, 1, &start) < 0 || size_arg(args, 2, &end) < 0 || size_arg(args, 3, &limit) < 0
-        || size_arg(args, 4, &min_view) < 0)
+        || (lends && size_arg(args, 4, &min_view) < 0))
         return NULL;
     if (PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0)
         return NULL;
     if (start < 0 || end > whole.len || start > end || limit < 0) {
         PyBuffer_Release(&whole);
-        PyErr_SetString(PyExc_ValueError, "split_views: start/end out of range");
+        PyErr_Format(PyExc_ValueError, "%s: start/end out of range", name);
         return NULL;
     }
     const unsigned char *buf = (const unsigned char *)whole.buf;
+    /* pass 1: how many complete frames, and where they stop */
     Py_ssize_t pos = start, count = 0;
     while (end - pos >= HEADER_SIZE) {
         unsigned long long length = read_header(buf + pos);
@@ -209,6 +161,7 @@ split_views(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *frames = PyList_New(count);
     if (frames == NULL)
         goto fail;
+    /* pass 2: one object per payload */
     pos = start;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t length = (Py_ssize_t)read_header(buf + pos);
@@ -235,6 +188,18 @@ fail:
     Py_XDECREF(base);
     PyBuffer_Release(&whole);
     return NULL;
+}
+
+static PyObject *
+split_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return split("split_frames", args, nargs, 0);
+}
+
+static PyObject *
+split_views(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return split("split_views", args, nargs, 1);
 }
 
 PyDoc_STRVAR(wire_region_doc,
