@@ -18,8 +18,8 @@ install could build it: framing/_codec.py):
   tail is shorter than `large_frame` + 4, so moves are bounded and rare.
 - With `views=True` small payloads of VIEW_MIN bytes or more are not copied
   at all (shorter ones still are: a copy that small costs less than a view):
-  each is a read-only memoryview of the receive buffer (as tokio's BytesMut splits off
-  Bytes that share its memory). Before the buffer is written again the
+  each is a read-only memoryview of the receive buffer (as tokio's BytesMut
+  splits off Bytes that share its memory). Before the buffer is written again the
   decoder asks whether any of those views (or a slice of one) is still alive;
   if so it leaves that buffer to them and receives into a fresh one, so a
   view's bytes never change, whoever keeps it and for however long. The
@@ -34,8 +34,8 @@ install could build it: framing/_codec.py):
 Payload type, one rule: under `large_frame` bytes a payload is `bytes` (with
 views=True, a read-only `memoryview` from VIEW_MIN bytes); at `large_frame`
 bytes or more it is a `bytearray` (mutable: `bytes(p)` if a hashable copy is
-needed). Always
-`bytes` would cost a copy of every large payload, which the README measures.
+needed). Always `bytes` would cost a copy of every large payload, which the
+README measures.
 Limits: a header over `max_frame_length` raises FrameTooLarge as soon as its
 4 bytes are in, before any payload is kept, so memory per connection stays
 below buffer_size + max_frame_length. Frames completed before the bad
@@ -162,7 +162,7 @@ class FrameDecoder:
         end = self._end + nbytes
         start = self._start
         if self._small_limit >= 0:  # the common read: whole small frames, nothing left over
-            if self.views:
+            if self.views:  # _split(), inline: this is the per-read path
                 frames, pos = split_views(self._buf, start, end, self._small_limit, VIEW_MIN)
             else:
                 frames, pos = split_frames(self._buf, start, end, self._small_limit)

@@ -13,9 +13,10 @@ straight to the handler and its replies straight to one transport.write()
 (or one writelines, a writev, where large payloads go unjoined); otherwise
 they go DELIVERY_SLICE at a time through next_frames(). Per small frame that
 is one user-space copy in (buffer -> bytes; none with views=True, where the
-payload is a view of the buffer) and one out (into the reply buffer); per
-large frame none, or one when it arrived whole in one read (receive buffer
--> its bytearray).
+payload is a view of the buffer) and one out (into the reply buffer; none
+when the replies are those views in order, an echo: wire_region); per large
+frame none, or one when it arrived whole in one read (receive buffer -> its
+bytearray).
 
 Flow control both ways: when the transport's write buffer passes
 `high_water` (a peer that sends but does not read), the policy pauses

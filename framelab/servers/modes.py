@@ -95,7 +95,7 @@ class FramedEchoMode(ServerMode):
     """Every frame back, as its own message."""
 
     framed = True
-    views = True  # the echo keeps no payload: each reply is copied into the write buffer
+    views = True  # keeps no payload past its call; its replies, the views, go out in place
 
     def application(
         self,
