@@ -53,10 +53,13 @@ def check_decoder(
     large_frame: int = DEFAULT_LARGE_FRAME,
     chunk_seed: int = 0,
     buffer_size: int = FUZZ_BUFFER_SIZE,
+    views: bool = False,
 ) -> None:
-    """Decode `stream` in pseudo-random chunks; assert it matches the reference."""
+    """Decode `stream` in pseudo-random chunks; assert it matches the reference.
+    Every payload is kept to the end, so with `views` a lent payload that
+    later input overwrote shows up as a mismatch."""
     rng = random.Random(chunk_seed)
-    decoder = FrameDecoder(max_frame, buffer_size=buffer_size, large_frame=large_frame)
+    decoder = FrameDecoder(max_frame, buffer_size=buffer_size, large_frame=large_frame, views=views)
     bound = buffer_size + max_frame
     frames: list[Payload] = []
     error: FramingError | None = None
@@ -72,6 +75,7 @@ def check_decoder(
                 assert len(room) <= max(buffer_size, max_frame), "a buffer over the bound"
                 count = min(len(room), size, len(src))
                 room[:count] = src[:count]
+                room.release()  # as an event loop lets go of it before the next read
                 src = src[count:]
                 frames += decoder.buffer_updated(count)
             assert decoder.buffered <= bound, f"{decoder.buffered} bytes held, bound {bound}"

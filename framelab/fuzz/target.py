@@ -2,7 +2,8 @@
 
 Input layout (simple, so seeds are easy to write): byte 0 picks the check
 (even: decoder, odd: message); decoder: bytes 1-3 the frame limit, byte 4
-the large-frame threshold / 256, byte 5 the chunking seed, then the stream;
+the large-frame threshold / 256, byte 5 the chunking seed (its low bit: lend
+payloads as views), then the stream;
 message: bytes 1-3 the frame limit, then the payload.
 
 The message check runs the msgpack server's own application (what runs in
@@ -51,7 +52,11 @@ def one_input(data: bytes) -> None:
         if len(data) < 6:
             return
         checks.check_decoder(
-            bytes(data[6:]), max_frame, large_frame=data[4] * 256, chunk_seed=data[5]
+            bytes(data[6:]),
+            max_frame,
+            large_frame=data[4] * 256,
+            chunk_seed=data[5],
+            views=bool(data[5] & 1),
         )
     else:
         limit = max(max_frame, msgpack_app.MIN_FRAME)

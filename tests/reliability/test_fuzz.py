@@ -35,12 +35,12 @@ pieces = st.one_of(
 streams = st.lists(pieces, max_size=12).map(b"".join)
 
 
-@given(streams, limits, large_frames, st.integers(0, 2**32))
+@given(streams, limits, large_frames, st.integers(0, 2**32), st.booleans())
 @settings(deadline=None, max_examples=150)
 def test_the_decoder_agrees_with_the_reference_on_any_bytes(
-    stream: bytes, max_frame: int, large_frame: int, seed: int
+    stream: bytes, max_frame: int, large_frame: int, seed: int, views: bool
 ) -> None:
-    check_decoder(stream, max_frame, large_frame=large_frame, chunk_seed=seed)
+    check_decoder(stream, max_frame, large_frame=large_frame, chunk_seed=seed, views=views)
 
 
 @pytest.mark.parametrize("large_frame", [0, 64 * 1024])
