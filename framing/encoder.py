@@ -94,6 +94,8 @@ def write_frames(
     max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
     large_frame: int = DEFAULT_LARGE_FRAME,
     writelines: Callable[[list[BytesLike]], object] | None = None,
+    *,
+    in_place: bool = True,
 ) -> int:
     """Encode `payloads` into as few write() calls as copies allow.
 
@@ -109,10 +111,13 @@ def write_frames(
     were written. Returns the number of frames written. Views a decoder lent
     (views=True) and handed back in order, as an echo or a relay does, already
     lie in its receive buffer as frames: they are written from there, uncopied
-    (wire_region; the decoder sees the transport hold them, if it does).
+    (wire_region; the decoder sees the transport hold them, if it does). Pass
+    `in_place=False` while the transport is already queueing: a queued region
+    pins its whole receive buffer, so from the second one on a copy is cheaper
+    (at most one buffer per connection is then held by the writes).
     """
     items = payloads if isinstance(payloads, _SEQUENCES) else list(payloads)
-    region = wire_region(items, max_frame_length)
+    region = wire_region(items, max_frame_length) if in_place else None
     if region is not None:
         write(region)
         return len(items)

@@ -14,7 +14,9 @@ straight to the handler and its replies straight to one transport.write()
 they go DELIVERY_SLICE at a time through next_frames(). Per small frame that
 is one user-space copy in (buffer -> bytes; none with views=True, where the
 payload is a view of the buffer) and one out (into the reply buffer; none
-when the replies are those views in order, an echo: wire_region); per large
+when the replies are those views in order, an echo: wire_region, while the
+write buffer is empty, so that a queued write pins at most one receive
+buffer); per large
 frame none, or one when it arrived whole in one read (receive buffer -> its
 bytearray).
 
@@ -159,8 +161,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self._observed:
             self.observer.frames_out(items)
         region = wire_region(items, self.max_frame_length)
-        if region is not None:  # lent views handed back in order: no packing (write_frames)
-            transport.write(region)
+        if region is not None and not transport.get_write_buffer_size():
+            transport.write(region)  # lent views handed back in order: no packing (write_frames)
             return
         try:  # the common batch inline: small payloads, one buffer, one write
             data, _, status = pack_frames(items, 0, self.max_frame_length, self._write_as_is)

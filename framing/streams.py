@@ -287,7 +287,12 @@ class FrameWriter:
                 raise ConnectionError(f"connection to {policy.peer} is closing ({why})")
             policy.observer.frames_out(items)
         return write_frames(
-            self.writer.write, items, self.max_frame_length, self.large_frame, self._writelines
+            self.writer.write,
+            items,
+            self.max_frame_length,
+            self.large_frame,
+            self._writelines,
+            in_place=not self.writer.transport.get_write_buffer_size(),
         )
 
     def write_frame(self, payload: BytesLike) -> None:

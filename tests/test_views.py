@@ -334,3 +334,57 @@ async def _echo_to_a_slow_reader(style: str) -> None:
 async def open_framed_connection_on(sock: socket.socket) -> Any:
     reader, writer = await asyncio.open_connection(sock=sock)
     return framed_streams(reader, writer)
+
+
+class NeverReadPeerProbe(FramedProtocol):
+    """The echo of views, with small kernel buffers so a peer that never reads
+    fills the transport's write buffer within a few hundred frames."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda frames: frames, views=True, high_water=256 * 1024)
+        self.paused = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        super().connection_made(transport)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused.set()
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_queued_writes_pin_at_most_one_buffer(loop_name: str) -> None:
+    """A peer that sends one frame per read and never reads: once the
+    transport queues, replies are packed (copied), so at most the one region
+    queued first pins its receive buffer, not one buffer per queued reply."""
+    run_on_loop(loop_name, _queued_writes_pin_at_most_one_buffer())
+
+
+async def _queued_writes_pin_at_most_one_buffer() -> None:
+    loop = asyncio.get_running_loop()
+    connected: asyncio.Future[NeverReadPeerProbe] = loop.create_future()
+
+    def make() -> NeverReadPeerProbe:
+        probe = NeverReadPeerProbe()
+        connected.set_result(probe)
+        return probe
+
+    server = await loop.create_server(make, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    frame = bytes(encode_frames([b"p" * 600]))
+    async with server:
+        probe = await connected
+        for _ in range(20_000):
+            if probe.paused.is_set():
+                break
+            await loop.sock_sendall(sock, frame)
+            await asyncio.sleep(0)  # a turn of the loop: the server reads it before the next
+        sock.close()
+    assert probe.paused.is_set(), "the write buffer never filled"
+    assert probe.decoder.buffers_left_to_views <= 1
