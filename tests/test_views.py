@@ -316,11 +316,7 @@ async def _echo_to_a_slow_reader(style: str) -> None:
         server = await loop.create_server(lambda: FramedProtocol(echo, views=True), "127.0.0.1", 0)
     else:
         server = await asyncio.start_server(serve_streams, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
+    sock = await slow_reader_socket(server)
     sent = [bytes([n % 251]) * (VIEW_MIN + n % 900) for n in range(3000)]
     async with server:
         frames, out = await open_framed_connection_on(sock)
@@ -329,6 +325,15 @@ async def _echo_to_a_slow_reader(style: str) -> None:
         echoed = [await frames.read_frame() for _ in sent]
         out.close()
     assert echoed == sent
+
+
+async def slow_reader_socket(server: asyncio.Server) -> socket.socket:
+    """A client socket to `server` with a 4 KiB receive buffer: replies back up fast."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, server.sockets[0].getsockname())
+    return sock
 
 
 async def open_framed_connection_on(sock: socket.socket) -> Any:
@@ -372,11 +377,7 @@ async def _queued_writes_pin_at_most_one_buffer() -> None:
         return probe
 
     server = await loop.create_server(make, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
+    sock = await slow_reader_socket(server)
     frame = bytes(encode_frames([b"p" * 600]))
     async with server:
         probe = await connected
