@@ -8,8 +8,8 @@ buffer, and `wire_region` finds replies that already lie in one as they go
 on the wire (an echo of lent views) so that nothing needs packing;
 `payload_buffer` makes the bytearray a large payload is received into
 (compiled, it skips zero-filling memory the kernel is about to overwrite).
-Everything around them (limits, large
-frames, errors) stays in decoder.py and encoder.py, in Python. The C twins
+Everything around them (limits, large frames, errors) stays in decoder.py
+and encoder.py, in Python. The C twins
 in _speedups.c are selected automatically when the install could build
 them; FRAMELAB_PURE_PYTHON=1 forces these Python versions (the tests run
 both and compare them; the benchmark measures both).
@@ -42,7 +42,7 @@ def py_split_frames(buf: Buffer, start: int, end: int, limit: int) -> tuple[Fram
     """Complete frames in buf[start:end] and the first offset not consumed;
     stops before an incomplete frame or a header over `limit`."""
     with memoryview(buf) as view:
-        return _cut(view, start, end, limit, MAX_DECLARABLE + 1)
+        return _cut("split_frames", view, start, end, limit, MAX_DECLARABLE + 1)
 
 
 def py_split_views(
@@ -52,12 +52,16 @@ def py_split_views(
     slice of `buffer` instead of a copy."""
     if type(buffer) not in (bytes, bytearray):
         raise TypeError("split_views: buffer must be bytes or a bytearray")
-    return _cut(memoryview(buffer).toreadonly(), start, end, limit, min_view)
+    return _cut("split_views", memoryview(buffer).toreadonly(), start, end, limit, min_view)
 
 
-def _cut(view: memoryview, start: int, end: int, limit: int, min_view: int) -> tuple[Frames, int]:
+def _cut(
+    name: str, view: memoryview, start: int, end: int, limit: int, min_view: int
+) -> tuple[Frames, int]:
+    """Both splits, one loop (as in C): payloads of `min_view` bytes or more
+    are slices of `view`, shorter ones bytes."""
     if start < 0 or end > view.nbytes or start > end or limit < 0:
-        raise ValueError("split_frames: start/end out of range")
+        raise ValueError(f"{name}: start/end out of range")
     frames: Frames = []
     unpack, pos = HEADER.unpack_from, start
     while end - pos >= 4:

@@ -8,9 +8,9 @@ a fraction of msgpack's calls, whose time goes to setting up a context per
 call. `answer` runs a whole read of requests through a handler in one
 call (see message_handler). `unpack_lending` reads a map of scalars with
 its big bins as views over the payload (no copy); `pack_envelope` packs a
-reply up to the bin it ends with. Those two have pure-Python twins below, which the tests compare
-with the compiled ones; FRAMELAB_PURE_PYTHON=1 selects the twins, as it
-does for framing/_codec.py.
+reply up to the bin it ends with. Those two have pure-Python twins below,
+which the tests compare with the compiled ones; FRAMELAB_PURE_PYTHON=1
+selects the twins, as it does for framing/_codec.py.
 """
 
 from __future__ import annotations

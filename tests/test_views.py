@@ -348,6 +348,11 @@ class NeverReadPeerProbe(FramedProtocol):
     def __init__(self) -> None:
         super().__init__(lambda frames: frames, views=True, high_water=256 * 1024)
         self.paused = asyncio.Event()
+        self.read = asyncio.Event()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        self.read.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -384,8 +389,9 @@ async def _queued_writes_pin_at_most_one_buffer() -> None:
         for _ in range(20_000):
             if probe.paused.is_set():
                 break
+            probe.read.clear()
             await loop.sock_sendall(sock, frame)
-            await asyncio.sleep(0)  # a turn of the loop: the server reads it before the next
+            await probe.read.wait()  # one frame a read: each reply its own region
         sock.close()
     assert probe.paused.is_set(), "the write buffer never filled"
     assert probe.decoder.buffers_left_to_views <= 1
