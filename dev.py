@@ -25,8 +25,13 @@ STAMP = VENV / ".framelab-installed"
 BIN = VENV / "bin"
 
 
-#: what the install depends on: the package list and the C accelerator's build
-INSTALL_INPUTS = ("pyproject.toml", "setup.py", "framing/_speedups.c")
+#: what the install depends on: the package list and the C accelerators' build
+INSTALL_INPUTS = (
+    "pyproject.toml",
+    "setup.py",
+    "framing/_speedups.c",
+    "framing/_msgpack_speedups.c",
+)
 #: Debian packages that some tests drive for real (one a line, `#` comments)
 SYSTEM_PACKAGES = ROOT / "system-packages.txt"
 

@@ -148,6 +148,8 @@ class ConnectionPolicy:
         self.error_reply = error_reply
         self.observer = observer
         self._observed = observer is not NULL_OBSERVER  # skip the no-op calls per read
+        if self._observed:
+            self.decoder.on_buffer_left = observer.buffer_left_to_views
         #: bytes received by the kernel (or a stream buffer) not yet given to us
         self.unread = unread
         self.can_write_eof = can_write_eof

@@ -45,6 +45,8 @@ call (and `failed` is set at once), as Netty delivers what it decoded first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from framing._codec import HEADER as HEADER  # re-exported: the wire format's header
 from framing._codec import MAX_DECLARABLE as MAX_DECLARABLE
 from framing._codec import buffer_exported, payload_buffer, split_frames, split_views
@@ -83,6 +85,7 @@ class FrameDecoder:
         "frames_decoded",
         "large_frame",
         "max_frame_length",
+        "on_buffer_left",
         "views",
     )
 
@@ -111,6 +114,9 @@ class FrameDecoder:
         self.views = views
         #: receive buffers left to payload views still alive when it was to be reused
         self.buffers_left_to_views = 0
+        #: called with the size of each buffer left to views (the policy reports
+        #: it to the connection's observer); the rare path, so no cost per read
+        self.on_buffer_left: Callable[[int], None] | None = None
         self._start = 0  # first unparsed byte
         self._end = 0  # end of received bytes
         self._large: bytearray | None = None
@@ -248,6 +254,8 @@ class FrameDecoder:
         self._buf[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
         self.buffers_left_to_views += 1
+        if self.on_buffer_left is not None:
+            self.on_buffer_left(len(self._buf))
 
     def _split(self, pos: int, end: int) -> tuple[list[Payload], int]:
         """The small frames from `pos`, copied or lent as the decoder does."""

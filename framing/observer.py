@@ -2,9 +2,10 @@
 
 The adapters and the connection policy call one `ConnectionObserver` per
 connection at a handful of moments (opened, frames in, frames out, an error
-by kind, writes paused, closed). The library itself counts nothing: a
-metrics exporter implements the methods it cares about (subclass
-`NullObserver` for the rest) and passes the observer in.
+by kind, writes paused, a receive buffer left to payload views, closed).
+The library itself counts nothing: a metrics exporter implements the
+methods it cares about (subclass `NullObserver` for the rest) and passes
+the observer in.
 
 Cost: one method call per batch of frames, not per frame: the batch is the
 list the decoder already built, handed over as it is, so the no-op default
@@ -59,6 +60,10 @@ class ConnectionObserver(Protocol):
     def writes_paused(self) -> None:
         """The write buffer passed its high-water mark: reading stops."""
 
+    def buffer_left_to_views(self, size: int) -> None:
+        """A receive buffer of `size` bytes was left to payload views the
+        handler still holds, and a fresh one allocated (views=True only)."""
+
 
 class NullObserver:
     """The default: observes nothing. Subclass it to implement only some methods."""
@@ -79,6 +84,9 @@ class NullObserver:
         pass
 
     def writes_paused(self) -> None:
+        pass
+
+    def buffer_left_to_views(self, size: int) -> None:
         pass
 
 

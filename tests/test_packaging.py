@@ -127,3 +127,18 @@ def test_without_a_compiler_the_sdist_still_installs_the_pure_twins(
         names = archive.namelist()
     assert "framing/_codec.py" in names and "framing/_msgpack_codec.py" in names
     assert not any(name.endswith(".so") for name in names)
+
+
+def test_dev_setup_reinstalls_when_any_compiled_source_changes() -> None:
+    """dev.py rebuilds the venv only when one of its inputs changed: every C
+    source setup.py compiles must be one of them, or an edit to it would run
+    the tests against the old build."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import dev
+    finally:
+        sys.path.remove(str(ROOT))
+    setup_text = (ROOT / "setup.py").read_text()
+    compiled = {str(path.relative_to(ROOT)) for path in ROOT.glob("framing/*.c")}
+    assert compiled and all(f'"{source}"' in setup_text for source in compiled)
+    assert compiled <= set(dev.INSTALL_INPUTS)

@@ -31,7 +31,8 @@ from framing import (
     write_frames,
 )
 from framing._codec import PURE, SELECTED, Codec
-from framing.decoder import VIEW_MIN
+from framing.decoder import DEFAULT_BUFFER_SIZE, VIEW_MIN
+from framing.observer import NullObserver
 
 CODECS = [PURE, *([SELECTED] if SELECTED.accelerated else [])]
 CODEC_IDS = ["python", *(["compiled"] if SELECTED.accelerated else [])]
@@ -208,15 +209,23 @@ async def test_protocol_with_views_echoes_and_kept_views_stay_intact() -> None:
     pipelined frames (900 KB, more than one receive buffer) over loopback,
     each kept payload is still what was sent."""
     kept: list[Any] = []
+    left: list[int] = []  # what the observer was told: each buffer left's size
+    served: list[FramedProtocol] = []
 
     def keep_and_echo(frames: list[Any]) -> list[Any]:
         kept.extend(frames)
         return frames
 
+    class BuffersLeft(NullObserver):
+        def buffer_left_to_views(self, size: int) -> None:
+            left.append(size)
+
+    def serve_one() -> FramedProtocol:
+        served.append(FramedProtocol(keep_and_echo, views=True, observer=BuffersLeft()))
+        return served[-1]
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: FramedProtocol(keep_and_echo, views=True), "127.0.0.1", 0
-    )
+    server = await loop.create_server(serve_one, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sent = [bytes([n % 251]) * (n * 7 % 1500) for n in range(1200)]
     async with server:
@@ -228,6 +237,9 @@ async def test_protocol_with_views_echoes_and_kept_views_stay_intact() -> None:
     assert echoed == sent
     assert [bytes(p) for p in kept] == sent
     assert [type(p) for p in kept] == [memoryview if len(p) >= VIEW_MIN else bytes for p in sent]
+    # every buffer the kept views hold was reported, with its size
+    assert len(left) == served[0].decoder.buffers_left_to_views >= 2
+    assert set(left) == {DEFAULT_BUFFER_SIZE}
 
 
 def compiled_codec() -> Codec:

@@ -14,6 +14,8 @@ What is counted where:
   queue at stop: the runner's ConnectionSet (CountedConnections);
 - frames and bytes in and out, frame sizes, errors by kind, write pauses:
   framing's ConnectionObserver (PrometheusObserver), one call per batch;
+- receive buffers left to payload views a handler kept (views=True modes):
+  the decoder, through the same observer, only when it happens;
 - worker restarts: the supervisor; log records dropped: the log pipeline.
 
 Cost when on: a few microseconds per batch and per frame (the size
@@ -71,6 +73,16 @@ class ServerMetrics:
             self.errors.labels(kind)  # every kind reported, zeros included
         self.write_pauses = Counter(
             p + "write_pauses", "times a write buffer passed its high-water mark", **kw
+        )
+        self.buffers_left = Counter(
+            p + "receive_buffers_left_to_views",
+            "receive buffers left to payload views a handler kept (a fresh one allocated each)",
+            **kw,
+        )
+        self.buffer_bytes_left = Counter(
+            p + "receive_buffer_bytes_left_to_views",
+            "bytes of the receive buffers left to payload views",
+            **kw,
         )
         self.worker_restarts = Counter(
             p + "worker_restarts", "workers restarted after an unexpected exit", **kw
@@ -131,6 +143,10 @@ class PrometheusObserver(NullObserver):
 
     def writes_paused(self) -> None:
         self.metrics.write_pauses.inc()
+
+    def buffer_left_to_views(self, size: int) -> None:
+        self.metrics.buffers_left.inc()
+        self.metrics.buffer_bytes_left.inc(size)
 
 
 def serve_all_workers(port: int, directory: str, host: str = "127.0.0.1") -> int:

@@ -81,6 +81,7 @@ def test_metrics_count_what_the_clients_sent_across_workers_and_restarts() -> No
         assert m["framelab_errors_total{kind=oversize}"] == 1
         assert m["framelab_errors_total{kind=truncated}"] == 1
         assert m["framelab_errors_total{kind=timeout}"] == 0
+        assert m["framelab_receive_buffers_left_to_views_total"] == 0  # the echo keeps none
         assert m["framelab_worker_restarts_total"] == 0
         assert m["framelab_log_records_dropped_total"] == 0
         # a worker dies: restarted, counted, and its counts stay in the sums
@@ -101,10 +102,15 @@ def test_the_connection_set_and_observer_count_into_the_metrics() -> None:
     connections.taken_from_queue(3)
     metrics.observer().frames_in([b"ab", b"", b"cde"])
     metrics.observer().writes_paused()
+    metrics.observer().buffer_left_to_views(256 * 1024)
     assert registry.get_sample_value("framelab_connections_drained_total") == 3
     assert registry.get_sample_value("framelab_frames_in_total") == 3
     assert registry.get_sample_value("framelab_bytes_in_total") == 5
     assert registry.get_sample_value("framelab_write_pauses_total") == 1
+    assert registry.get_sample_value("framelab_receive_buffers_left_to_views_total") == 1
+    assert registry.get_sample_value("framelab_receive_buffer_bytes_left_to_views_total") == (
+        256 * 1024
+    )
 
 
 def test_metrics_port_without_the_client_library_is_one_line_and_exit_2() -> None:
