@@ -167,6 +167,10 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     for r in results:
         assert r["rounds"] == 1 and r["frames_per_s"] > 0 and r["checked_bytes"] > 0
         assert r["peak_rss_mib"] > 1 and 0 < r["server_cpu"] <= 1.5
+        # the split per message adds up to the share of a core (one round: exactly)
+        per_frame = r["server_user_us"] + r["server_system_us"]
+        assert r["server_user_us"] > 0 and r["server_system_us"] >= 0
+        assert per_frame * r["frames_per_s"] / 1e6 == pytest.approx(r["server_cpu"], rel=1e-6)
         if r["depth"] == 1:
             lat = r["latency"]
             assert 0 < lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["p99.9_us"]
@@ -180,3 +184,5 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
     table = (tmp_path / "bench.md").read_text()
     assert "| server | 64 B D=4 | 1 KiB D=1 |" in table and "| twisted-peer |" in table
     assert "| 1 KiB D=1 | p99 latency, framed / raw | <= 1.3 |" in table
+    assert "in user space + in the kernel" in table
+    assert re.search(r"\| raw/uvloop \| \d+\.\d\d \+ \d+\.\d\d \| \d+\.\d\d \+ ", table)

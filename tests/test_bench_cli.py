@@ -14,7 +14,7 @@ from framelab.benchmarks import cli as bench_cli
 from framelab.benchmarks.caveats import caveats
 from framelab.benchmarks.grid import Case, Plan
 from framelab.benchmarks.report import GoalResult, goal_tally
-from framelab.benchmarks.runner import Summary
+from framelab.benchmarks.runner import Summary, summarize
 from framelab.benchmarks.targets import FRAMED, PEER, RAW
 from framelab.cli import build_parser, main
 
@@ -128,3 +128,26 @@ def test_ctrl_c_reports_the_cases_that_finished(
     out = capsys.readouterr().out
     assert "interrupted: 1 finished case(s) reported below" in out
     assert "64 B, D=32, C=2" in out and "1 KiB, D=32" not in out
+
+
+def test_cpu_per_message_is_the_median_of_the_rounds_split_user_and_kernel() -> None:
+    case = Case(64, 32, 10)
+    rounds = [
+        {
+            "frames": 1000,
+            "seconds": 1.0,
+            "frames_per_s": 1000.0,
+            "client_cpu_s": 0.5,
+            "server_cpu_s": cpu,
+            "server_user_s": user,
+            "checked_bytes": 1,
+        }
+        for cpu, user in ((0.010, 0.004), (0.008, 0.001), (0.012, 0.002))
+    ]
+    s = summarize(FRAMED, case, rounds)
+    assert s.server_user_us == pytest.approx(2.0)  # 4, 1, 2 µs a message
+    assert s.server_system_us == pytest.approx(7.0)  # 6, 7, 10
+    for r in rounds:
+        del r["server_user_s"]  # a server whose times could not be read
+    s = summarize(FRAMED, case, rounds)
+    assert s.server_user_us is None and s.server_system_us is None

@@ -21,7 +21,7 @@ from framelab.benchmarks.loadgen import (
     STAMP,
     LoadResult,
     LoadSpec,
-    cpu_seconds,
+    cpu_times,
     own_cpu,
     record_window,
 )
@@ -70,11 +70,11 @@ async def measure(spec: LoadSpec, calls: Sequence[Call], result: LoadResult) -> 
             slot.recording = True
         start_frames = sum(s.done for s in slots)
         start_time, start_cpu = time.perf_counter(), own_cpu()
-        start_server = cpu_seconds(spec.server_pid) if spec.server_pid else None
+        start_server = cpu_times(spec.server_pid)
         await _watch(tasks, spec.duration)
         end_frames = sum(s.done for s in slots)
         end_time, end_cpu = time.perf_counter(), own_cpu()
-        end_server = cpu_seconds(spec.server_pid) if spec.server_pid else None
+        end_server = cpu_times(spec.server_pid)
         for slot in slots:
             slot.recording = False
             slot.sending = False

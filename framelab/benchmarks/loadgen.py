@@ -64,7 +64,8 @@ class LoadResult:
     seconds: float = 0.0
     frames_per_s: float = 0.0
     payload_mb_per_s: float = 0.0
-    server_cpu_s: float | None = None
+    server_cpu_s: float | None = None  # user + system, over the window
+    server_user_s: float | None = None  # of which in user space
     client_cpu_s: float = 0.0
     latency: dict[str, Any] | None = None
     error: str | None = None
@@ -204,12 +205,15 @@ class EchoLoad(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (None if it is gone)."""
+def cpu_times(pid: int | None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a server (None: no server, or it is gone)."""
+    if pid is None:
+        return None
     try:
-        return process_stats(pid).cpu_seconds
+        stats = process_stats(pid)
     except OSError:
         return None
+    return stats.user_seconds, stats.system_seconds
 
 
 def own_cpu() -> float:
@@ -231,7 +235,7 @@ def record_window(
     frames: int,
     seconds: float,
     client_cpu_s: float,
-    server_cpu: tuple[float | None, float | None],
+    server_cpu: tuple[tuple[float, float] | None, tuple[float, float] | None],
     checked_bytes: int,
     histograms: Sequence[LatencyHistogram] | None,
 ) -> None:
@@ -243,7 +247,8 @@ def record_window(
     result.client_cpu_s = client_cpu_s
     start_server, end_server = server_cpu
     if start_server is not None and end_server is not None:
-        result.server_cpu_s = end_server - start_server
+        result.server_user_s = end_server[0] - start_server[0]
+        result.server_cpu_s = result.server_user_s + end_server[1] - start_server[1]
     result.checked_bytes = checked_bytes
     if histograms is not None:
         merged = LatencyHistogram()
@@ -275,11 +280,11 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             c.recording = True
         start_frames = sum(c.done for c in conns)
         start_time, start_cpu = time.perf_counter(), own_cpu()
-        start_server = cpu_seconds(spec.server_pid) if spec.server_pid else None
+        start_server = cpu_times(spec.server_pid)
         await _race(asyncio.ensure_future(asyncio.sleep(spec.duration)), failed)
         end_frames = sum(c.done for c in conns)
         end_time, end_cpu = time.perf_counter(), own_cpu()
-        end_server = cpu_seconds(spec.server_pid) if spec.server_pid else None
+        end_server = cpu_times(spec.server_pid)
         for c in conns:
             c.recording = False
             c.stop_sending()

@@ -198,6 +198,13 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def cpu_split(s: Summary) -> str:
+    """The server's CPU per message, 'user + kernel' µs ('-' when not measured)."""
+    if s.server_user_us is None or s.server_system_us is None:
+        return "-"
+    return f"{s.server_user_us:.2f} + {s.server_system_us:.2f}"
+
+
 def print_report(
     console: Console, plan: Plan, summaries: list[Summary], env: dict[str, Any]
 ) -> None:
@@ -223,6 +230,7 @@ def print_report(
             "MB/s",
             "vs raw",
             "server CPU",
+            "µs/frame user + kernel",
             "peak RSS MiB",
         ):
             table.add_column(header, justify="left" if header == "server" else "right")
@@ -242,6 +250,7 @@ def print_report(
                 _num(s.payload_mb_per_s, 1),
                 _num(vs_raw, 2),
                 "-" if s.server_cpu is None else f"{s.server_cpu:.0%}",
+                cpu_split(s),
                 _num(s.peak_rss_mib, 1),
             ]
             if latency and s.latency is not None:
@@ -341,6 +350,17 @@ def markdown(plan: Plan, summaries: list[Summary], env: dict[str, Any]) -> str:
             else:
                 cpu = "" if s.server_cpu is None else f" ({s.server_cpu:.0%})"
                 cells.append(f"{_num(s.frames_per_s)}{cpu}")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The server's CPU per message, µs, in user space + in the kernel (syscalls, TCP):",
+        "",
+        "| server | " + " | ".join(labels[k] for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for target in targets:
+        split = [cases[k].get(target) for k in keys]
+        cells = ["-" if s is None or not s.ok else cpu_split(s) for s in split]
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     timed = [k for k in keys if next(iter(cases[k].values())).depth == 1]
     lines += ["", "Latency at D = 1, p50 / p99 / p99.9 in µs:", ""]

@@ -45,6 +45,10 @@ class Summary:
     frames_per_s: float = 0.0
     payload_mb_per_s: float = 0.0
     server_cpu: float | None = None  # share of one core over the window
+    #: the server's CPU per message echoed, µs: in user space, and in the kernel
+    #: (syscalls, the TCP stack): where the time goes, whatever the machine's speed
+    server_user_us: float | None = None
+    server_system_us: float | None = None
     client_cpu: float | None = None
     peak_rss_mib: float | None = None
     latency: dict[str, Any] | None = None  # percentiles in µs (D = 1)
@@ -95,6 +99,14 @@ def summarize(target: Target, case: Case, results: list[dict[str, Any]]) -> Summ
     summary.payload_mb_per_s = summary.frames_per_s * case.size / 1e6
     cpu = [r["server_cpu_s"] / r["seconds"] for r in good if r.get("server_cpu_s") is not None]
     summary.server_cpu = statistics.median(cpu) if cpu else None
+    timed = [r for r in good if r.get("server_user_s") is not None and r["frames"]]
+    if timed:
+        summary.server_user_us = statistics.median(
+            r["server_user_s"] / r["frames"] * 1e6 for r in timed
+        )
+        summary.server_system_us = statistics.median(
+            (r["server_cpu_s"] - r["server_user_s"]) / r["frames"] * 1e6 for r in timed
+        )
     summary.client_cpu = statistics.median(r["client_cpu_s"] / r["seconds"] for r in good)
     summary.checked_bytes = sum(r["checked_bytes"] for r in good)
     if case.depth == 1:

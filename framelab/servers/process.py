@@ -41,7 +41,12 @@ class ProcessStats:
     rss: int  # bytes resident now
     peak_rss: int  # bytes, the high-water mark since start (VmHWM)
     fds: int  # open descriptors
-    cpu_seconds: float  # user + system
+    user_seconds: float  # CPU time in user space
+    system_seconds: float  # CPU time in the kernel on its behalf (syscalls, the TCP stack)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.user_seconds + self.system_seconds
 
 
 def wait_for_stats(
@@ -94,7 +99,8 @@ def process_stats(pid: int) -> ProcessStats:
         rss=sum(p.rss for p in parts),
         peak_rss=sum(p.peak_rss for p in parts),
         fds=sum(p.fds for p in parts),
-        cpu_seconds=sum(p.cpu_seconds for p in parts),
+        user_seconds=sum(p.user_seconds for p in parts),
+        system_seconds=sum(p.system_seconds for p in parts),
     )
 
 
@@ -114,7 +120,8 @@ def single_process_stats(pid: int) -> ProcessStats:
         rss=fields["VmRSS"],
         peak_rss=fields["VmHWM"],
         fds=len(os.listdir(f"/proc/{pid}/fd")),
-        cpu_seconds=(utime + stime) / _CLOCK_TICKS,
+        user_seconds=utime / _CLOCK_TICKS,
+        system_seconds=stime / _CLOCK_TICKS,
     )
 
 
