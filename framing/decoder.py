@@ -153,7 +153,8 @@ class FrameDecoder:
             self._leave_to_views()
         if len(self._buf) - self._end < _MIN_READ and self._start:
             self._compact()
-        return memoryview(self._buf)[self._end :]
+        room = memoryview(self._buf)
+        return room[self._end :] if self._end else room  # after a whole read: one view
 
     def buffer_updated(self, nbytes: int) -> list[Payload]:
         """Account for `nbytes` written into get_buffer(); return finished payloads."""
