@@ -9,7 +9,8 @@ on the wire (an echo of lent views) so that nothing needs packing;
 `payload_buffer` makes the bytearray a large payload is received into
 (compiled, it skips zero-filling memory the kernel is about to overwrite).
 Everything around them (limits, large frames, errors) stays in decoder.py
-and encoder.py, in Python. The C twins
+and encoder.py, in Python, but for the decoder's per-read pair (get_buffer,
+buffer_updated), compiled as the base type FrameDecoder stands on. The C twins
 in _speedups.c are selected automatically when the install could build
 them; FRAMELAB_PURE_PYTHON=1 forces these Python versions (the tests run
 both and compare them; the benchmark measures both).
@@ -128,6 +129,9 @@ class Codec(NamedTuple):
     #: a bytearray for a payload the kernel will fill (compiled: not zero-filled first)
     payload_buffer: Callable[[int], bytearray]
     accelerated: bool
+    #: FrameDecoder's base with get_buffer() and buffer_updated() compiled
+    #: (None: decoder.PyDecoderCore, their Python twin)
+    decoder_core: type | None = None
 
 
 PURE = Codec(
@@ -157,6 +161,7 @@ def _select() -> Codec:
         compiled.wire_region,
         compiled.payload_buffer,
         True,
+        compiled.DecoderCore,
     )
 
 
@@ -169,4 +174,5 @@ SELECTED = _select()
     wire_region,
     payload_buffer,
     ACCELERATED,
+    _,
 ) = SELECTED

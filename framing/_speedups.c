@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -117,26 +118,14 @@ lending_base(PyObject *buffer)
     return base;
 }
 
-/* Both splits, one loop: METH_FASTCALL, and the list allocated at its final
- * size after a first walk over the headers (which only reads 4 bytes per
- * frame): at 32 small frames a read, argument parsing and list growth cost as
- * much as the copies. A payload of min_view bytes or more is lent (a view),
- * a shorter one copied (bytes); split_frames lends none. */
+/* The loop of both splits over buffer[start:end] (already checked to be a
+ * bytes-like object, and a bytes or bytearray when it lends): the list of
+ * payloads, and in *stop the offset of the first byte not consumed. */
 static PyObject *
-split(const char *name, PyObject *const *args, Py_ssize_t nargs, int lends)
+cut(const char *name, PyObject *buffer, Py_ssize_t start, Py_ssize_t end, Py_ssize_t limit,
+    Py_ssize_t min_view, Py_ssize_t *stop)
 {
     Py_buffer whole;
-    Py_ssize_t start, end, limit, min_view = PY_SSIZE_T_MAX;
-    if (arg_count(name, nargs, lends ? 5 : 4) < 0)
-        return NULL;
-    PyObject *buffer = args[0];
-    if (lends && !PyBytes_CheckExact(buffer) && !PyByteArray_CheckExact(buffer)) {
-        PyErr_Format(PyExc_TypeError, "%s: buffer must be bytes or a bytearray", name);
-        return NULL;
-    }
-    if (size_arg(args, 1, &start) < 0 || size_arg(args, 2, &end) < 0 || size_arg(args, 3, &limit) < 0
-        || (lends && size_arg(args, 4, &min_view) < 0))
-        return NULL;
     if (PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0)
         return NULL;
     if (start < 0 || end > whole.len || start > end || limit < 0) {
@@ -156,7 +145,7 @@ split(const char *name, PyObject *const *args, Py_ssize_t nargs, int lends)
         pos += HEADER_SIZE + (Py_ssize_t)length;
         count++;
     }
-    Py_ssize_t stop = pos;
+    *stop = pos;
     PyObject *base = NULL;
     PyObject *frames = PyList_New(count);
     if (frames == NULL)
@@ -181,13 +170,36 @@ split(const char *name, PyObject *const *args, Py_ssize_t nargs, int lends)
     }
     Py_XDECREF(base); /* the slices hold its managed buffer, and so the export */
     PyBuffer_Release(&whole);
-    return frames_and_stop(frames, stop);
+    return frames;
 
 fail:
     Py_XDECREF(frames);
     Py_XDECREF(base);
     PyBuffer_Release(&whole);
     return NULL;
+}
+
+/* Both splits from Python: METH_FASTCALL, and the list allocated at its final
+ * size after a first walk over the headers (which only reads 4 bytes per
+ * frame): at 32 small frames a read, argument parsing and list growth cost as
+ * much as the copies. A payload of min_view bytes or more is lent (a view),
+ * a shorter one copied (bytes); split_frames lends none. */
+static PyObject *
+split(const char *name, PyObject *const *args, Py_ssize_t nargs, int lends)
+{
+    Py_ssize_t start, end, limit, min_view = PY_SSIZE_T_MAX, stop;
+    if (arg_count(name, nargs, lends ? 5 : 4) < 0)
+        return NULL;
+    PyObject *buffer = args[0];
+    if (lends && !PyBytes_CheckExact(buffer) && !PyByteArray_CheckExact(buffer)) {
+        PyErr_Format(PyExc_TypeError, "%s: buffer must be bytes or a bytearray", name);
+        return NULL;
+    }
+    if (size_arg(args, 1, &start) < 0 || size_arg(args, 2, &end) < 0 || size_arg(args, 3, &limit) < 0
+        || (lends && size_arg(args, 4, &min_view) < 0))
+        return NULL;
+    PyObject *frames = cut(name, buffer, start, end, limit, min_view, &stop);
+    return frames == NULL ? NULL : frames_and_stop(frames, stop);
 }
 
 static PyObject *
@@ -461,12 +473,251 @@ static PyMethodDef speedups_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+
+/* ---- DecoderCore: FrameDecoder's per-read path --------------------------
+ *
+ * get_buffer() and buffer_updated() of framing.decoder.FrameDecoder, the two
+ * calls the event loop makes per read, with the decoder's state in a struct;
+ * FrameDecoder subclasses this type and keeps everything else in Python
+ * (feed, end of stream, large and bad frames), which these two call back by
+ * name when a read is not the common one: _leave_to_views() when a lent
+ * payload is alive, _compact() when the buffer's tail is short, _parse() when
+ * the read did not end at a frame boundary. Its pure twin is
+ * decoder.PyDecoderCore; the tests run FrameDecoder on both. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buf;        /* _buf: the receive buffer, a bytearray */
+    PyObject *large;      /* _large: a large payload being received, or NULL/None */
+    PyObject *failed;     /* failed: the error that ended decoding, or NULL/None */
+    Py_ssize_t start;     /* _start: first unparsed byte */
+    Py_ssize_t end;       /* _end: end of received bytes */
+    Py_ssize_t small_limit; /* _small_limit: split stops before a frame over it */
+    Py_ssize_t large_filled; /* _large_filled */
+    Py_ssize_t frames_decoded;
+    Py_ssize_t min_read;  /* _min_read: compact first if less room is left */
+    Py_ssize_t view_min;  /* _view_min: the smallest payload lent as a view */
+    char views;           /* views: lend payloads (split_views) */
+    char ended_at_boundary;
+} DecoderCore;
+
+#define IS_SET(object) ((object) != NULL && (object) != Py_None)
+
+static PyObject *
+call_hook(PyObject *self, const char *name, PyObject *arg)
+{
+    PyObject *method = PyObject_GetAttrString(self, name);
+    if (method == NULL)
+        return NULL;
+    PyObject *result = arg == NULL ? PyObject_CallNoArgs(method) : PyObject_CallOneArg(method, arg);
+    Py_DECREF(method);
+    return result;
+}
+
+/* memoryview(obj)[offset:], narrowed in place before anyone sees it. */
+static PyObject *
+view_from(PyObject *obj, Py_ssize_t offset)
+{
+    PyObject *room = PyMemoryView_FromObject(obj);
+    if (room == NULL || offset == 0)
+        return room;
+    Py_buffer *view = PyMemoryView_GET_BUFFER(room);
+    if (view->ndim != 1 || view->itemsize != 1 || offset > view->len) {
+        Py_DECREF(room);
+        PyErr_SetString(PyExc_ValueError, "get_buffer: offset out of range");
+        return NULL;
+    }
+    view->buf = (char *)view->buf + offset;
+    view->len -= offset;
+    view->shape[0] = view->len;
+    return room;
+}
+
+PyDoc_STRVAR(core_get_buffer_doc,
+"get_buffer(sizehint=-1) -> memoryview\n\n"
+"Writable memory for the next read; pass the count to buffer_updated().");
+
+static PyObject *
+core_get_buffer(DecoderCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "get_buffer() takes at most 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (IS_SET(self->failed)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(self->failed), self->failed);
+        return NULL;
+    }
+    if (IS_SET(self->large))
+        return view_from(self->large, self->large_filled);
+    if (self->buf == NULL || !PyByteArray_CheckExact(self->buf)) {
+        PyErr_SetString(PyExc_TypeError, "get_buffer: the receive buffer must be a bytearray");
+        return NULL;
+    }
+    if (self->views && ((PyByteArrayObject *)self->buf)->ob_exports > 0) { /* a lent payload is alive */
+        PyObject *done = call_hook((PyObject *)self, "_leave_to_views", NULL);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    if (PyByteArray_GET_SIZE(self->buf) - self->end < self->min_read && self->start) {
+        PyObject *done = call_hook((PyObject *)self, "_compact", NULL);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    return view_from(self->buf, self->end);
+}
+
+PyDoc_STRVAR(core_buffer_updated_doc,
+"buffer_updated(nbytes) -> list\n\n"
+"Account for `nbytes` written into get_buffer(); return finished payloads.");
+
+static PyObject *
+core_buffer_updated(DecoderCore *self, PyObject *arg)
+{
+    Py_ssize_t nbytes = PyLong_AsSsize_t(arg);
+    if (nbytes == -1 && PyErr_Occurred())
+        return NULL;
+    if (nbytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "buffer_updated: nbytes must be 0 or more");
+        return NULL;
+    }
+    self->ended_at_boundary = 0;
+    if (IS_SET(self->large)) {
+        self->large_filled += nbytes;
+        Py_ssize_t size = PyObject_Length(self->large);
+        if (size < 0)
+            return NULL;
+        if (self->large_filled < size)
+            return PyList_New(0);
+        PyObject *payload = self->large;
+        self->large = Py_NewRef(Py_None);
+        self->frames_decoded += 1;
+        PyObject *frames = PyList_New(1);
+        if (frames == NULL) {
+            Py_DECREF(payload);
+            return NULL;
+        }
+        PyList_SET_ITEM(frames, 0, payload);
+        return frames;
+    }
+    if (self->buf == NULL || !PyByteArray_CheckExact(self->buf)) {
+        PyErr_SetString(PyExc_TypeError, "buffer_updated: the receive buffer must be a bytearray");
+        return NULL;
+    }
+    Py_ssize_t end = self->end + nbytes, stop = self->start;
+    PyObject *frames;
+    if (self->small_limit >= 0) { /* the common read: whole small frames, nothing left over */
+        Py_ssize_t min_view = self->views ? self->view_min : PY_SSIZE_T_MAX;
+        frames = cut("buffer_updated", self->buf, self->start, end, self->small_limit, min_view, &stop);
+        if (frames == NULL)
+            return NULL;
+        if (stop == end) {
+            self->start = self->end = 0;
+            self->frames_decoded += PyList_GET_SIZE(frames);
+            self->ended_at_boundary = 1;
+            return frames;
+        }
+    }
+    else if ((frames = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    self->end = end;
+    PyObject *position = PyLong_FromSsize_t(stop);
+    PyObject *parse = position == NULL ? NULL : PyObject_GetAttrString((PyObject *)self, "_parse");
+    PyObject *result = parse == NULL ? NULL : PyObject_CallFunctionObjArgs(parse, frames, position, NULL);
+    Py_XDECREF(parse);
+    Py_XDECREF(position);
+    Py_DECREF(frames);
+    return result;
+}
+
+static int
+core_traverse(DecoderCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->buf);
+    Py_VISIT(self->large);
+    Py_VISIT(self->failed);
+    return 0;
+}
+
+static int
+core_clear(DecoderCore *self)
+{
+    Py_CLEAR(self->buf);
+    Py_CLEAR(self->large);
+    Py_CLEAR(self->failed);
+    return 0;
+}
+
+static void
+core_dealloc(DecoderCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef core_members[] = {
+    {"_buf", T_OBJECT_EX, offsetof(DecoderCore, buf), 0, NULL},
+    {"_large", T_OBJECT, offsetof(DecoderCore, large), 0, NULL},
+    {"failed", T_OBJECT, offsetof(DecoderCore, failed), 0,
+     "the error that ended decoding (raised again by every later call)"},
+    {"_start", T_PYSSIZET, offsetof(DecoderCore, start), 0, NULL},
+    {"_end", T_PYSSIZET, offsetof(DecoderCore, end), 0, NULL},
+    {"_small_limit", T_PYSSIZET, offsetof(DecoderCore, small_limit), 0, NULL},
+    {"_large_filled", T_PYSSIZET, offsetof(DecoderCore, large_filled), 0, NULL},
+    {"frames_decoded", T_PYSSIZET, offsetof(DecoderCore, frames_decoded), 0, NULL},
+    {"_min_read", T_PYSSIZET, offsetof(DecoderCore, min_read), 0, NULL},
+    {"_view_min", T_PYSSIZET, offsetof(DecoderCore, view_min), 0, NULL},
+    {"views", T_BOOL, offsetof(DecoderCore, views), 0,
+     "small payloads lent as read-only views of the receive buffer (no copy)"},
+    {"ended_at_boundary", T_BOOL, offsetof(DecoderCore, ended_at_boundary), 0,
+     "the last buffer_updated() ended at a frame boundary with no error"},
+    {NULL},
+};
+
+static PyMethodDef core_methods[] = {
+    {"get_buffer", (PyCFunction)(void (*)(void))core_get_buffer, METH_FASTCALL, core_get_buffer_doc},
+    {"buffer_updated", (PyCFunction)core_buffer_updated, METH_O, core_buffer_updated_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DecoderCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "framing._speedups.DecoderCore",
+    .tp_doc = PyDoc_STR("FrameDecoder's per-read path, compiled (see framing/decoder.py)."),
+    .tp_basicsize = sizeof(DecoderCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_members = core_members,
+    .tp_methods = core_methods,
+};
+
+static int
+speedups_exec(PyObject *module)
+{
+    if (PyType_Ready(&DecoderCoreType) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "DecoderCore", (PyObject *)&DecoderCoreType);
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "framing._speedups",
-    "Compiled twins of framing._codec's per-frame loops.",
+    "Compiled twins of framing._codec's per-frame loops, and of the decoder's per-read path.",
     0,
     speedups_methods,
+    speedups_slots,
 };
 
 PyMODINIT_FUNC

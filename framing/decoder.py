@@ -46,10 +46,17 @@ call (and `failed` is set at once), as Netty delivers what it decoded first.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from framing._codec import HEADER as HEADER  # re-exported: the wire format's header
 from framing._codec import MAX_DECLARABLE as MAX_DECLARABLE
-from framing._codec import buffer_exported, payload_buffer, split_frames, split_views
+from framing._codec import (
+    SELECTED,
+    buffer_exported,
+    payload_buffer,
+    split_frames,
+    split_views,
+)
 from framing.errors import FrameTooLarge, FramingError, TruncatedFrame
 
 HEADER_SIZE = HEADER.size
@@ -69,24 +76,115 @@ Payload = bytes | bytearray | memoryview
 BytesLike = bytes | bytearray | memoryview
 
 
-class FrameDecoder:
-    """Split a byte stream into payloads; see the module docstring for costs."""
+class PyDecoderCore:
+    """The decoder's state and its per-read path, get_buffer() and
+    buffer_updated(): the two calls the event loop makes per read. Compiled
+    (framing/_speedups.c, DecoderCore) when the install could build it, as
+    these two methods' Python is a third of a small-frame read's cost; this
+    is its pure twin (the tests run FrameDecoder on both). A read that is not
+    the common one calls back into FrameDecoder: _leave_to_views(),
+    _compact(), _parse()."""
 
     __slots__ = (
         "_buf",
         "_end",
         "_large",
         "_large_filled",
+        "_min_read",
         "_small_limit",
         "_start",
-        "buffers_left_to_views",
+        "_view_min",
         "ended_at_boundary",
         "failed",
         "frames_decoded",
+        "views",
+    )
+    _buf: bytearray
+    _start: int  # first unparsed byte
+    _end: int  # end of received bytes
+    _large: bytearray | None
+    _large_filled: int
+    _small_limit: int
+    _min_read: int
+    _view_min: int
+    #: the error that ended decoding (raised again by every later call)
+    failed: FramingError | None
+    frames_decoded: int
+    #: small payloads lent as read-only views of the receive buffer (no copy)
+    views: bool
+    #: the last buffer_updated() consumed everything it was given, ending at a
+    #: frame boundary with no error: nothing is half-received (a plain
+    #: attribute, cheaper than in_frame for the per-read fast path)
+    ended_at_boundary: bool
+
+    # -- zero-copy input -----------------------------------------------
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Writable memory for the next read; pass the count to buffer_updated()."""
+        if self.failed is not None:
+            raise self.failed
+        if self._large is not None:
+            return memoryview(self._large)[self._large_filled :]
+        if self.views and buffer_exported(self._buf):  # a lent payload is alive
+            self._leave_to_views()
+        if len(self._buf) - self._end < self._min_read and self._start:
+            self._compact()
+        room = memoryview(self._buf)
+        return room[self._end :] if self._end else room  # after a whole read: one view
+
+    def buffer_updated(self, nbytes: int) -> list[Payload]:
+        """Account for `nbytes` written into get_buffer(); return finished payloads."""
+        if nbytes < 0:
+            raise ValueError("buffer_updated: nbytes must be 0 or more")
+        self.ended_at_boundary = False
+        if self._large is not None:
+            self._large_filled += nbytes
+            if self._large_filled < len(self._large):
+                return []
+            payload, self._large = self._large, None
+            self.frames_decoded += 1
+            return [payload]
+        end = self._end + nbytes
+        start = self._start
+        if self._small_limit >= 0:  # the common read: whole small frames, nothing left over
+            if self.views:  # _split(), inline: this is the per-read path
+                frames, pos = split_views(self._buf, start, end, self._small_limit, self._view_min)
+            else:
+                frames, pos = split_frames(self._buf, start, end, self._small_limit)
+            if pos == end:
+                self._start = self._end = 0
+                self.frames_decoded += len(frames)
+                self.ended_at_boundary = True
+                return frames
+            self._end = end
+            return self._parse(frames, pos)
+        self._end = end
+        return self._parse([], start)
+
+    # -- what the rare reads call back (FrameDecoder) ---------------------
+    def _leave_to_views(self) -> None:
+        raise NotImplementedError
+
+    def _compact(self) -> None:
+        raise NotImplementedError
+
+    def _parse(self, frames: list[Payload], pos: int) -> list[Payload]:
+        raise NotImplementedError
+
+
+if TYPE_CHECKING:
+    DecoderCore = PyDecoderCore
+else:  # the compiled twin where the install built it (FRAMELAB_PURE_PYTHON=1: never)
+    DecoderCore = SELECTED.decoder_core or PyDecoderCore
+
+
+class FrameDecoder(DecoderCore):
+    """Split a byte stream into payloads; see the module docstring for costs."""
+
+    __slots__ = (
+        "buffers_left_to_views",
         "large_frame",
         "max_frame_length",
         "on_buffer_left",
-        "views",
     )
 
     def __init__(
@@ -110,23 +208,20 @@ class FrameDecoder:
         # not zero-filled: untouched pages stay unmapped. No view of it is kept
         # here: with views=True, "some view is alive" must mean a lent payload
         self._buf = payload_buffer(buffer_size)
-        #: small payloads lent as read-only views of the receive buffer (no copy)
-        self.views = views
+        self.views = bool(views)
+        self._min_read = _MIN_READ
+        self._view_min = VIEW_MIN
         #: receive buffers left to payload views still alive when it was to be reused
         self.buffers_left_to_views = 0
         #: called with the size of each buffer left to views (the policy reports
         #: it to the connection's observer); the rare path, so no cost per read
         self.on_buffer_left: Callable[[int], None] | None = None
-        self._start = 0  # first unparsed byte
-        self._end = 0  # end of received bytes
-        self._large: bytearray | None = None
+        self._start = 0
+        self._end = 0
+        self._large = None
         self._large_filled = 0
-        #: the error that ended decoding (raised again by every later call)
-        self.failed: FramingError | None = None
+        self.failed = None
         self.frames_decoded = 0
-        #: the last buffer_updated() consumed everything it was given, ending at a
-        #: frame boundary with no error: nothing is half-received (a plain
-        #: attribute, cheaper than in_frame for the per-read fast path)
         self.ended_at_boundary = False
 
     # -- state -----------------------------------------------------------
@@ -141,47 +236,6 @@ class FrameDecoder:
     def in_frame(self) -> bool:
         """True while part of a frame (header or payload) has been received."""
         return self._large is not None or self._end > self._start
-
-    # -- zero-copy input -----------------------------------------------
-    def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """Writable memory for the next read; pass the count to buffer_updated()."""
-        if self.failed is not None:
-            raise self.failed
-        if self._large is not None:
-            return memoryview(self._large)[self._large_filled :]
-        if self.views and buffer_exported(self._buf):  # a lent payload is alive
-            self._leave_to_views()
-        if len(self._buf) - self._end < _MIN_READ and self._start:
-            self._compact()
-        room = memoryview(self._buf)
-        return room[self._end :] if self._end else room  # after a whole read: one view
-
-    def buffer_updated(self, nbytes: int) -> list[Payload]:
-        """Account for `nbytes` written into get_buffer(); return finished payloads."""
-        self.ended_at_boundary = False
-        if self._large is not None:
-            self._large_filled += nbytes
-            if self._large_filled < len(self._large):
-                return []
-            payload, self._large = self._large, None
-            self.frames_decoded += 1
-            return [payload]
-        end = self._end + nbytes
-        start = self._start
-        if self._small_limit >= 0:  # the common read: whole small frames, nothing left over
-            if self.views:  # _split(), inline: this is the per-read path
-                frames, pos = split_views(self._buf, start, end, self._small_limit, VIEW_MIN)
-            else:
-                frames, pos = split_frames(self._buf, start, end, self._small_limit)
-            if pos == end:
-                self._start = self._end = 0
-                self.frames_decoded += len(frames)
-                self.ended_at_boundary = True
-                return frames
-            self._end = end
-            return self._parse(frames, pos)
-        self._end = end
-        return self._parse([], start)
 
     # -- convenience input ----------------------------------------------
     def feed(self, data: BytesLike) -> list[Payload]:

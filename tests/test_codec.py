@@ -7,28 +7,28 @@ the decoder's chunking property is checked with the pure-Python loops too.
 
 from __future__ import annotations
 
+import gc
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
 from types import ModuleType
-from unittest.mock import patch
 
 import pytest
+from codec_support import on_codec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framing import FrameDecoder, FrameTooLarge, encode_frames, write_frames
+from framing import FrameDecoder, FrameTooLarge, FramingError, encode_frames, write_frames
 from framing._codec import (
     ACCELERATED,
     PACKED_ALL,
     PACKED_UP_TO_LARGE,
+    PURE,
+    SELECTED,
     STOPPED_AT_OVERSIZED,
-    py_buffer_exported,
     py_pack_frames,
     py_split_frames,
-    py_split_views,
 )
 
 
@@ -117,17 +117,6 @@ def test_environment_variable_forces_the_python_loops() -> None:
     assert out.stdout.split() == ["False", "framing._codec"]
 
 
-@contextmanager
-def pure_python_loops() -> Iterator[None]:
-    with (
-        patch("framing.decoder.split_frames", py_split_frames),
-        patch("framing.decoder.split_views", py_split_views),
-        patch("framing.decoder.buffer_exported", py_buffer_exported),
-        patch("framing.encoder.pack_frames", py_pack_frames),
-    ):
-        yield
-
-
 @given(
     st.lists(st.binary(max_size=3000), max_size=15),
     st.lists(st.integers(min_value=1, max_value=5000), max_size=40),
@@ -137,7 +126,7 @@ def test_decoder_on_the_python_loops_splits_any_chunking(
     payloads: list[bytes], sizes: list[int]
 ) -> None:
     blob = bytes(encode_frames(payloads))
-    with pure_python_loops():
+    with on_codec(PURE):
         decoder = FrameDecoder(large_frame=2048, buffer_size=64 * 1024)
         got: list[bytes] = []
         pos = 0
@@ -150,6 +139,112 @@ def test_decoder_on_the_python_loops_splits_any_chunking(
 
 def test_encoder_on_the_python_loops_refuses_oversize_after_the_frames_before() -> None:
     written: list[bytes] = []
-    with pure_python_loops(), pytest.raises(FrameTooLarge):
+    with on_codec(PURE), pytest.raises(FrameTooLarge):
         write_frames(lambda b: written.append(bytes(b)), [b"ok", bytes(11)], max_frame_length=10)
     assert b"".join(written) == frames_blob([b"ok"])
+
+
+def _read_all(
+    wire: bytes, sizes: list[int], max_frame: int, large: int, views: bool
+) -> tuple[list[bytes], list[tuple[int, int, int, bool]], str | None]:
+    """Payloads, the decoder's state after each read, and the error, reading
+    `wire` through get_buffer()/buffer_updated() in reads of `sizes`."""
+    decoder = FrameDecoder(max_frame, buffer_size=40 * 1024, large_frame=large, views=views)
+    frames: list[bytes] = []
+    states: list[tuple[int, int, int, bool]] = []
+    view, reads = memoryview(wire), iter(sizes)
+    try:
+        while view:
+            room = decoder.get_buffer(-1)
+            count = min(len(room), len(view), next(reads, 3000))
+            room[:count] = view[:count]
+            del room
+            view = view[count:]
+            frames += [bytes(p) for p in decoder.buffer_updated(count)]
+            states.append(
+                (
+                    decoder.buffered,
+                    decoder.frames_decoded,
+                    decoder._start,
+                    decoder.ended_at_boundary,
+                )
+            )
+        decoder.end_of_stream()
+    except FramingError as error:
+        return frames, states, f"{type(error).__name__}: {error}"
+    return frames, states, None
+
+
+@pytest.mark.skipif(not SELECTED.accelerated, reason="the C accelerator is not built here")
+@given(
+    st.lists(st.binary(max_size=2500), max_size=25),
+    st.lists(st.integers(1, 9000), max_size=40),
+    st.sampled_from([1000, 2499, 8 * 1024 * 1024]),
+    st.sampled_from([600, 2048, 64 * 1024]),
+    st.booleans(),
+    st.binary(max_size=6),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_compiled_decoder_core_and_its_python_twin_agree(
+    payloads: list[bytes],
+    sizes: list[int],
+    max_frame: int,
+    large: int,
+    views: bool,
+    tail: bytes,
+) -> None:
+    """Same payloads, same state after every read, same error (oversize,
+    truncated, from a random tail), whatever the chunking."""
+    wire = bytes(encode_frames([p for p in payloads if len(p) <= max_frame])) + tail
+    compiled = _read_all(wire, sizes, max_frame, large, views)
+    with on_codec(PURE):
+        pure = _read_all(wire, sizes, max_frame, large, views)
+    assert compiled == pure
+
+
+@pytest.mark.skipif(not SELECTED.accelerated, reason="the C accelerator is not built here")
+def test_the_compiled_core_checks_what_python_code_could_set_wrong() -> None:
+    decoder = FrameDecoder()
+    assert SELECTED.decoder_core is not None and isinstance(decoder, SELECTED.decoder_core)
+    with pytest.raises(ValueError, match="nbytes must be 0 or more"):
+        decoder.buffer_updated(-1)
+    with pytest.raises(TypeError, match="at most 1 argument"):
+        decoder.get_buffer(1, 2)  # type: ignore[call-arg]
+    room = decoder.get_buffer()
+    with pytest.raises(ValueError, match="out of range"):
+        decoder.buffer_updated(len(room) + 1)  # more than the room it was given
+    del room
+    decoder._end = len(decoder._buf) + 1  # a corrupted offset is refused, not read past
+    with pytest.raises(ValueError, match="out of range"):
+        decoder.get_buffer()
+
+
+class _Owner:
+    """Something a decoder refers to, whose lifetime a weak reference can see."""
+
+    def told(self, size: int) -> None:
+        pass
+
+
+def _failed_decoder_in_a_cycle() -> weakref.ref[_Owner]:
+    owner = _Owner()
+    decoder = FrameDecoder(max_frame_length=10)
+    decoder.on_buffer_left = owner.told  # the decoder keeps the owner alive
+    room = decoder.get_buffer()
+    room[:4] = struct.pack(">I", 11)
+    del room
+    with pytest.raises(FrameTooLarge) as first:
+        decoder.buffer_updated(4)
+    with pytest.raises(FrameTooLarge) as again:
+        decoder.get_buffer()
+    assert again.value is first.value is decoder.failed
+    # decoder.failed's traceback holds this frame, whose locals hold the decoder
+    return weakref.ref(owner)
+
+
+def test_a_failed_decoder_raises_its_error_again_and_is_collected() -> None:
+    """The error is kept and raised by every later call; its traceback refers
+    back to the decoder, a cycle the garbage collector must see and break."""
+    owner = _failed_decoder_in_a_cycle()
+    gc.collect()
+    assert owner() is None

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-from unittest.mock import patch
 
 import pytest
+from codec_support import CODEC_IDS, CODECS, on_codec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,19 +31,6 @@ from framing import (
 from framing._codec import PURE, SELECTED, Codec
 from framing.decoder import DEFAULT_BUFFER_SIZE, VIEW_MIN
 from framing.observer import NullObserver
-
-CODECS = [PURE, *([SELECTED] if SELECTED.accelerated else [])]
-CODEC_IDS = ["python", *(["compiled"] if SELECTED.accelerated else [])]
-
-
-@contextmanager
-def loops(codec: Codec) -> Iterator[None]:
-    with (
-        patch("framing.decoder.split_frames", codec.split_frames),
-        patch("framing.decoder.split_views", codec.split_views),
-        patch("framing.decoder.buffer_exported", codec.buffer_exported),
-    ):
-        yield
 
 
 def read_through_buffer(decoder: FrameDecoder, wire: bytes, sizes: list[int]) -> list[Any]:
@@ -76,7 +61,7 @@ def test_kept_views_never_change_whatever_the_chunking(
     """Every payload is kept until the end; a buffer reused under a live view
     would show up as a changed payload here."""
     wire = bytes(encode_frames(payloads))
-    with loops(codec):
+    with on_codec(codec):
         decoder = FrameDecoder(large_frame=2048, buffer_size=32 * 1024 + 2048, views=True)
         if by_feed:
             kept: list[Any] = []
@@ -100,7 +85,7 @@ def test_kept_views_never_change_whatever_the_chunking(
 @pytest.mark.parametrize("codec", CODECS, ids=CODEC_IDS)
 def test_the_buffer_is_reused_while_no_view_is_kept(codec: Codec) -> None:
     wire = bytes(encode_frames([bytes([n]) * 1000 for n in range(32)]))
-    with loops(codec):
+    with on_codec(codec):
         decoder = FrameDecoder(views=True)
         for _ in range(200):
             got = read_through_buffer(decoder, wire, [len(wire)])
@@ -114,7 +99,7 @@ def test_a_kept_slice_of_a_view_keeps_its_buffer(codec: Codec) -> None:
     """The handler's own slice of a payload pins the buffer as the payload would."""
     first = bytes(encode_frames([b"keep me" * 100, b"drop" * 200]))
     other = bytes(encode_frames([b"X" * 1000] * 4))
-    with loops(codec):
+    with on_codec(codec):
         decoder = FrameDecoder(views=True)
         frames = read_through_buffer(decoder, first, [len(first)])
         kept = frames[0][:4]
@@ -132,7 +117,7 @@ def test_views_of_a_bytearray_fed_in_are_of_our_copy(codec: Codec) -> None:
     """feed() lends views of `data` only when it is bytes: a caller's bytearray may change."""
     original = b"abc" * 300
     data = bytearray(encode_frames([original]))
-    with loops(codec):
+    with on_codec(codec):
         (payload,) = FrameDecoder(views=True).feed(data)
         data[4:7] = b"zzz"
         assert isinstance(payload, memoryview)
@@ -294,7 +279,7 @@ def test_a_region_the_transport_keeps_is_never_overwritten() -> None:
     codec = compiled_codec()
     first = bytes(encode_frames([b"A" * 1000] * 8))
     other = bytes(encode_frames([b"B" * 1000] * 8))
-    with loops(codec):
+    with on_codec(codec):
         decoder = FrameDecoder(views=True)
         frames = read_through_buffer(decoder, first, [len(first)])
         queued = codec.wire_region(frames, 1 << 20)
