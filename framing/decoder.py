@@ -9,8 +9,9 @@ Both return the payloads completed by that input, in order: the batch a
 reader hands to its handler (as Netty's decoders fill an out list).
 
 Cost goals: linear in the bytes processed whatever the chunking, and at most
-one user-space copy per byte (the per-frame loop is compiled when the
-install could build it: framing/_codec.py):
+one user-space copy per byte (the per-frame loop, and the per-read pair
+get_buffer/buffer_updated, are compiled when the install could build them:
+framing/_codec.py, PyDecoderCore below):
 - Small frames land in one fixed receive buffer and are copied out once, as
   `bytes`. The buffer is never resized (the event loop may still hold a view
   of it while we parse), the read offsets reset whenever it is drained, and
