@@ -50,6 +50,20 @@ size_arg(PyObject *const *args, Py_ssize_t index, Py_ssize_t *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* A size argument that must be 0 or more; `what` names it in the error. */
+static int
+nonnegative(PyObject *arg, const char *what, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(arg);
+    if (*out == -1 && PyErr_Occurred())
+        return -1;
+    if (*out < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be 0 or more", what);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 arg_count(const char *function, Py_ssize_t nargs, Py_ssize_t wanted)
 {
@@ -453,13 +467,9 @@ PyDoc_STRVAR(payload_buffer_doc,
 static PyObject *
 payload_buffer(PyObject *module, PyObject *arg)
 {
-    Py_ssize_t size = PyLong_AsSsize_t(arg);
-    if (size == -1 && PyErr_Occurred())
+    Py_ssize_t size;
+    if (nonnegative(arg, "payload_buffer: size", &size) < 0)
         return NULL;
-    if (size < 0) {
-        PyErr_SetString(PyExc_ValueError, "payload_buffer: negative size");
-        return NULL;
-    }
     return PyByteArray_FromStringAndSize(NULL, size);
 }
 
@@ -576,13 +586,9 @@ PyDoc_STRVAR(core_buffer_updated_doc,
 static PyObject *
 core_buffer_updated(DecoderCore *self, PyObject *arg)
 {
-    Py_ssize_t nbytes = PyLong_AsSsize_t(arg);
-    if (nbytes == -1 && PyErr_Occurred())
+    Py_ssize_t nbytes;
+    if (nonnegative(arg, "buffer_updated: nbytes", &nbytes) < 0)
         return NULL;
-    if (nbytes < 0) {
-        PyErr_SetString(PyExc_ValueError, "buffer_updated: nbytes must be 0 or more");
-        return NULL;
-    }
     self->ended_at_boundary = 0;
     if (IS_SET(self->large)) {
         self->large_filled += nbytes;

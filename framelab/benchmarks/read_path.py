@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from framelab.servers.modes import echo_batch
 from framing import FramedProtocol, encode_frames
@@ -107,15 +107,7 @@ def make_read(stage: str, size: int, depth: int, views: bool) -> Read:
 
         return split_only
     if stage == "decoder":
-        decoder = FrameDecoder(views=views)
-
-        def decode() -> None:
-            room = decoder.get_buffer(-1)
-            room[:n] = wire
-            del room
-            decoder.buffer_updated(n)
-
-        return decode
+        return _through(FrameDecoder(views=views), wire)
     transport = StubTransport(wire)
     if stage == "one call":
         buf = bytearray(DEFAULT_BUFFER_SIZE)
@@ -128,14 +120,28 @@ def make_read(stage: str, size: int, depth: int, views: bool) -> Read:
         return one_call
     protocol = FramedProtocol(echo_batch, views=views)
     protocol.connection_made(transport)  # type: ignore[arg-type]
+    return _through(protocol, wire)
 
-    def through_protocol() -> None:
-        room = protocol.get_buffer(-1)
+
+class _ReadTarget(Protocol):
+    """What the event loop reads into: a decoder, or a BufferedProtocol."""
+
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+
+    def buffer_updated(self, nbytes: int) -> object: ...
+
+
+def _through(target: _ReadTarget, wire: bytes) -> Read:
+    """A read as the event loop makes it: `wire` into get_buffer(), then buffer_updated()."""
+    n = len(wire)
+
+    def read() -> None:
+        room = target.get_buffer(-1)
         room[:n] = wire
-        del room
-        protocol.buffer_updated(n)
+        del room  # the loop lets go of the memory before the next read
+        target.buffer_updated(n)
 
-    return through_protocol
+    return read
 
 
 @dataclass
