@@ -81,10 +81,10 @@ class PyDecoderCore:
     """The decoder's state and its per-read path, get_buffer() and
     buffer_updated(): the two calls the event loop makes per read. Compiled
     (framing/_speedups.c, DecoderCore) when the install could build it, as
-    these two methods' Python is a third of a small-frame read's cost; this
-    is its pure twin (the tests run FrameDecoder on both). A read that is not
-    the common one calls back into FrameDecoder: _leave_to_views(),
-    _compact(), _parse()."""
+    these two methods' Python was over a quarter of a 64-byte read's cost
+    (benchmarks/read_path.py); this is its pure twin (the tests run
+    FrameDecoder on both). A read that is not the common one calls back
+    into FrameDecoder: _leave_to_views(), _compact(), _parse()."""
 
     __slots__ = (
         "_buf",
