@@ -532,7 +532,7 @@ view_from(PyObject *obj, Py_ssize_t offset)
     if (room == NULL || offset == 0)
         return room;
     Py_buffer *view = PyMemoryView_GET_BUFFER(room);
-    if (view->ndim != 1 || view->itemsize != 1 || offset > view->len) {
+    if (view->ndim != 1 || view->itemsize != 1 || offset < 0 || offset > view->len) {
         Py_DECREF(room);
         PyErr_SetString(PyExc_ValueError, "get_buffer: offset out of range");
         return NULL;
@@ -541,6 +541,16 @@ view_from(PyObject *obj, Py_ssize_t offset)
     view->len -= offset;
     view->shape[0] = view->len;
     return room;
+}
+
+/* Whether _buf is a bytearray (what the per-read path may index), else TypeError. */
+static int
+receive_buffer(DecoderCore *self, const char *caller)
+{
+    if (self->buf != NULL && PyByteArray_CheckExact(self->buf))
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s: the receive buffer must be a bytearray", caller);
+    return 0;
 }
 
 PyDoc_STRVAR(core_get_buffer_doc,
@@ -555,20 +565,24 @@ core_get_buffer(DecoderCore *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (IS_SET(self->failed)) {
+        if (!PyExceptionInstance_Check(self->failed)) {
+            PyErr_SetString(PyExc_TypeError, "get_buffer: failed must be an exception or None");
+            return NULL;
+        }
         PyErr_SetObject((PyObject *)Py_TYPE(self->failed), self->failed);
         return NULL;
     }
     if (IS_SET(self->large))
         return view_from(self->large, self->large_filled);
-    if (self->buf == NULL || !PyByteArray_CheckExact(self->buf)) {
-        PyErr_SetString(PyExc_TypeError, "get_buffer: the receive buffer must be a bytearray");
+    if (!receive_buffer(self, "get_buffer"))
         return NULL;
-    }
     if (self->views && ((PyByteArrayObject *)self->buf)->ob_exports > 0) { /* a lent payload is alive */
         PyObject *done = call_hook((PyObject *)self, "_leave_to_views", NULL);
         if (done == NULL)
             return NULL;
         Py_DECREF(done);
+        if (!receive_buffer(self, "get_buffer")) /* the hook put a fresh one in */
+            return NULL;
     }
     if (PyByteArray_GET_SIZE(self->buf) - self->end < self->min_read && self->start) {
         PyObject *done = call_hook((PyObject *)self, "_compact", NULL);
@@ -590,6 +604,10 @@ core_buffer_updated(DecoderCore *self, PyObject *arg)
     if (nonnegative(arg, "buffer_updated: nbytes", &nbytes) < 0)
         return NULL;
     self->ended_at_boundary = 0;
+    if (nbytes > PY_SSIZE_T_MAX - (IS_SET(self->large) ? self->large_filled : self->end)) {
+        PyErr_SetString(PyExc_ValueError, "buffer_updated: start/end out of range");
+        return NULL;
+    }
     if (IS_SET(self->large)) {
         self->large_filled += nbytes;
         Py_ssize_t size = PyObject_Length(self->large);
@@ -608,10 +626,8 @@ core_buffer_updated(DecoderCore *self, PyObject *arg)
         PyList_SET_ITEM(frames, 0, payload);
         return frames;
     }
-    if (self->buf == NULL || !PyByteArray_CheckExact(self->buf)) {
-        PyErr_SetString(PyExc_TypeError, "buffer_updated: the receive buffer must be a bytearray");
+    if (!receive_buffer(self, "buffer_updated"))
         return NULL;
-    }
     Py_ssize_t end = self->end + nbytes, stop = self->start;
     PyObject *frames;
     if (self->small_limit >= 0) { /* the common read: whole small frames, nothing left over */

@@ -214,8 +214,18 @@ def test_the_compiled_core_checks_what_python_code_could_set_wrong() -> None:
     with pytest.raises(ValueError, match="out of range"):
         decoder.buffer_updated(len(room) + 1)  # more than the room it was given
     del room
-    decoder._end = len(decoder._buf) + 1  # a corrupted offset is refused, not read past
+    for corrupt in (len(decoder._buf) + 1, -1):  # a bad offset is refused, not written past
+        decoder._end = corrupt
+        with pytest.raises(ValueError, match="out of range"):
+            decoder.get_buffer()
+    decoder._end = 0
     with pytest.raises(ValueError, match="out of range"):
+        decoder.buffer_updated(sys.maxsize)  # would overflow the end offset
+    decoder._buf = b"not a bytearray"  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="must be a bytearray"):
+        decoder.get_buffer()
+    decoder.failed = "not an exception"  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="must be an exception"):
         decoder.get_buffer()
 
 
