@@ -169,7 +169,8 @@ def test_a_tiny_grid_is_complete_and_sane(tmp_path: Path) -> None:
         assert r["peak_rss_mib"] > 1 and 0 < r["server_cpu"] <= 1.5
         # the split per message adds up to the share of a core (one round: exactly)
         per_frame = r["server_user_us"] + r["server_system_us"]
-        assert r["server_user_us"] > 0 and r["server_system_us"] >= 0
+        # (either part may be 0 ticks in a 0.3 s window of a light load; their sum is not)
+        assert r["server_user_us"] >= 0 and r["server_system_us"] >= 0
         assert per_frame * r["frames_per_s"] / 1e6 == pytest.approx(r["server_cpu"], rel=1e-6)
         if r["depth"] == 1:
             lat = r["latency"]

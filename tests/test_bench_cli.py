@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import io
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from framelab.benchmarks import cli as bench_cli
 from framelab.benchmarks.caveats import caveats
 from framelab.benchmarks.grid import Case, Plan
+from framelab.benchmarks.loadgen import LoadResult, LoadSpec, cpu_clock, record_window
 from framelab.benchmarks.report import GoalResult, goal_tally
 from framelab.benchmarks.runner import Summary, summarize
 from framelab.benchmarks.targets import FRAMED, PEER, RAW
@@ -91,15 +93,24 @@ def test_warnings_come_from_what_the_run_saw() -> None:
     idle = summary(RAW.name, case, 1e6, cpu=0.4)
     busy = summary(FRAMED.name, case, 1e6)
     busy.per_round_frames_per_s = [0.7e6, 1.0e6, 1.1e6]
+    busy.steal = 0.12
+    idle.steal = 0.01  # under the threshold: not named
     found = caveats(one_round, [idle, busy], load=3.0, cores=2)
     assert found[0].startswith("one round per cell")
     assert "windows of 0.2 s" in found[1]
     assert "load average 3.0 on 2 cores" in found[2]
     assert "raw/uvloop 64 B D=32 C=10 (40%)" in found[3]
     assert "framed-protocol/uvloop 64 B D=32 C=10 (40%)" in found[4]
+    assert found[5].startswith("the hypervisor gave this machine's CPU time to others")
+    assert found[5].endswith(": framed-protocol/uvloop 64 B D=32 C=10 (12%)")
     calm = dataclasses_replace(one_round, rounds=3, duration=1.5)
     assert (
-        caveats(calm, [busy.__class__(**{**busy.__dict__, "per_round_frames_per_s": []})], 0.1, 2)
+        caveats(
+            calm,
+            [busy.__class__(**{**busy.__dict__, "per_round_frames_per_s": [], "steal": 0.0})],
+            0.1,
+            2,
+        )
         == []
     )
 
@@ -151,3 +162,29 @@ def test_cpu_per_message_is_the_median_of_the_rounds_split_user_and_kernel() -> 
         del r["server_user_s"]  # a server whose times could not be read
     s = summarize(FRAMED, case, rounds)
     assert s.server_user_us is None and s.server_system_us is None
+
+
+def test_steal_is_read_from_the_first_line_of_proc_stat(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = iter(["cpu  100 5 50 800 10 0 20 15 40 0\n", "cpu  150 5 60 900 10 0 25 35 60 0\n"])
+
+    def fake_open(path: str, *args: Any, **kwargs: Any) -> Any:
+        assert path == "/proc/stat"
+        return io.StringIO(next(lines))
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    start, end = cpu_clock(), cpu_clock()
+    assert start == (15, 1000) and end == (35, 1185)  # guest (40, 60) is inside user already
+    result = LoadResult()
+    spec = LoadSpec("127.0.0.1", 1, 64, 1, 1, 0.0, 1.0)
+    record_window(
+        result,
+        spec,
+        frames=1,
+        seconds=1.0,
+        client_cpu_s=0.0,
+        server_cpu=(None, None),
+        machine=(start, end),
+        checked_bytes=0,
+        histograms=None,
+    )
+    assert result.steal == pytest.approx(20 / 185)

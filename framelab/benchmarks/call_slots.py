@@ -21,6 +21,7 @@ from framelab.benchmarks.loadgen import (
     STAMP,
     LoadResult,
     LoadSpec,
+    cpu_clock,
     cpu_times,
     own_cpu,
     record_window,
@@ -70,11 +71,11 @@ async def measure(spec: LoadSpec, calls: Sequence[Call], result: LoadResult) -> 
             slot.recording = True
         start_frames = sum(s.done for s in slots)
         start_time, start_cpu = time.perf_counter(), own_cpu()
-        start_server = cpu_times(spec.server_pid)
+        start_server, start_clock = cpu_times(spec.server_pid), cpu_clock()
         await _watch(tasks, spec.duration)
         end_frames = sum(s.done for s in slots)
         end_time, end_cpu = time.perf_counter(), own_cpu()
-        end_server = cpu_times(spec.server_pid)
+        end_server, end_clock = cpu_times(spec.server_pid), cpu_clock()
         for slot in slots:
             slot.recording = False
             slot.sending = False
@@ -89,6 +90,7 @@ async def measure(spec: LoadSpec, calls: Sequence[Call], result: LoadResult) -> 
         seconds=end_time - start_time,
         client_cpu_s=end_cpu - start_cpu,
         server_cpu=(start_server, end_server),
+        machine=(start_clock, end_clock),
         checked_bytes=sum(s.checked for s in slots),
         histograms=[slot.histogram for slot in slots] if timed else None,
     )

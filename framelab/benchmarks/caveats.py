@@ -7,7 +7,9 @@ below looks at what this run observed and returns a sentence, or nothing:
 - a busy machine: the load average when the run started, against the cores;
 - a server that was not CPU-bound in a throughput case (D > 1): its rate is
   then what the client or the machine allowed, not what the server can do;
-- a cell whose rounds spread widely (min-max over the median).
+- a cell whose rounds spread widely (min-max over the median);
+- a cell in one of whose windows the hypervisor ran someone else on this
+  virtual machine's CPUs (steal, from /proc/stat): the machine was shared.
 Cost: one pass over the summaries.
 """
 
@@ -26,6 +28,8 @@ SHORT_WINDOW = 0.5
 NOISY_SPREAD = 0.15
 #: a load average above this share of the cores means others want the CPU
 BUSY_LOAD = 0.5
+#: steal above this share of the CPUs' time in a window: other tenants' load
+STOLEN = 0.03
 
 
 def spread(summary: Summary) -> float | None:
@@ -57,7 +61,7 @@ def caveats(
             f"the machine was busy when the run started (load average {load:.1f} on "
             f"{cores} cores): rates may be low and uneven"
         )
-    idle, noisy = [], []
+    idle, noisy, stolen = [], [], []
     for s in summaries:
         where = f"{s.target} {human_size(s.size)} D={s.depth} C={s.connections}"
         if s.ok and s.depth > 1 and s.server_cpu is not None and s.server_cpu < CPU_BOUND:
@@ -65,6 +69,8 @@ def caveats(
         noise = spread(s) if s.ok else None
         if noise is not None and noise > NOISY_SPREAD:
             noisy.append(f"{where} ({noise:.0%})")
+        if s.ok and s.steal is not None and s.steal > STOLEN:
+            stolen.append(f"{where} ({s.steal:.0%})")
     if idle:
         out.append(
             "not CPU-bound (server's share of a core) in a throughput case, so the rate is the "
@@ -72,4 +78,9 @@ def caveats(
         )
     if noisy:
         out.append(f"rounds disagree (min-max over the median): {', '.join(noisy)}")
+    if stolen:
+        out.append(
+            "the hypervisor gave this machine's CPU time to others during a window "
+            f"(steal, the most in a round): {', '.join(stolen)}"
+        )
     return out

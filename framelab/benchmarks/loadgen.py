@@ -66,6 +66,8 @@ class LoadResult:
     payload_mb_per_s: float = 0.0
     server_cpu_s: float | None = None  # user + system, over the window
     server_user_s: float | None = None  # of which in user space
+    #: share of all the machine's CPU time the hypervisor gave to others (steal)
+    steal: float | None = None
     client_cpu_s: float = 0.0
     latency: dict[str, Any] | None = None
     error: str | None = None
@@ -216,6 +218,22 @@ def cpu_times(pid: int | None) -> tuple[float, float] | None:
     return stats.user_seconds, stats.system_seconds
 
 
+def cpu_clock() -> tuple[int, int] | None:
+    """(steal, total) clock ticks of all CPUs since boot, from /proc/stat's
+    first line; None where there is none. Steal is time a virtual machine was
+    ready to run but the hypervisor ran someone else: other tenants' load."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:]]
+    # guest time is already counted in user time (the kernel's proc(5) says so)
+    return ticks[7], sum(ticks[:8])
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -236,6 +254,7 @@ def record_window(
     seconds: float,
     client_cpu_s: float,
     server_cpu: tuple[tuple[float, float] | None, tuple[float, float] | None],
+    machine: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None),
     checked_bytes: int,
     histograms: Sequence[LatencyHistogram] | None,
 ) -> None:
@@ -249,6 +268,9 @@ def record_window(
     if start_server is not None and end_server is not None:
         result.server_user_s = end_server[0] - start_server[0]
         result.server_cpu_s = result.server_user_s + end_server[1] - start_server[1]
+    start_clock, end_clock = machine
+    if start_clock is not None and end_clock is not None and end_clock[1] > start_clock[1]:
+        result.steal = (end_clock[0] - start_clock[0]) / (end_clock[1] - start_clock[1])
     result.checked_bytes = checked_bytes
     if histograms is not None:
         merged = LatencyHistogram()
@@ -280,11 +302,11 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             c.recording = True
         start_frames = sum(c.done for c in conns)
         start_time, start_cpu = time.perf_counter(), own_cpu()
-        start_server = cpu_times(spec.server_pid)
+        start_server, start_clock = cpu_times(spec.server_pid), cpu_clock()
         await _race(asyncio.ensure_future(asyncio.sleep(spec.duration)), failed)
         end_frames = sum(c.done for c in conns)
         end_time, end_cpu = time.perf_counter(), own_cpu()
-        end_server = cpu_times(spec.server_pid)
+        end_server, end_clock = cpu_times(spec.server_pid), cpu_clock()
         for c in conns:
             c.recording = False
             c.stop_sending()
@@ -301,6 +323,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             seconds=end_time - start_time,
             client_cpu_s=end_cpu - start_cpu,
             server_cpu=(start_server, end_server),
+            machine=(start_clock, end_clock),
             checked_bytes=sum(c.received for c in conns),
             histograms=[c.histogram for c in conns] if timed else None,
         )

@@ -49,6 +49,8 @@ class Summary:
     #: (syscalls, the TCP stack): where the time goes, whatever the machine's speed
     server_user_us: float | None = None
     server_system_us: float | None = None
+    #: the largest share of the machine's CPU time stolen by the hypervisor in a round
+    steal: float | None = None
     client_cpu: float | None = None
     peak_rss_mib: float | None = None
     latency: dict[str, Any] | None = None  # percentiles in µs (D = 1)
@@ -99,6 +101,8 @@ def summarize(target: Target, case: Case, results: list[dict[str, Any]]) -> Summ
     summary.payload_mb_per_s = summary.frames_per_s * case.size / 1e6
     cpu = [r["server_cpu_s"] / r["seconds"] for r in good if r.get("server_cpu_s") is not None]
     summary.server_cpu = statistics.median(cpu) if cpu else None
+    steals = [r["steal"] for r in good if r.get("steal") is not None]
+    summary.steal = max(steals) if steals else None
     timed = [r for r in good if r.get("server_user_s") is not None and r["frames"]]
     if timed:
         summary.server_user_us = statistics.median(
