@@ -46,7 +46,7 @@ class Summary:
     payload_mb_per_s: float = 0.0
     server_cpu: float | None = None  # share of one core over the window
     #: the server's CPU per message echoed, µs: in user space, and in the kernel
-    #: (syscalls, the TCP stack): where the time goes, whatever the machine's speed
+    #: (syscalls, the TCP stack): which side of the system call the time goes to
     server_user_us: float | None = None
     server_system_us: float | None = None
     #: the largest share of the machine's CPU time stolen by the hypervisor in a round
