@@ -255,7 +255,7 @@ class FrameDecoder(DecoderCore):
             if not self.views:
                 frames, pos = split_frames(src, 0, len(src), self._small_limit)
             elif type(data) is bytes:
-                frames, pos = split_views(data, 0, len(src), self._small_limit, VIEW_MIN)
+                frames, pos = split_views(data, 0, len(src), self._small_limit, self._view_min)
             else:  # the caller may change its buffer later: views of our own copy
                 frames, pos = [], 0
             self.frames_decoded += len(frames)
@@ -316,7 +316,7 @@ class FrameDecoder(DecoderCore):
     def _split(self, pos: int, end: int) -> tuple[list[Payload], int]:
         """The small frames from `pos`, copied or lent as the decoder does."""
         if self.views:
-            return split_views(self._buf, pos, end, self._small_limit, VIEW_MIN)
+            return split_views(self._buf, pos, end, self._small_limit, self._view_min)
         return split_frames(self._buf, pos, end, self._small_limit)
 
     def _parse(self, frames: list[Payload], pos: int) -> list[Payload]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 from unittest.mock import patch
 
 from framing._codec import PURE, SELECTED, Codec
@@ -28,3 +28,28 @@ def on_codec(codec: Codec) -> Iterator[None]:
         patch.object(FrameDecoder, "buffer_updated", core.buffer_updated),
     ):
         yield
+
+
+def read_through_buffer(
+    decoder: FrameDecoder,
+    wire: bytes,
+    sizes: list[int],
+    frames: list[Any] | None = None,
+    after_read: Callable[[], None] | None = None,
+) -> list[Any]:
+    """What the event loop does: the 'kernel' writes `wire` into get_buffer()
+    in reads of `sizes` (then 4096 bytes), each followed by buffer_updated().
+    The payloads go into `frames` (a new list if None), so a caller that
+    catches an error still has the ones before it; `after_read` runs after each."""
+    frames = [] if frames is None else frames
+    view, reads = memoryview(wire), iter(sizes)
+    while view:
+        room = decoder.get_buffer(-1)
+        count = min(len(room), len(view), next(reads, 4096))
+        room[:count] = view[:count]
+        del room  # the loop lets go of it before the next read
+        view = view[count:]
+        frames += decoder.buffer_updated(count)
+        if after_read is not None:
+            after_read()
+    return frames

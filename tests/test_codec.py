@@ -13,9 +13,10 @@ import subprocess
 import sys
 import weakref
 from types import ModuleType
+from typing import Any
 
 import pytest
-from codec_support import on_codec
+from codec_support import on_codec, read_through_buffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,29 +151,20 @@ def _read_all(
     """Payloads, the decoder's state after each read, and the error, reading
     `wire` through get_buffer()/buffer_updated() in reads of `sizes`."""
     decoder = FrameDecoder(max_frame, buffer_size=40 * 1024, large_frame=large, views=views)
-    frames: list[bytes] = []
+    frames: list[Any] = []
     states: list[tuple[int, int, int, bool]] = []
-    view, reads = memoryview(wire), iter(sizes)
+
+    def note_state() -> None:
+        at = (decoder.buffered, decoder.frames_decoded, decoder._start)
+        states.append((*at, decoder.ended_at_boundary))
+
+    error = None
     try:
-        while view:
-            room = decoder.get_buffer(-1)
-            count = min(len(room), len(view), next(reads, 3000))
-            room[:count] = view[:count]
-            del room
-            view = view[count:]
-            frames += [bytes(p) for p in decoder.buffer_updated(count)]
-            states.append(
-                (
-                    decoder.buffered,
-                    decoder.frames_decoded,
-                    decoder._start,
-                    decoder.ended_at_boundary,
-                )
-            )
+        read_through_buffer(decoder, wire, sizes, frames, note_state)
         decoder.end_of_stream()
-    except FramingError as error:
-        return frames, states, f"{type(error).__name__}: {error}"
-    return frames, states, None
+    except FramingError as failure:
+        error = f"{type(failure).__name__}: {failure}"
+    return [bytes(p) for p in frames], states, error
 
 
 @pytest.mark.skipif(not SELECTED.accelerated, reason="the C accelerator is not built here")

@@ -44,8 +44,11 @@ def test_bad_arguments_are_one_line(
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage, then one line
-    assert last.startswith("python -m framelab.benchmarks.read_path: error: ") and says in last
+    mistake, usage = capsys.readouterr().err.strip().splitlines()  # the mistake, a short usage
+    assert (
+        mistake.startswith("python -m framelab.benchmarks.read_path: error: ") and says in mistake
+    )
+    assert usage.startswith("usage: python -m framelab.benchmarks.read_path [OPTIONS]")
 
 
 @pytest.mark.slow

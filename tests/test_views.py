@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 import pytest
-from codec_support import CODEC_IDS, CODECS, on_codec
+from codec_support import CODEC_IDS, CODECS, on_codec, read_through_buffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,21 +31,6 @@ from framing import (
 from framing._codec import PURE, SELECTED, Codec
 from framing.decoder import DEFAULT_BUFFER_SIZE, VIEW_MIN
 from framing.observer import NullObserver
-
-
-def read_through_buffer(decoder: FrameDecoder, wire: bytes, sizes: list[int]) -> list[Any]:
-    """What the event loop does: the 'kernel' writes into get_buffer()."""
-    frames: list[Any] = []
-    view, reads = memoryview(wire), iter(sizes)
-    while view:
-        room = decoder.get_buffer(-1)
-        count = min(len(room), len(view), next(reads, 4096))
-        room[:count] = view[:count]
-        del room  # the loop lets go of it before the next read
-        view = view[count:]
-        frames += decoder.buffer_updated(count)
-    return frames
-
 
 payloads_strategy = st.lists(
     st.one_of(st.binary(max_size=900), st.binary(min_size=2040, max_size=2100)), max_size=60

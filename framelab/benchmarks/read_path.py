@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from framelab.common.parser import Parser
 from framelab.servers.modes import echo_batch
 from framing import FramedProtocol, encode_frames
 from framing._codec import pack_frames, split_frames, split_views
@@ -151,14 +152,16 @@ class StageCost:
     instructions_per_read: float | None = None
 
 
-async def _timed(stage: str, size: int, depth: int, views: bool, rounds: int) -> float:
+async def _reads(stage: str, size: int, depth: int, views: bool, warm: int, rounds: int) -> float:
+    """`warm` reads (caches, the allocator's free lists), then `rounds` more:
+    µs per read of those (in a coroutine: FramedProtocol wants a running loop)."""
     read = make_read(stage, size, depth, views)
-    for _ in range(min(rounds, 2000)):  # warm: caches, the allocator's free lists
+    for _ in range(warm):
         read()
     start = time.perf_counter()
     for _ in range(rounds):
         read()
-    return (time.perf_counter() - start) / rounds * 1e6
+    return (time.perf_counter() - start) / max(rounds, 1) * 1e6
 
 
 def _instructions(stage: str, size: int, depth: int, views: bool, rounds: int) -> float | None:
@@ -181,15 +184,6 @@ def _instructions(stage: str, size: int, depth: int, views: bool, rounds: int) -
     return (totals[1] - totals[0]) / rounds
 
 
-async def _child(stage: str, size: int, depth: int, views: bool, rounds: int) -> None:
-    """The reads alone (under valgrind): warm-up as in _timed, then ROUNDS reads."""
-    read = make_read(stage, size, depth, views)
-    for _ in range(200):
-        read()
-    for _ in range(rounds):
-        read()
-
-
 def fits_one_read(size: int, depth: int) -> str | None:
     """Why DEPTH frames of SIZE are not one read of the small-frame path (None: they are)."""
     if size >= DEFAULT_LARGE_FRAME:
@@ -208,7 +202,7 @@ def measure(size: int, depth: int, views: bool, rounds: int, instructions: bool)
         raise ValueError(why)
     costs = []
     for stage in STAGES:
-        us = asyncio.run(_timed(stage, size, depth, views, rounds))
+        us = asyncio.run(_reads(stage, size, depth, views, min(rounds, 2000), rounds))
         cost = StageCost(stage, us)
         if instructions:
             cost.instructions_per_read = _instructions(stage, size, depth, views, rounds // 4)
@@ -217,7 +211,7 @@ def measure(size: int, depth: int, views: bool, rounds: int, instructions: bool)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m framelab.benchmarks.read_path", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--size", type=int, default=64, help="payload bytes (default 64)")
@@ -236,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if (why := fits_one_read(args.size, args.depth)) is not None:
         parser.error(why)
     if args.child is not None:
-        asyncio.run(_child(args.child, args.size, args.depth, args.views, args.rounds))
+        asyncio.run(_reads(args.child, args.size, args.depth, args.views, 200, args.rounds))
         return 0
     costs = measure(args.size, args.depth, args.views, args.rounds, args.instructions)
     if args.json:
